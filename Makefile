@@ -1,0 +1,35 @@
+# Aegis: two commands for a fresh machine.
+#   make run    build the host and the bundled plugins, then supervise the example service (config/aegis.yaml)
+#   make test   build everything and run every test (host workspace, plugin workspace, end to end)
+#
+# `rustup toolchain install` reads rust-toolchain.toml (Rust 1.99.1 + wasm32-wasip2/wasip1); a no-op once done.
+
+CARGO ?= cargo
+PLUGIN_TARGET_DIR := plugins/target
+PLUGIN_OUT := $(PLUGIN_TARGET_DIR)/wasm32-wasip2/release
+BUNDLED_PLUGINS := window-trip
+
+.PHONY: run test toolchain build plugins lint
+
+toolchain:
+	rustup toolchain install
+
+build: toolchain
+	$(CARGO) build --workspace --bins
+
+# Build the plugin workspace for wasm32-wasip2 and drop the components into plugins/ (the host's plugin directory).
+plugins: toolchain
+	cd plugins && CARGO_TARGET_DIR=target $(CARGO) build --release --target wasm32-wasip2
+	for p in $(BUNDLED_PLUGINS); do cp "$(PLUGIN_OUT)/$$(echo $$p | tr - _).wasm" "plugins/$$p.wasm"; done
+
+run: build plugins
+	./target/debug/aegis-host --config config/aegis.yaml
+
+test: build
+	cd plugins && CARGO_TARGET_DIR=target $(CARGO) test
+	$(CARGO) test --workspace
+
+lint: toolchain
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	cd plugins && $(CARGO) fmt --all -- --check && CARGO_TARGET_DIR=target $(CARGO) clippy --all-targets -- -D warnings

@@ -1,0 +1,115 @@
+//! Per-call sandbox: the store data every plugin instance runs with, its resource limits and its (empty) WASI
+//! context. Nothing here grants a capability: no preopened directory, no environment, no stdio, no sockets.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::bindings::trip::aegis::policy::host;
+use crate::bindings::types::LogLevel;
+
+/// How often the epoch ticker advances the engine's epoch; deadlines are counted in these ticks.
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// Longest log line a plugin may write; the rest is cut so a plugin cannot flood the host's log.
+const MAX_LOG_LINE: usize = 4096;
+
+/// Limits applied to every plugin call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SandboxLimits {
+    /// Wall-clock budget of one call (rounded up to whole epoch ticks).
+    pub deadline: Duration,
+    /// Cap on a plugin instance's linear memory.
+    pub memory_bytes: usize,
+    /// Cap on instances, tables and memories a plugin may create.
+    pub instances: usize,
+    pub tables: usize,
+    pub table_elements: usize,
+}
+
+impl Default for SandboxLimits {
+    fn default() -> Self {
+        SandboxLimits {
+            deadline: Duration::from_millis(10),
+            memory_bytes: 16 << 20,
+            instances: 16,
+            tables: 16,
+            table_elements: 20_000,
+        }
+    }
+}
+
+impl SandboxLimits {
+    pub(crate) fn deadline_ticks(&self) -> u64 {
+        let tick = EPOCH_TICK.as_nanos().max(1);
+        u64::try_from(self.deadline.as_nanos().div_ceil(tick)).unwrap_or(u64::MAX).max(1)
+    }
+}
+
+/// What a plugin's store holds.
+pub(crate) struct StoreData {
+    plugin: Arc<str>,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+}
+
+impl std::fmt::Debug for StoreData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreData").field("plugin", &self.plugin).finish_non_exhaustive()
+    }
+}
+
+impl WasiView for StoreData {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl host::Host for StoreData {
+    fn log(&mut self, level: LogLevel, message: String) {
+        let mut message = message;
+        if message.len() > MAX_LOG_LINE {
+            let mut cut = MAX_LOG_LINE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push_str("…");
+        }
+        let plugin = &*self.plugin;
+        match level {
+            LogLevel::Trace => tracing::trace!(plugin, "{message}"),
+            LogLevel::Debug => tracing::debug!(plugin, "{message}"),
+            LogLevel::Info => tracing::info!(plugin, "{message}"),
+            LogLevel::Warn => tracing::warn!(plugin, "{message}"),
+            LogLevel::Error => tracing::error!(plugin, "{message}"),
+        }
+    }
+}
+
+impl crate::bindings::types::Host for StoreData {}
+
+/// A fresh store for one plugin instance, with the limits applied and the deadline armed for the first call.
+pub(crate) fn new_store(engine: &Engine, plugin: Arc<str>, limits: &SandboxLimits) -> Store<StoreData> {
+    let data = StoreData {
+        plugin,
+        wasi: WasiCtx::builder().build(),
+        table: ResourceTable::new(),
+        limits: StoreLimitsBuilder::new()
+            .memory_size(limits.memory_bytes)
+            .instances(limits.instances)
+            .tables(limits.tables)
+            .table_elements(limits.table_elements)
+            .memories(limits.instances)
+            .trap_on_grow_failure(true)
+            .build(),
+    };
+    let mut store = Store::new(engine, data);
+    store.limiter(|d| &mut d.limits);
+    store.set_epoch_deadline(limits.deadline_ticks());
+    store
+}

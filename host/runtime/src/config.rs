@@ -1,0 +1,776 @@
+//! The YAML config: wire structs (private, `deny_unknown_fields`, exactly the seed formats) and the validated domain
+//! types the rest of the runtime uses. All conversion and validation happens in [`Config::from_yaml`].
+//!
+//! A file is either a mapping with `services:` (and optional `admin:`, `plugins:`, `notifications:`) or, as in the
+//! seed documents, a bare list of services. Relative paths are relative to the working directory.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use aegis_core::{BackoffSettings, Jitter};
+use aegis_plugin::SandboxLimits;
+use serde::Deserialize;
+
+use crate::error::ConfigError;
+
+/// Default admin (metrics + API) address: loopback only.
+pub const DEFAULT_ADMIN_ADDRESS: &str = "127.0.0.1:9797";
+
+// ---------------------------------------------------------------------------------------------------------------
+// Wire format
+// ---------------------------------------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileWire {
+    #[serde(default)]
+    admin: Option<AdminWire>,
+    #[serde(default)]
+    plugins: Option<PluginsWire>,
+    #[serde(default)]
+    notifications: Option<NotifyWire>,
+    services: Vec<ServiceWire>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdminWire {
+    address: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct PluginsWire {
+    #[serde(default)]
+    dir: Option<PathBuf>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    deadline: Option<Duration>,
+    #[serde(default)]
+    memory_limit_mib: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ServiceWire {
+    name: String,
+    #[serde(rename = "type")]
+    kind: String,
+    endpoint: String,
+    #[serde(default, deserialize_with = "opt_duration")]
+    interval: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    timeout: Option<Duration>,
+    #[serde(default)]
+    retries: Option<u32>,
+    #[serde(default)]
+    process: Option<ProcessWire>,
+    #[serde(default)]
+    actions: Option<ActionsWire>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ProcessWire {
+    command: Vec<String>,
+    #[serde(default)]
+    cwd: Option<PathBuf>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ActionsWire {
+    #[serde(default)]
+    on_failure: Option<OnFailure>,
+    #[serde(default)]
+    circuit_breaker: Option<BreakerWire>,
+    #[serde(default)]
+    backoff: Option<BackoffWire>,
+    #[serde(default)]
+    restart: Option<RestartWire>,
+    #[serde(default)]
+    notify: Option<NotifyWire>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct BreakerWire {
+    #[serde(default = "yes")]
+    enabled: bool,
+    #[serde(default)]
+    failure_threshold: Option<u32>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    reset_timeout: Option<Duration>,
+    #[serde(default)]
+    success_threshold: Option<u32>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    slow_call_duration: Option<Duration>,
+    #[serde(default)]
+    window_size: Option<u32>,
+    #[serde(default)]
+    trip_policy: Option<PolicyWire>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyWire {
+    plugin: String,
+    #[serde(default)]
+    config: BTreeMap<String, serde_yaml::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct BackoffWire {
+    #[serde(default = "yes")]
+    enabled: bool,
+    #[serde(default, deserialize_with = "opt_duration")]
+    initial_interval: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    max_interval: Option<Duration>,
+    #[serde(default)]
+    multiplier: Option<f64>,
+    #[serde(default)]
+    jitter: Option<JitterWire>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    reset_after: Option<Duration>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum JitterWire {
+    None,
+    Full,
+    Equal,
+    Decorrelated,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestartWire {
+    command: String,
+    #[serde(default, deserialize_with = "opt_duration")]
+    timeout: Option<Duration>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NotifyWire {
+    webhook: String,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Durations are written as in the seeds: `5s`, `20s`, `1m`, `500ms`, `1h 30m`. A visitor (rather than reading a
+/// `Value` first) keeps the parser's line and column on the offending scalar.
+fn opt_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    struct DurationVisitor;
+
+    impl serde::de::Visitor<'_> for DurationVisitor {
+        type Value = Option<Duration>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a duration with a unit like `5s` or `500ms`")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Self::Value, E> {
+            humantime::parse_duration(s.trim())
+                .map(Some)
+                .map_err(|e| E::custom(format!("invalid duration {s:?}: {e} (write it like `5s` or `500ms`)")))
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Self::Value, E> {
+            Err(E::custom(format!("the bare number `{n}` is not a duration: add a unit, like `{n}s` or `{n}ms`")))
+        }
+
+        fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Self::Value, E> {
+            Err(E::custom(format!("the bare number `{n}` is not a duration: add a unit, like `{n}s`")))
+        }
+
+        fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<Self::Value, E> {
+            Err(E::custom(format!("the bare number `{n}` is not a duration: add a unit, like `{n}s`")))
+        }
+
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+    }
+
+    d.deserialize_any(DurationVisitor)
+}
+
+fn describe(v: &serde_yaml::Value) -> String {
+    match v {
+        serde_yaml::Value::Null => "nothing".into(),
+        serde_yaml::Value::Bool(b) => format!("`{b}`"),
+        serde_yaml::Value::Number(n) => format!("the bare number `{n}`"),
+        serde_yaml::Value::String(s) => format!("{s:?}"),
+        serde_yaml::Value::Sequence(_) => "a list".into(),
+        serde_yaml::Value::Mapping(_) => "a mapping".into(),
+        serde_yaml::Value::Tagged(_) => "a tagged value".into(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Domain
+// ---------------------------------------------------------------------------------------------------------------
+
+/// What to do when a service's breaker opens (seed 000 `onFailure`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFailure {
+    Restart,
+    Notify,
+    Ignore,
+}
+
+impl OnFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnFailure::Restart => "restart",
+            OnFailure::Notify => "notify",
+            OnFailure::Ignore => "ignore",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// The file this config came from, for messages.
+    pub source: PathBuf,
+    pub admin_address: SocketAddr,
+    pub plugins: PluginsConfig,
+    pub services: Vec<ServiceConfig>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct PluginsConfig {
+    pub dir: PathBuf,
+    pub limits: SandboxLimits,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum ProbeConfig {
+    Http { url: String },
+    Tcp { address: String },
+}
+
+impl ProbeConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProbeConfig::Http { .. } => "http",
+            ProbeConfig::Tcp { .. } => "tcp",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServiceConfig {
+    pub name: String,
+    pub endpoint: String,
+    pub probe: ProbeConfig,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Extra attempts of a failed check before it counts as one failure.
+    pub retries: u32,
+    pub process: Option<ProcessConfig>,
+    pub on_failure: OnFailure,
+    pub breaker: BreakerConfig,
+    /// `None` when backoff is disabled: restarts then follow each other immediately.
+    pub backoff: Option<BackoffSettings>,
+    pub restart: Option<RestartCommand>,
+    pub notify_webhook: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessConfig {
+    pub program: String,
+    pub args: Vec<String>,
+    pub cwd: Option<PathBuf>,
+    pub env: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestartCommand {
+    /// Run with `sh -c`.
+    pub command: String,
+    pub timeout: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct BreakerConfig {
+    /// A disabled breaker never opens: every failure goes straight to the recovery action.
+    pub enabled: bool,
+    pub failure_threshold: u32,
+    pub reset_timeout: Duration,
+    pub success_threshold: u32,
+    pub slow_call_duration: Option<Duration>,
+    pub window_size: u32,
+    pub trip_policy: Option<TripPolicy>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TripPolicy {
+    pub plugin: String,
+    pub config: Vec<(String, String)>,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            enabled: true,
+            failure_threshold: 3,
+            reset_timeout: Duration::from_secs(30),
+            success_threshold: 1,
+            slow_call_duration: None,
+            window_size: 20,
+            trip_policy: None,
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: path.to_owned(), source })?;
+        Config::from_yaml(path, &text)
+    }
+
+    /// Parses and validates config text; `source` only names the file in messages.
+    pub fn from_yaml(source: &Path, text: &str) -> Result<Config, ConfigError> {
+        let parse_err = |e: serde_yaml::Error| {
+            let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
+            ConfigError::Parse { file: source.to_owned(), line, column, message: strip_location(&e.to_string()) }
+        };
+        // A top-level list is the seed documents' form: just the services.
+        let top: serde_yaml::Value = serde_yaml::from_str(text).map_err(parse_err)?;
+        let wire = if top.is_sequence() {
+            let services: Vec<ServiceWire> = serde_yaml::from_str(text).map_err(parse_err)?;
+            FileWire { admin: None, plugins: None, notifications: None, services }
+        } else {
+            serde_yaml::from_str(text).map_err(parse_err)?
+        };
+        Validator { file: source }.config(wire)
+    }
+
+    pub fn service(&self, name: &str) -> Option<&ServiceConfig> {
+        self.services.iter().find(|s| s.name == name)
+    }
+
+    /// Things that are allowed but probably not what the operator meant.
+    pub fn warnings(&self) -> Vec<String> {
+        self.services
+            .iter()
+            .filter(|s| s.on_failure == OnFailure::Restart && s.restart.is_none() && s.process.is_none())
+            .map(|s| {
+                format!(
+                    "service `{}`: onFailure is `restart` but there is no `process:` to restart and no \
+                     `actions.restart.command`; restarts will only be logged",
+                    s.name
+                )
+            })
+            .collect()
+    }
+}
+
+/// serde_yaml appends " at line L column C"; the error already carries the location in front.
+fn strip_location(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+struct Validator<'a> {
+    file: &'a Path,
+}
+
+impl Validator<'_> {
+    fn invalid(&self, field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid { file: self.file.to_owned(), field: field.into(), message: message.into() }
+    }
+
+    fn config(&self, wire: FileWire) -> Result<Config, ConfigError> {
+        let admin_address = match wire.admin {
+            Some(a) => a.address.parse().map_err(|e| {
+                self.invalid("admin.address", format!("{:?} is not an address like 127.0.0.1:9797: {e}", a.address))
+            })?,
+            None => DEFAULT_ADMIN_ADDRESS.parse().map_err(|e| self.invalid("admin.address", format!("{e}")))?,
+        };
+        let plugins = self.plugins(wire.plugins)?;
+        let default_webhook = match wire.notifications {
+            Some(n) => Some(self.url("notifications.webhook", &n.webhook)?),
+            None => None,
+        };
+        let mut names = HashSet::new();
+        let mut services = Vec::with_capacity(wire.services.len());
+        for (i, s) in wire.services.into_iter().enumerate() {
+            let service = self.service(i, s, default_webhook.as_deref())?;
+            if !names.insert(service.name.clone()) {
+                return Err(
+                    self.invalid(format!("services[{i}].name"), format!("duplicate service name `{}`", service.name))
+                );
+            }
+            services.push(service);
+        }
+        Ok(Config { source: self.file.to_owned(), admin_address, plugins, services })
+    }
+
+    fn plugins(&self, wire: Option<PluginsWire>) -> Result<PluginsConfig, ConfigError> {
+        let mut limits = SandboxLimits::default();
+        let mut dir = PathBuf::from("plugins");
+        if let Some(p) = wire {
+            if let Some(d) = p.dir {
+                dir = d;
+            }
+            if let Some(deadline) = p.deadline {
+                if deadline.is_zero() {
+                    return Err(self.invalid("plugins.deadline", "must be greater than zero"));
+                }
+                limits.deadline = deadline;
+            }
+            if let Some(mib) = p.memory_limit_mib {
+                if mib == 0 {
+                    return Err(self.invalid("plugins.memoryLimitMib", "must be at least 1"));
+                }
+                limits.memory_bytes = (mib as usize) << 20;
+            }
+        }
+        Ok(PluginsConfig { dir, limits })
+    }
+
+    fn url(&self, field: &str, raw: &str) -> Result<String, ConfigError> {
+        let parsed = reqwest::Url::parse(raw).map_err(|e| self.invalid(field, format!("{raw:?} is not a URL: {e}")))?;
+        match parsed.scheme() {
+            "http" | "https" => Ok(raw.to_owned()),
+            other => Err(self.invalid(field, format!("{raw:?}: scheme `{other}` is not http or https"))),
+        }
+    }
+
+    fn service(&self, i: usize, s: ServiceWire, default_webhook: Option<&str>) -> Result<ServiceConfig, ConfigError> {
+        let at = |field: &str| format!("services[{i}] ({}).{field}", s.name);
+        if s.name.trim().is_empty() {
+            return Err(self.invalid(format!("services[{i}].name"), "must not be empty"));
+        }
+        let probe = match s.kind.as_str() {
+            "http" => ProbeConfig::Http { url: self.url(&at("endpoint"), &s.endpoint)? },
+            "tcp" => {
+                let address = s.endpoint.strip_prefix("tcp://").unwrap_or(&s.endpoint).to_owned();
+                if !address.contains(':') {
+                    return Err(self.invalid(at("endpoint"), format!("{:?} is not host:port", s.endpoint)));
+                }
+                ProbeConfig::Tcp { address }
+            }
+            "grpc" | "script" => {
+                return Err(self.invalid(
+                    at("type"),
+                    format!("`{}` checks are not supported by this build yet (supported: http, tcp)", s.kind),
+                ));
+            }
+            other => {
+                return Err(self.invalid(at("type"), format!("unknown check type `{other}` (expected http or tcp)")));
+            }
+        };
+        let interval = s.interval.unwrap_or(Duration::from_secs(10));
+        let timeout = s.timeout.unwrap_or(Duration::from_secs(5));
+        if interval.is_zero() {
+            return Err(self.invalid(at("interval"), "must be greater than zero"));
+        }
+        if timeout.is_zero() {
+            return Err(self.invalid(at("timeout"), "must be greater than zero"));
+        }
+        let process = match s.process {
+            None => None,
+            Some(p) => {
+                let mut command = p.command.into_iter();
+                let program = command
+                    .next()
+                    .filter(|p| !p.trim().is_empty())
+                    .ok_or_else(|| self.invalid(at("process.command"), "must name a program"))?;
+                Some(ProcessConfig { program, args: command.collect(), cwd: p.cwd, env: p.env })
+            }
+        };
+        let actions = s.actions.unwrap_or(ActionsWire {
+            on_failure: None,
+            circuit_breaker: None,
+            backoff: None,
+            restart: None,
+            notify: None,
+        });
+        let on_failure =
+            actions.on_failure.unwrap_or(if process.is_some() { OnFailure::Restart } else { OnFailure::Notify });
+        let breaker = self.breaker(&at, actions.circuit_breaker)?;
+        let backoff = self.backoff(&at, actions.backoff)?;
+        let restart = match actions.restart {
+            None => None,
+            Some(r) if r.command.trim().is_empty() => {
+                return Err(self.invalid(at("actions.restart.command"), "must not be empty"));
+            }
+            Some(r) => {
+                Some(RestartCommand { command: r.command, timeout: r.timeout.unwrap_or(Duration::from_secs(60)) })
+            }
+        };
+        let notify_webhook = match actions.notify {
+            Some(n) => Some(self.url(&at("actions.notify.webhook"), &n.webhook)?),
+            None => default_webhook.map(str::to_owned),
+        };
+        if on_failure == OnFailure::Notify && notify_webhook.is_none() {
+            return Err(self.invalid(
+                at("actions.onFailure"),
+                "`notify` needs a webhook: set `actions.notify.webhook` or a top-level `notifications.webhook`",
+            ));
+        }
+        Ok(ServiceConfig {
+            name: s.name,
+            endpoint: s.endpoint,
+            probe,
+            interval,
+            timeout,
+            retries: s.retries.unwrap_or(0),
+            process,
+            on_failure,
+            breaker,
+            backoff,
+            restart,
+            notify_webhook,
+        })
+    }
+
+    fn breaker(&self, at: &dyn Fn(&str) -> String, wire: Option<BreakerWire>) -> Result<BreakerConfig, ConfigError> {
+        let mut b = BreakerConfig::default();
+        let Some(w) = wire else { return Ok(b) };
+        b.enabled = w.enabled;
+        if let Some(n) = w.failure_threshold {
+            if n == 0 {
+                return Err(self.invalid(at("actions.circuitBreaker.failureThreshold"), "must be at least 1"));
+            }
+            b.failure_threshold = n;
+        }
+        if let Some(d) = w.reset_timeout {
+            b.reset_timeout = d;
+        }
+        if let Some(n) = w.success_threshold {
+            if n == 0 {
+                return Err(self.invalid(at("actions.circuitBreaker.successThreshold"), "must be at least 1"));
+            }
+            b.success_threshold = n;
+        }
+        b.slow_call_duration = w.slow_call_duration;
+        if let Some(n) = w.window_size {
+            if n == 0 || n > 10_000 {
+                return Err(self.invalid(at("actions.circuitBreaker.windowSize"), "must be between 1 and 10000"));
+            }
+            b.window_size = n;
+        }
+        if let Some(p) = w.trip_policy {
+            let mut config = Vec::with_capacity(p.config.len());
+            for (key, value) in p.config {
+                let value = match value {
+                    serde_yaml::Value::String(s) => s,
+                    serde_yaml::Value::Number(n) => n.to_string(),
+                    serde_yaml::Value::Bool(b) => b.to_string(),
+                    other => {
+                        return Err(self.invalid(
+                            at(&format!("actions.circuitBreaker.tripPolicy.config.{key}")),
+                            format!("expected a string, number or boolean, got {}", describe(&other)),
+                        ));
+                    }
+                };
+                config.push((key, value));
+            }
+            b.trip_policy = Some(TripPolicy { plugin: p.plugin, config });
+        }
+        Ok(b)
+    }
+
+    fn backoff(
+        &self,
+        at: &dyn Fn(&str) -> String,
+        wire: Option<BackoffWire>,
+    ) -> Result<Option<BackoffSettings>, ConfigError> {
+        let mut s = BackoffSettings::default();
+        let Some(w) = wire else { return Ok(Some(s)) };
+        if !w.enabled {
+            return Ok(None);
+        }
+        if let Some(d) = w.initial_interval {
+            s.initial = d;
+        }
+        if let Some(d) = w.max_interval {
+            s.max = d;
+        }
+        if let Some(m) = w.multiplier {
+            if !m.is_finite() || m < 1.0 {
+                return Err(self.invalid(at("actions.backoff.multiplier"), format!("{m} must be a number >= 1.0")));
+            }
+            s.multiplier = m;
+        }
+        if s.max < s.initial {
+            return Err(self.invalid(
+                at("actions.backoff.maxInterval"),
+                format!(
+                    "{} is shorter than initialInterval {}",
+                    humantime::format_duration(s.max),
+                    humantime::format_duration(s.initial)
+                ),
+            ));
+        }
+        if let Some(j) = w.jitter {
+            s.jitter = match j {
+                JitterWire::None => Jitter::None,
+                JitterWire::Full => Jitter::Full,
+                JitterWire::Equal => Jitter::Equal,
+                JitterWire::Decorrelated => Jitter::Decorrelated,
+            };
+        }
+        if w.reset_after.is_some() {
+            s.reset_after = w.reset_after;
+        }
+        Ok(Some(s))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_yaml(Path::new("test.yaml"), text)
+    }
+
+    const MINIMAL: &str = r#"
+services:
+  - name: web
+    type: http
+    endpoint: http://127.0.0.1:8081/health
+    actions:
+      onFailure: restart
+"#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(MINIMAL).expect("parses");
+        let s = &c.services[0];
+        assert_eq!(s.interval, Duration::from_secs(10));
+        assert_eq!(s.timeout, Duration::from_secs(5));
+        assert_eq!(s.retries, 0);
+        assert_eq!(s.breaker, BreakerConfig::default());
+        assert_eq!(c.admin_address.to_string(), DEFAULT_ADMIN_ADDRESS);
+        assert_eq!(c.plugins.dir, PathBuf::from("plugins"));
+        assert_eq!(c.warnings().len(), 1, "restart without process or command is warned about");
+    }
+
+    #[test]
+    fn unknown_key_names_line_column_and_field() {
+        let text = "services:\n  - name: web\n    type: http\n    endpoint: http://x/\n    actions:\n      circuitBreaker:\n        failureTreshold: 3\n";
+        let err = parse(text).unwrap_err().to_string();
+        assert!(err.starts_with("test.yaml:7:9: "), "{err}");
+        assert!(err.contains("unknown field `failureTreshold`"), "{err}");
+        assert!(err.contains("circuitBreaker"), "{err}");
+    }
+
+    #[test]
+    fn bare_numbers_are_not_durations() {
+        let text = "services:\n  - name: web\n    type: http\n    endpoint: http://x/\n    interval: 5\n";
+        let err = parse(text).unwrap_err().to_string();
+        assert!(err.starts_with("test.yaml:5:15: services[0].interval: "), "{err}");
+        assert!(err.contains("bare number `5`"), "{err}");
+    }
+
+    #[test]
+    fn semantic_errors_name_the_field() {
+        let cases = [
+            ("failureThreshold: 0", "actions.circuitBreaker.failureThreshold"),
+            ("successThreshold: 0", "actions.circuitBreaker.successThreshold"),
+        ];
+        for (line, field) in cases {
+            let text = format!(
+                "services:\n  - name: web\n    type: http\n    endpoint: http://x/\n    actions:\n      onFailure: ignore\n      circuitBreaker:\n        {line}\n"
+            );
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains(field), "{err}");
+        }
+        let text = "services:\n  - name: web\n    type: http\n    endpoint: http://x/\n    actions:\n      onFailure: ignore\n      backoff:\n        multiplier: 0.5\n";
+        assert!(parse(text).unwrap_err().to_string().contains("services[0] (web).actions.backoff.multiplier"));
+    }
+
+    #[test]
+    fn notify_without_webhook_is_refused_and_top_level_webhook_applies() {
+        let text = "services:\n  - name: web\n    type: http\n    endpoint: http://x/\n    actions:\n      onFailure: notify\n";
+        assert!(parse(text).unwrap_err().to_string().contains("needs a webhook"));
+        let text = format!("notifications:\n  webhook: http://127.0.0.1:1/hook\n{text}");
+        let c = parse(&text).expect("parses");
+        assert_eq!(c.services[0].notify_webhook.as_deref(), Some("http://127.0.0.1:1/hook"));
+    }
+
+    #[test]
+    fn duplicate_names_and_unsupported_types_are_refused() {
+        let text = "services:\n  - {name: a, type: tcp, endpoint: '127.0.0.1:1', actions: {onFailure: ignore}}\n  - {name: a, type: tcp, endpoint: '127.0.0.1:2', actions: {onFailure: ignore}}\n";
+        assert!(parse(text).unwrap_err().to_string().contains("duplicate service name `a`"));
+        let text = "services:\n  - {name: g, type: grpc, endpoint: '127.0.0.1:1'}\n";
+        assert!(parse(text).unwrap_err().to_string().contains("not supported"));
+    }
+
+    #[test]
+    fn trip_policy_config_scalars_become_strings() {
+        let text = "services:\n  - name: web\n    type: http\n    endpoint: http://x/\n    actions:\n      onFailure: ignore\n      circuitBreaker:\n        tripPolicy:\n          plugin: window-trip\n          config: {window: 5, failures: 3, strict: true, name: x}\n";
+        let c = parse(text).expect("parses");
+        let p = c.services[0].breaker.trip_policy.clone().expect("policy");
+        assert_eq!(p.plugin, "window-trip");
+        assert_eq!(
+            p.config,
+            vec![
+                ("failures".into(), "3".into()),
+                ("name".into(), "x".into()),
+                ("strict".into(), "true".into()),
+                ("window".into(), "5".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn malformed_yaml_is_located() {
+        let err = parse("services:\n  - name: [unclosed\n").unwrap_err().to_string();
+        assert!(err.starts_with("test.yaml:"), "{err}");
+    }
+
+    #[test]
+    fn every_file_in_config_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
+        let mut parsed = 0;
+        for entry in std::fs::read_dir(&dir).expect("config/ exists") {
+            let path = entry.expect("dir entry").path();
+            if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+                let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+                assert!(!config.services.is_empty(), "{} has services", path.display());
+                parsed += 1;
+            }
+        }
+        assert!(parsed >= 3, "parsed {parsed} files");
+    }
+
+    #[test]
+    fn seed_000_examples_parse_as_written() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
+        let breaker = Config::load(&dir.join("seed-000-circuit-breaker.yaml")).expect("parses");
+        let s = &breaker.services[0];
+        assert_eq!(
+            (s.name.as_str(), s.interval, s.timeout, s.retries),
+            ("example-service", Duration::from_secs(5), Duration::from_secs(5), 3)
+        );
+        assert_eq!(s.on_failure, OnFailure::Restart);
+        assert_eq!(
+            (s.breaker.failure_threshold, s.breaker.reset_timeout, s.breaker.success_threshold),
+            (3, Duration::from_secs(20), 1)
+        );
+        let backoff = Config::load(&dir.join("seed-000-backoff.yaml")).expect("parses");
+        let b = backoff.services[0].backoff.clone().expect("enabled");
+        assert_eq!((b.initial, b.max, b.multiplier), (Duration::from_secs(2), Duration::from_secs(30), 2.0));
+    }
+}

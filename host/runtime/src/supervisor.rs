@@ -1,0 +1,394 @@
+//! The supervisor: one task per service that probes on the service's interval, feeds results into the service's
+//! breaker, and runs the recovery action (spaced by the backoff) when the breaker opens.
+//!
+//! While a breaker is open the service is not probed; after `resetTimeout` the breaker lets one probe through
+//! (half-open), and `successThreshold` successes in a row close it again. A disabled breaker never opens: every
+//! failed check triggers the recovery action directly, still spaced by the backoff.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aegis_core::{
+    Backoff, Breaker, ConsecutiveFailures, Force, Settings, State, StateChange, TripPredicate, WindowKind,
+};
+use aegis_plugin::{PluginHost, ServiceInfo};
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+use tokio::sync::{mpsc, watch};
+use tokio::time::MissedTickBehavior;
+
+use crate::action::{self, RestartOutcome, notify};
+use crate::config::{Config, OnFailure, ServiceConfig};
+use crate::error::RuntimeError;
+use crate::metrics::Metrics;
+use crate::probe::{Probe, ProbeResult};
+use crate::process::{ManagedProcess, STOP_GRACE};
+
+/// The policy name reported when the built-in trip predicate decides.
+const BUILT_IN: &str = "built-in";
+
+/// A breaker transition, as the service task sees it.
+#[derive(Debug, Clone)]
+struct Transition {
+    from: State,
+    to: State,
+    reason: String,
+}
+
+/// Everything about one supervised service that outlives a single check.
+#[derive(Debug)]
+pub struct ServiceHandle {
+    pub config: ServiceConfig,
+    pub breaker: Arc<Breaker>,
+    /// `built-in` or the trip plugin's name.
+    pub trip_policy: String,
+    pub process: Option<Arc<ManagedProcess>>,
+    probe: Probe,
+    backoff: Mutex<(Option<Backoff>, SmallRng)>,
+    recovering: AtomicBool,
+    last_check: Mutex<Option<ProbeResult>>,
+}
+
+impl ServiceHandle {
+    pub fn last_check(&self) -> Option<ProbeResult> {
+        self.last_check.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Delay before the next recovery attempt, and the attempt number.
+    fn next_delay(&self) -> (Duration, u32) {
+        let mut guard = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
+        let (backoff, rng) = &mut *guard;
+        match backoff {
+            Some(b) => {
+                let delay = b.next_delay(Instant::now(), rng);
+                (delay, b.attempt())
+            }
+            None => (Duration::ZERO, 0),
+        }
+    }
+}
+
+/// State shared by every service task.
+#[derive(Debug)]
+pub struct Shared {
+    pub metrics: Metrics,
+    pub client: reqwest::Client,
+    pub plugins: PluginHost,
+}
+
+/// A validated config turned into running parts; [`Supervisor::run`] starts them.
+#[derive(Debug)]
+pub struct Supervisor {
+    config: Config,
+    shared: Arc<Shared>,
+    services: Vec<(Arc<ServiceHandle>, mpsc::UnboundedReceiver<Transition>)>,
+}
+
+impl Supervisor {
+    /// Loads plugins and builds one breaker, backoff and probe per service. Plugins that fail to load are skipped
+    /// (and logged); a service whose trip plugin is missing or refuses its config uses the built-in predicate.
+    pub fn new(config: Config) -> Result<Supervisor, RuntimeError> {
+        // reqwest is built without a default crypto provider; ring is the one we ship.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("aegis-host/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| RuntimeError::HttpClient(crate::probe::error_chain(&e)))?;
+        let metrics = Metrics::new()?;
+        let plugins = PluginHost::new(config.plugins.limits)?;
+        let report = plugins.load_dir(&config.plugins.dir)?;
+        for info in &report.loaded {
+            tracing::info!(plugin = %info.name, kind = %info.kind, path = %info.path.display(), "plugin loaded");
+        }
+        for error in &report.failed {
+            tracing::error!("plugin skipped: {error}");
+        }
+        let shared = Arc::new(Shared { metrics, client, plugins });
+        let services = config.services.iter().map(|s| build_service(&shared, s)).collect::<Result<Vec<_>, _>>()?;
+        Ok(Supervisor { config, shared, services })
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    pub fn handles(&self) -> Vec<Arc<ServiceHandle>> {
+        self.services.iter().map(|(h, _)| Arc::clone(h)).collect()
+    }
+
+    /// Runs the admin server and every service until `shutdown` resolves, then stops supervised processes.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> Result<(), RuntimeError> {
+        let handles = self.handles();
+        let listener = tokio::net::TcpListener::bind(self.config.admin_address)
+            .await
+            .map_err(|source| RuntimeError::Bind { address: self.config.admin_address.to_string(), source })?;
+        let admin_addr = listener
+            .local_addr()
+            .map_err(|source| RuntimeError::Bind { address: self.config.admin_address.to_string(), source })?;
+        tracing::info!("admin API and metrics on http://{admin_addr}/metrics");
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let admin =
+            tokio::spawn(crate::admin::serve(listener, Arc::clone(&self.shared), handles.clone(), stop_rx.clone()));
+
+        let mut tasks = Vec::new();
+        for (handle, changes) in self.services {
+            if let Some(process) = &handle.process {
+                if let Err(e) = process.start().await {
+                    tracing::error!(service = %handle.config.name, "{e}");
+                }
+            }
+            tasks.push(tokio::spawn(run_service(handle, Arc::clone(&self.shared), changes, stop_rx.clone())));
+        }
+
+        shutdown.await;
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+        for task in tasks {
+            let _ = task.await;
+        }
+        for handle in &handles {
+            if let Some(process) = &handle.process {
+                process.stop(STOP_GRACE).await;
+            }
+        }
+        let _ = admin.await;
+        Ok(())
+    }
+}
+
+fn build_service(
+    shared: &Arc<Shared>,
+    s: &ServiceConfig,
+) -> Result<(Arc<ServiceHandle>, mpsc::UnboundedReceiver<Transition>), RuntimeError> {
+    let b = &s.breaker;
+    let built_in: Arc<dyn TripPredicate> = Arc::new(ConsecutiveFailures(b.failure_threshold));
+    let (predicate, trip_policy): (Arc<dyn TripPredicate>, String) = match &b.trip_policy {
+        None => (Arc::clone(&built_in), BUILT_IN.to_owned()),
+        Some(policy) => {
+            let info =
+                ServiceInfo { name: s.name.clone(), kind: s.probe.kind().to_owned(), endpoint: s.endpoint.clone() };
+            match shared.plugins.trip_predicate(&policy.plugin, info, policy.config.clone(), Arc::clone(&built_in)) {
+                Ok(p) => {
+                    tracing::info!(service = %s.name, plugin = %policy.plugin, "trip predicate bound to plugin");
+                    (Arc::new(p), policy.plugin.clone())
+                }
+                Err(e) => {
+                    tracing::error!(service = %s.name, "{e}; using the built-in trip predicate");
+                    (Arc::clone(&built_in), BUILT_IN.to_owned())
+                }
+            }
+        }
+    };
+    let (tx, rx) = mpsc::unbounded_channel();
+    let listener = Arc::new(move |change: &StateChange| {
+        let _ = tx.send(Transition { from: change.from, to: change.to, reason: change.reason.clone() });
+    });
+    let settings = Settings::new(s.name.clone())
+        .failure_threshold(b.failure_threshold)
+        .reset_timeout(b.reset_timeout)
+        .success_threshold(b.success_threshold)
+        .max_requests(1)
+        .slow_call_duration(b.slow_call_duration)
+        .window(WindowKind::Count(b.window_size))
+        .trip_predicate(predicate)
+        .on_state_change(listener);
+    let breaker = Arc::new(Breaker::new(settings));
+    if !b.enabled {
+        breaker.force(Instant::now(), Force::Disabled);
+    }
+    shared.metrics.register_service(&s.name);
+    shared.metrics.breaker_state.with_label_values(&[&s.name]).set(breaker.state(Instant::now()).metric_value());
+    let handle = ServiceHandle {
+        config: s.clone(),
+        breaker,
+        trip_policy,
+        process: s.process.clone().map(|p| Arc::new(ManagedProcess::new(s.name.clone(), p))),
+        probe: Probe::new(&s.probe, &shared.client),
+        backoff: Mutex::new((s.backoff.clone().map(Backoff::new), SmallRng::from_os_rng())),
+        recovering: AtomicBool::new(false),
+        last_check: Mutex::new(None),
+    };
+    Ok((Arc::new(handle), rx))
+}
+
+#[tracing::instrument(skip_all, fields(service = %handle.config.name))]
+async fn run_service(
+    handle: Arc<ServiceHandle>,
+    shared: Arc<Shared>,
+    mut changes: mpsc::UnboundedReceiver<Transition>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let interval = handle.config.interval;
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    tracing::info!(
+        endpoint = %handle.config.endpoint,
+        every = %humantime::format_duration(interval),
+        trip_policy = %handle.trip_policy,
+        on_failure = handle.config.on_failure.as_str(),
+        "supervising"
+    );
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => check_once(&handle, &shared, &mut changes, &stop).await,
+            Some(t) = changes.recv() => on_transition(&handle, &shared, t, &stop),
+            _ = stop.changed() => break,
+        }
+    }
+}
+
+/// Handles the transitions the breaker reported so far, so the log reads in the order things happened.
+fn drain(
+    handle: &Arc<ServiceHandle>,
+    shared: &Arc<Shared>,
+    changes: &mut mpsc::UnboundedReceiver<Transition>,
+    stop: &watch::Receiver<bool>,
+) {
+    while let Ok(t) = changes.try_recv() {
+        on_transition(handle, shared, t, stop);
+    }
+}
+
+async fn check_once(
+    handle: &Arc<ServiceHandle>,
+    shared: &Arc<Shared>,
+    changes: &mut mpsc::UnboundedReceiver<Transition>,
+    stop: &watch::Receiver<bool>,
+) {
+    let name = handle.config.name.as_str();
+    let m = &shared.metrics;
+    let acquired = handle.breaker.try_acquire(Instant::now());
+    drain(handle, shared, changes, stop);
+    let permit = match acquired {
+        Ok(permit) => permit,
+        Err(rejected) => {
+            m.breaker_requests.with_label_values(&[name, "rejected"]).inc();
+            tracing::debug!("check skipped: {rejected}");
+            return;
+        }
+    };
+    let result = handle.probe.check(handle.config.timeout, handle.config.retries).await;
+    let outcome = if result.success { "success" } else { "failure" };
+    m.checks.with_label_values(&[name, outcome]).inc();
+    m.breaker_requests.with_label_values(&[name, outcome]).inc();
+    m.check_duration.with_label_values(&[name]).observe(result.latency.as_secs_f64());
+    m.service_up.with_label_values(&[name]).set(i64::from(result.success));
+    let latency_ms = result.latency.as_secs_f64() * 1000.0;
+    if result.success {
+        tracing::info!(latency_ms = format_args!("{latency_ms:.1}"), "probe ok: {}", result.detail);
+    } else {
+        tracing::warn!(
+            latency_ms = format_args!("{latency_ms:.1}"),
+            attempts = result.attempts,
+            "probe failed: {}",
+            result.detail
+        );
+    }
+    // The trip predicate runs inside `record`; a plugin call is bounded by its epoch deadline.
+    handle.breaker.record(Instant::now(), permit, result.success, result.latency);
+    drain(handle, shared, changes, stop);
+    let disabled = handle.breaker.state(Instant::now()) == State::Disabled;
+    *handle.last_check.lock().unwrap_or_else(|p| p.into_inner()) = Some(result.clone());
+    if disabled && !result.success {
+        start_recovery(handle, shared, &result.detail, stop);
+    }
+}
+
+fn on_transition(handle: &Arc<ServiceHandle>, shared: &Arc<Shared>, t: Transition, stop: &watch::Receiver<bool>) {
+    let name = handle.config.name.as_str();
+    shared.metrics.breaker_state.with_label_values(&[name]).set(t.to.metric_value());
+    match t.to {
+        State::Open => {
+            tracing::warn!(from = %t.from, "circuit breaker OPEN: {}", t.reason);
+            if t.from == State::Closed {
+                shared.metrics.breaker_trips.with_label_values(&[name, &handle.trip_policy]).inc();
+            }
+            start_recovery(handle, shared, &t.reason, stop);
+        }
+        State::Closed if t.from == State::HalfOpen => {
+            tracing::info!("circuit breaker CLOSED: service recovered ({})", t.reason);
+            if handle.config.on_failure == OnFailure::Notify {
+                spawn_notification(handle, shared, "breaker-closed", t.to, &t.reason);
+            }
+        }
+        _ => tracing::info!(from = %t.from, "circuit breaker {}: {}", t.to.as_str().to_uppercase(), t.reason),
+    }
+}
+
+/// Runs the service's recovery action once, after its backoff delay. At most one recovery runs per service.
+fn start_recovery(handle: &Arc<ServiceHandle>, shared: &Arc<Shared>, reason: &str, stop: &watch::Receiver<bool>) {
+    match handle.config.on_failure {
+        OnFailure::Ignore => {
+            tracing::info!("onFailure is `ignore`: no action ({reason})");
+        }
+        OnFailure::Notify => spawn_notification(handle, shared, "breaker-opened", State::Open, reason),
+        OnFailure::Restart => {
+            if handle.recovering.swap(true, Ordering::AcqRel) {
+                tracing::debug!("restart already pending");
+                return;
+            }
+            let (delay, attempt) = handle.next_delay();
+            tracing::warn!(attempt, "restarting in {}", humantime::format_duration(round_ms(delay)));
+            let handle = Arc::clone(handle);
+            let shared = Arc::clone(shared);
+            let mut stop = stop.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.changed() => {
+                        handle.recovering.store(false, Ordering::Release);
+                        return;
+                    }
+                }
+                let name = handle.config.name.as_str();
+                let result = action::restart(&handle.config, handle.process.as_ref()).await;
+                let label = match &result {
+                    Ok(RestartOutcome::Respawned { pid }) => {
+                        tracing::warn!(service = name, pid, attempt, "restarted: process respawned");
+                        "success"
+                    }
+                    Ok(RestartOutcome::CommandSucceeded { output }) => {
+                        tracing::warn!(service = name, attempt, "restarted: restart command succeeded: {output}");
+                        "success"
+                    }
+                    Ok(RestartOutcome::NothingToRestart) => {
+                        tracing::error!(
+                            service = name,
+                            "restart requested, but the service has no process or restart command"
+                        );
+                        "skipped"
+                    }
+                    Err(e) => {
+                        tracing::error!(service = name, attempt, "restart failed: {e}");
+                        "failure"
+                    }
+                };
+                shared.metrics.restarts.with_label_values(&[name, label]).inc();
+                handle.recovering.store(false, Ordering::Release);
+            });
+        }
+    }
+}
+
+fn spawn_notification(handle: &Arc<ServiceHandle>, shared: &Arc<Shared>, event: &str, state: State, reason: &str) {
+    let Some(url) = handle.config.notify_webhook.clone() else {
+        tracing::error!("cannot notify: no webhook configured");
+        return;
+    };
+    let body = notify::Notification::new(&handle.config.name, &handle.config.endpoint, event, state.as_str(), reason);
+    let shared = Arc::clone(shared);
+    tokio::spawn(async move {
+        let result = notify::send(&shared.client, &url, &body).await;
+        let label = if result.is_ok() { "success" } else { "failure" };
+        shared.metrics.notifications.with_label_values(&[&body.service, label]).inc();
+        match result {
+            Ok(()) => tracing::info!(service = %body.service, event = %body.event, "notified {url}"),
+            Err(e) => tracing::error!(service = %body.service, event = %body.event, "notification failed: {e}"),
+        }
+    });
+}
+
+fn round_ms(d: Duration) -> Duration {
+    Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

@@ -1,0 +1,5 @@
+//! End-to-end tests: the real `aegis-host` binary supervising the real example service, with the bundled plugins
+//! compiled from source. Everything listens on 127.0.0.1 and every process is stopped when its test ends.
+
+mod cli;
+mod supervise;
