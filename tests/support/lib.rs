@@ -126,11 +126,11 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        if self.terminate(Duration::from_secs(10)).is_none() {
-            if let Some(mut child) = self.child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
+        if self.terminate(Duration::from_secs(10)).is_none()
+            && let Some(mut child) = self.child.take()
+        {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }

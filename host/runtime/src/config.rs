@@ -770,7 +770,7 @@ services:
             (3, Duration::from_secs(20), 1)
         );
         let backoff = Config::load(&dir.join("seed-000-backoff.yaml")).expect("parses");
-        let b = backoff.services[0].backoff.clone().expect("enabled");
+        let b = backoff.services[0].backoff.expect("enabled");
         assert_eq!((b.initial, b.max, b.multiplier), (Duration::from_secs(2), Duration::from_secs(30), 2.0));
     }
 }

@@ -133,10 +133,10 @@ impl Supervisor {
 
         let mut tasks = Vec::new();
         for (handle, changes) in self.services {
-            if let Some(process) = &handle.process {
-                if let Err(e) = process.start().await {
-                    tracing::error!(service = %handle.config.name, "{e}");
-                }
+            if let Some(process) = &handle.process
+                && let Err(e) = process.start().await
+            {
+                tracing::error!(service = %handle.config.name, "{e}");
             }
             tasks.push(tokio::spawn(run_service(handle, Arc::clone(&self.shared), changes, stop_rx.clone())));
         }
@@ -205,7 +205,7 @@ fn build_service(
         trip_policy,
         process: s.process.clone().map(|p| Arc::new(ManagedProcess::new(s.name.clone(), p))),
         probe: Probe::new(&s.probe, &shared.client),
-        backoff: Mutex::new((s.backoff.clone().map(Backoff::new), SmallRng::from_os_rng())),
+        backoff: Mutex::new((s.backoff.map(Backoff::new), SmallRng::from_os_rng())),
         recovering: AtomicBool::new(false),
         last_check: Mutex::new(None),
     };

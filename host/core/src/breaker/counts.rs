@@ -1,6 +1,9 @@
 //! Per-generation call counters of a breaker (gobreaker `Counts`, plus slow calls and rejections). Owns only the
 //! arithmetic; when counters are cleared (state change, closed-state interval) is decided by the breaker.
 
+use std::sync::atomic::AtomicU32;
+use std::sync::atomic::Ordering::Relaxed;
+
 use serde::{Deserialize, Serialize};
 
 /// Counters of the breaker's current generation. They are cleared on every state change and, in the closed state,
@@ -62,6 +65,66 @@ impl Counts {
     }
 }
 
+/// [`Counts`] as atomics, for the breaker's spin-locked lane: one writer at a time (the lane lock), so every update is
+/// a `Relaxed` load plus store — plain moves, no read-modify-write instructions.
+#[derive(Debug, Default)]
+pub(crate) struct AtomicCounts {
+    requests: AtomicU32,
+    total_successes: AtomicU32,
+    total_failures: AtomicU32,
+    consecutive_successes: AtomicU32,
+    consecutive_failures: AtomicU32,
+    slow_calls: AtomicU32,
+    rejected: AtomicU32,
+}
+
+impl AtomicCounts {
+    pub(crate) fn load(&self) -> Counts {
+        Counts {
+            requests: self.requests.load(Relaxed),
+            total_successes: self.total_successes.load(Relaxed),
+            total_failures: self.total_failures.load(Relaxed),
+            consecutive_successes: self.consecutive_successes.load(Relaxed),
+            consecutive_failures: self.consecutive_failures.load(Relaxed),
+            slow_calls: self.slow_calls.load(Relaxed),
+            rejected: self.rejected.load(Relaxed),
+        }
+    }
+
+    pub(crate) fn store(&self, c: Counts) {
+        self.requests.store(c.requests, Relaxed);
+        self.total_successes.store(c.total_successes, Relaxed);
+        self.total_failures.store(c.total_failures, Relaxed);
+        self.consecutive_successes.store(c.consecutive_successes, Relaxed);
+        self.consecutive_failures.store(c.consecutive_failures, Relaxed);
+        self.slow_calls.store(c.slow_calls, Relaxed);
+        self.rejected.store(c.rejected, Relaxed);
+    }
+
+    /// [`Counts::on_outcome`] for the lane.
+    #[inline(always)]
+    pub(crate) fn on_outcome(&self, success: bool, slow: bool) {
+        let bump = |a: &AtomicU32| a.store(a.load(Relaxed).saturating_add(1), Relaxed);
+        bump(&self.requests);
+        if success {
+            bump(&self.total_successes);
+            bump(&self.consecutive_successes);
+            self.consecutive_failures.store(0, Relaxed);
+        } else {
+            bump(&self.total_failures);
+            bump(&self.consecutive_failures);
+            self.consecutive_successes.store(0, Relaxed);
+        }
+        if slow {
+            bump(&self.slow_calls);
+        }
+    }
+
+    pub(crate) fn on_rejected(&self) {
+        self.rejected.store(self.rejected.load(Relaxed).saturating_add(1), Relaxed);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,6 +153,20 @@ mod tests {
         assert_eq!(c.failure_ratio(), Some(1.0 / 3.0));
         assert_eq!(c.success_ratio(), Some(2.0 / 3.0));
         assert_eq!(Counts::default().failure_ratio(), None);
+    }
+
+    #[test]
+    fn atomic_counts_mirror_counts() {
+        let (mut c, a) = (Counts::default(), AtomicCounts::default());
+        for (success, slow) in [(true, false), (false, true), (false, false), (true, true)] {
+            c.on_outcome(success, slow);
+            a.on_outcome(success, slow);
+        }
+        c.on_rejected();
+        a.on_rejected();
+        assert_eq!(a.load(), c);
+        a.store(Counts::default());
+        assert_eq!(a.load(), Counts::default());
     }
 
     #[test]

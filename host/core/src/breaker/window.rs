@@ -1,17 +1,25 @@
 //! Sliding windows of recent call outcomes (resilience4j `COUNT_BASED` and `TIME_BASED`). Owns the sample storage and
 //! its running totals; knows nothing about breaker states, thresholds or predicates.
 //!
-//! Storage choice (why it is small): a count window of `n` calls keeps two bitsets (failed, slow) and one 16-bit
-//! *compact duration* per call, all in a single heap slice allocated once at construction — for `n = 100` that is
-//! 29 words (232 bytes), and recording never allocates. Durations are stored as a tiny float (11-bit mantissa, 5-bit
-//! power-of-two exponent, in nanoseconds): relative error below 0.1 %, range up to ~73 minutes (longer saturates).
-//! That keeps [`Sample::duration`] meaningful for trip predicates at an eighth of the cost of a full `Duration`.
+//! Storage choice (why it is small and fast): a count window of `n` calls keeps one 16-bit *slot* per call in a single
+//! heap slice allocated once at construction — for `n = 100` that is 200 bytes, and recording never allocates. A slot
+//! is `failed:1 | slow:1 | duration:14`, so recording is one load (the evicted slot) and one store. The duration is a
+//! tiny float in nanoseconds (9-bit mantissa, 5-bit power-of-two exponent): truncating, relative error below 0.4 %,
+//! exact below 512 ns, saturating at about 18 minutes. That keeps [`Sample::duration`] meaningful for trip predicates
+//! at an eighth of the size of a `Duration` (a bitset of flags alone would have lost the durations).
+//!
+//! Concurrency: the count window's storage is made of atomics accessed with `Relaxed` loads and stores (plain moves on
+//! x86), so the breaker can write it through `&self` inside its short spin-locked section without `unsafe`. The window
+//! itself assumes one writer at a time — the breaker's lock provides that; unsynchronised concurrent writers could
+//! skew its totals but never cause undefined behaviour. A time window sits behind its own (uncontended) mutex.
 //!
 //! A time window keeps per-bucket partial aggregates (count of fast/slow successes/failures and total duration), as
 //! resilience4j does; it therefore cannot replay individual calls. Its [`Window::iter`] reconstructs samples bucket by
 //! bucket (oldest bucket first), each carrying the bucket's mean duration; the order *within* a bucket is canonical
 //! (failures first), not the arrival order.
 
+use std::sync::atomic::{AtomicU16, AtomicU32, Ordering::Relaxed};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -50,43 +58,63 @@ pub struct Sample {
     pub slow: bool,
 }
 
-const MANT_BITS: u32 = 11;
+const MANT_BITS: u32 = 9;
 const MANT_MAX: u64 = (1 << MANT_BITS) - 1;
 const EXP_MAX: u32 = 31;
+/// Largest duration code; also what every longer duration saturates to.
+const CODE_MAX: u16 = ((EXP_MAX as u16) << MANT_BITS) | MANT_MAX as u16;
+const FAILED: u16 = 1 << 15;
+const SLOW: u16 = 1 << 14;
 
-/// Encodes a duration as the 16-bit float described in the module docs (truncating, saturating).
+/// Encodes a duration as the 14-bit float described in the module docs (truncating, saturating).
+#[inline]
 pub(crate) fn encode_duration(d: Duration) -> u16 {
-    let n = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    // Seconds and nanoseconds separately: avoids the 128-bit multiply of `as_nanos` on the hot path.
+    let n = d.as_secs().saturating_mul(1_000_000_000).saturating_add(u64::from(d.subsec_nanos()));
     if n <= MANT_MAX {
         return n as u16;
     }
     let shift = 64 - n.leading_zeros() - MANT_BITS;
     if shift > EXP_MAX {
-        return u16::MAX;
+        return CODE_MAX;
     }
-    let mant = (n >> shift) & MANT_MAX;
-    ((shift as u16) << MANT_BITS) | mant as u16
+    ((shift as u16) << MANT_BITS) | ((n >> shift) & MANT_MAX) as u16
 }
 
-/// Inverse of [`encode_duration`].
+/// Inverse of [`encode_duration`] (ignores the flag bits).
+#[inline]
 pub(crate) fn decode_duration(code: u16) -> Duration {
-    let exp = u32::from(code >> MANT_BITS);
-    let mant = u64::from(code) & MANT_MAX;
-    Duration::from_nanos(mant << exp)
+    let exp = u32::from((code & CODE_MAX) >> MANT_BITS);
+    Duration::from_nanos((u64::from(code) & MANT_MAX) << exp)
 }
 
 /// A sliding window of either kind. Recording is O(1) (amortised O(buckets) after an idle gap for time windows) and
 /// never allocates.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Window {
     inner: Inner,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 enum Inner {
     Count(CountWindow),
-    /// Boxed: a time window is three times the size of a count window, and most breakers use the latter.
-    Time(Box<TimeWindow>),
+    /// Boxed: a time window is larger than a count window, and most breakers use the latter.
+    Time(Box<Mutex<TimeWindow>>),
+}
+
+impl Clone for Window {
+    fn clone(&self) -> Self {
+        let inner = match &self.inner {
+            Inner::Count(w) => Inner::Count(w.clone()),
+            Inner::Time(w) => Inner::Time(Box::new(Mutex::new(lock(w).clone()))),
+        };
+        Window { inner }
+    }
+}
+
+fn lock(w: &Mutex<TimeWindow>) -> MutexGuard<'_, TimeWindow> {
+    // Window code never panics while holding the guard, so poisoning carries no meaning here.
+    w.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Window {
@@ -94,7 +122,9 @@ impl Window {
     pub fn new(kind: WindowKind) -> Self {
         let inner = match kind {
             WindowKind::Count(n) => Inner::Count(CountWindow::new(n.max(1))),
-            WindowKind::Time { size, buckets } => Inner::Time(Box::new(TimeWindow::new(size, buckets.max(1)))),
+            WindowKind::Time { size, buckets } => {
+                Inner::Time(Box::new(Mutex::new(TimeWindow::new(size, buckets.max(1)))))
+            }
         };
         Window { inner }
     }
@@ -103,27 +133,36 @@ impl Window {
     pub fn kind(&self) -> WindowKind {
         match &self.inner {
             Inner::Count(w) => WindowKind::Count(w.cap),
-            Inner::Time(w) => WindowKind::Time {
-                size: Duration::from_nanos(w.bucket_nanos.saturating_mul(w.buckets.len() as u64)),
-                buckets: w.buckets.len() as u32,
-            },
+            Inner::Time(w) => {
+                let w = lock(w);
+                WindowKind::Time {
+                    size: Duration::from_nanos(w.bucket_nanos.saturating_mul(w.buckets.len() as u64)),
+                    buckets: w.buckets.len() as u32,
+                }
+            }
         }
     }
 
     /// Adds a call. Count windows ignore `now`; time windows first expire buckets older than the window.
     #[inline]
     pub fn record(&mut self, now: Instant, sample: Sample) {
-        match &mut self.inner {
-            // Fields, not the struct: passing `Sample` by reference made the two flag bytes a store-forwarding stall.
-            Inner::Count(w) => w.push(sample.success, sample.slow, sample.duration),
-            Inner::Time(w) => w.record(now, sample),
+        self.record_shared(now, sample.success, sample.slow, sample.duration);
+    }
+
+    /// [`Self::record`] through a shared reference, for the breaker's locked section (one writer at a time).
+    /// Fields rather than a `Sample`: passing the struct by reference made its flag bytes a store-forwarding stall.
+    #[inline]
+    pub(crate) fn record_shared(&self, now: Instant, success: bool, slow: bool, duration: Duration) {
+        match &self.inner {
+            Inner::Count(w) => w.push(success, slow, duration),
+            Inner::Time(w) => lock(w).record(now, Sample { success, duration, slow }),
         }
     }
 
     /// Expires time-window buckets that are older than the window at `now` (no-op for count windows).
     pub fn advance(&mut self, now: Instant) {
-        if let Inner::Time(w) = &mut self.inner {
-            w.advance(now);
+        if let Inner::Time(w) = &self.inner {
+            lock(w).advance(now);
         }
     }
 
@@ -131,8 +170,8 @@ impl Window {
     #[inline]
     pub fn len(&self) -> usize {
         match &self.inner {
-            Inner::Count(w) => w.len as usize,
-            Inner::Time(w) => w.totals.calls() as usize,
+            Inner::Count(w) => w.len.load(Relaxed) as usize,
+            Inner::Time(w) => lock(w).totals.calls() as usize,
         }
     }
 
@@ -145,8 +184,8 @@ impl Window {
     #[inline]
     pub fn failures(&self) -> u32 {
         match &self.inner {
-            Inner::Count(w) => w.failures,
-            Inner::Time(w) => w.totals.failures(),
+            Inner::Count(w) => w.failures.load(Relaxed),
+            Inner::Time(w) => lock(w).totals.failures(),
         }
     }
 
@@ -154,29 +193,39 @@ impl Window {
     #[inline]
     pub fn slow_calls(&self) -> u32 {
         match &self.inner {
-            Inner::Count(w) => w.slow,
-            Inner::Time(w) => w.totals.slow(),
+            Inner::Count(w) => w.slow.load(Relaxed),
+            Inner::Time(w) => lock(w).totals.slow(),
         }
     }
 
     /// Empties the window without freeing its storage.
     pub fn clear(&mut self) {
-        match &mut self.inner {
+        self.clear_shared();
+    }
+
+    pub(crate) fn clear_shared(&self) {
+        match &self.inner {
             Inner::Count(w) => w.clear(),
-            Inner::Time(w) => w.clear(),
+            Inner::Time(w) => lock(w).clear(),
         }
     }
 
-    /// The window's calls, oldest first (see the module docs for what a time window can reproduce).
+    /// The window's calls, oldest first (see the module docs for what a time window can reproduce). For a time
+    /// window the iterator holds the window's lock until dropped.
     pub fn iter(&self) -> Recent<'_> {
         let state = match &self.inner {
-            Inner::Count(w) => RecentState::Count { w, next: w.oldest(), remaining: w.len },
+            Inner::Count(w) => {
+                let len = w.len.load(Relaxed);
+                let head = w.head.load(Relaxed);
+                RecentState::Count { w, next: (head + w.cap - len) % w.cap, remaining: len }
+            }
             Inner::Time(w) => {
+                let w = lock(w);
                 let n = w.buckets.len() as u64;
                 RecentState::Time {
-                    w,
                     next_index: w.current.saturating_sub(n - 1),
                     end: w.current + 1,
+                    w,
                     left: Bucket::default(),
                     mean: Duration::ZERO,
                 }
@@ -188,8 +237,8 @@ impl Window {
     /// Bytes this window owns on the heap (allocated once, in [`Window::new`]).
     pub fn heap_bytes(&self) -> usize {
         match &self.inner {
-            Inner::Count(w) => std::mem::size_of_val(&*w.store),
-            Inner::Time(w) => std::mem::size_of::<TimeWindow>() + std::mem::size_of_val(&*w.buckets),
+            Inner::Count(w) => std::mem::size_of_val(&*w.slots),
+            Inner::Time(w) => std::mem::size_of::<Mutex<TimeWindow>>() + std::mem::size_of_val(&*lock(w).buckets),
         }
     }
 
@@ -197,98 +246,98 @@ impl Window {
     /// uses it to hand a blocking trip predicate a private copy without allocating.
     pub(crate) fn copy_from(&mut self, other: &Window) {
         match (&mut self.inner, &other.inner) {
-            (Inner::Count(a), Inner::Count(b)) if a.store.len() == b.store.len() => {
-                a.store.copy_from_slice(&b.store);
-                (a.cap, a.head, a.len, a.failures, a.slow) = (b.cap, b.head, b.len, b.failures, b.slow);
-            }
-            (Inner::Time(a), Inner::Time(b)) if a.buckets.len() == b.buckets.len() => {
-                a.buckets.copy_from_slice(&b.buckets);
-                (a.bucket_nanos, a.epoch, a.current, a.totals) = (b.bucket_nanos, b.epoch, b.current, b.totals);
+            (Inner::Count(a), Inner::Count(b)) if a.slots.len() == b.slots.len() => a.copy_from(b),
+            (Inner::Time(a), Inner::Time(b)) => {
+                let (a, b) = (a.get_mut().unwrap_or_else(PoisonError::into_inner), lock(b));
+                if a.buckets.len() == b.buckets.len() {
+                    a.buckets.copy_from_slice(&b.buckets);
+                    (a.bucket_nanos, a.epoch, a.current, a.totals) = (b.bucket_nanos, b.epoch, b.current, b.totals);
+                } else {
+                    *a = b.clone();
+                }
             }
             _ => *self = other.clone(),
         }
     }
 }
 
-/// Ring buffer of the last `cap` calls; see the module docs for the layout of `store`.
-#[derive(Clone, Debug)]
+/// Ring buffer of the last `cap` calls; see the module docs for the slot layout.
+#[derive(Debug)]
 struct CountWindow {
     cap: u32,
     /// Slot the next call is written to.
-    head: u32,
-    len: u32,
-    failures: u32,
-    slow: u32,
-    /// `[failed bits; W] [slow bits; W] [durations, four u16 per word]` with `W = cap.div_ceil(64)`.
-    /// (`W` is recomputed rather than stored: a division by a constant beats 4 more bytes per breaker.)
-    store: Box<[u64]>,
+    head: AtomicU32,
+    len: AtomicU32,
+    failures: AtomicU32,
+    slow: AtomicU32,
+    slots: Box<[AtomicU16]>,
+}
+
+impl Clone for CountWindow {
+    fn clone(&self) -> Self {
+        let c = CountWindow::new(self.cap);
+        c.copy_from(self);
+        c
+    }
 }
 
 impl CountWindow {
     fn new(cap: u32) -> Self {
-        let words = cap.div_ceil(64);
-        let total = 2 * words as usize + (cap as usize).div_ceil(4);
-        CountWindow { cap, head: 0, len: 0, failures: 0, slow: 0, store: vec![0; total].into_boxed_slice() }
+        CountWindow {
+            cap,
+            head: AtomicU32::new(0),
+            len: AtomicU32::new(0),
+            failures: AtomicU32::new(0),
+            slow: AtomicU32::new(0),
+            slots: (0..cap).map(|_| AtomicU16::new(0)).collect(),
+        }
+    }
+
+    fn copy_from(&self, other: &CountWindow) {
+        for (a, b) in self.slots.iter().zip(other.slots.iter()) {
+            a.store(b.load(Relaxed), Relaxed);
+        }
+        for (a, b) in [
+            (&self.head, &other.head),
+            (&self.len, &other.len),
+            (&self.failures, &other.failures),
+            (&self.slow, &other.slow),
+        ] {
+            a.store(b.load(Relaxed), Relaxed);
+        }
     }
 
     #[inline]
-    fn words(&self) -> u32 {
-        self.cap.div_ceil(64)
+    fn sample(&self, i: u32) -> Sample {
+        let slot = self.slots.get(i as usize).map_or(0, |s| s.load(Relaxed));
+        Sample { success: slot & FAILED == 0, slow: slot & SLOW != 0, duration: decode_duration(slot) }
     }
 
-    #[inline]
-    fn bit(&self, set: u32, i: u32) -> bool {
-        let word = (set * self.words() + i / 64) as usize;
-        self.store.get(word).is_some_and(|w| w >> (i % 64) & 1 == 1)
-    }
-
-    #[inline]
-    fn duration(&self, i: u32) -> Duration {
-        let word = (2 * self.words() + i / 4) as usize;
-        let code = self.store.get(word).map_or(0, |w| (w >> ((i % 4) * 16)) as u16);
-        decode_duration(code)
-    }
-
+    /// One writer at a time (see the module docs): every access is a plain `Relaxed` load or store, no RMW.
     #[inline(always)]
-    fn push(&mut self, success: bool, slow: bool, duration: Duration) {
-        let i = self.head;
-        let words = self.words() as usize;
-        let (fw, sw, dw) = ((i / 64) as usize, words + (i / 64) as usize, 2 * words + (i / 4) as usize);
-        let mask = 1u64 << (i % 64);
-        let shift = (i % 4) * 16;
-        let code = u64::from(encode_duration(duration));
-        // Slots beyond `len` may hold bits from before a `clear`, so only a full ring evicts.
-        let full = self.len == self.cap;
-        // Totals are updated in locals and stored once: read-modify-writing the adjacent fields in place let LLVM
-        // merge them into a vector load that stalled on the preceding scalar stores.
-        let (mut failures, mut slow_calls) = (self.failures, self.slow);
-        if let Some(w) = self.store.get_mut(fw) {
-            failures -= u32::from(full && *w & mask != 0);
-            *w = (*w & !mask) | (mask * u64::from(!success));
+    fn push(&self, success: bool, slow: bool, duration: Duration) {
+        let i = self.head.load(Relaxed);
+        let len = self.len.load(Relaxed);
+        let new = encode_duration(duration) | if success { 0 } else { FAILED } | if slow { SLOW } else { 0 };
+        // Slots beyond `len` may hold data from before a `clear`, so only a full ring evicts.
+        let full = len == self.cap;
+        if let Some(slot) = self.slots.get(i as usize) {
+            let old = if full { slot.load(Relaxed) } else { 0 };
+            slot.store(new, Relaxed);
+            let failures = self.failures.load(Relaxed) - u32::from(old >> 15) + u32::from(!success);
+            let slow_calls = self.slow.load(Relaxed) - u32::from((old >> 14) & 1) + u32::from(slow);
+            self.failures.store(failures, Relaxed);
+            self.slow.store(slow_calls, Relaxed);
         }
-        if let Some(w) = self.store.get_mut(sw) {
-            slow_calls -= u32::from(full && *w & mask != 0);
-            *w = (*w & !mask) | (mask * u64::from(slow));
-        }
-        if let Some(w) = self.store.get_mut(dw) {
-            *w = (*w & !(0xFFFF << shift)) | (code << shift);
-        }
-        self.failures = failures + u32::from(!success);
-        self.slow = slow_calls + u32::from(slow);
-        self.len += u32::from(!full);
-        self.head = if i + 1 == self.cap { 0 } else { i + 1 };
+        self.len.store(len + u32::from(!full), Relaxed);
+        self.head.store(if i + 1 == self.cap { 0 } else { i + 1 }, Relaxed);
     }
 
-    fn oldest(&self) -> u32 {
-        (self.head + self.cap - self.len) % self.cap
-    }
-
-    fn clear(&mut self) {
-        self.head = 0;
-        self.len = 0;
-        self.failures = 0;
-        self.slow = 0;
-        // Bits need no wiping: `len` says which slots are live, and a push overwrites both bits of its slot.
+    fn clear(&self) {
+        // Slots need no wiping: `len` says which are live, and a push overwrites its whole slot.
+        for a in [&self.head, &self.len, &self.failures, &self.slow] {
+            a.store(0, Relaxed);
+        }
     }
 }
 
@@ -397,15 +446,15 @@ impl TimeWindow {
 
 /// Iterator over a window's samples, oldest first. Created by [`Window::iter`] and
 /// [`TripContext::recent`](crate::TripContext::recent).
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Recent<'a> {
     state: RecentState<'a>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 enum RecentState<'a> {
     Count { w: &'a CountWindow, next: u32, remaining: u32 },
-    Time { w: &'a TimeWindow, next_index: u64, end: u64, left: Bucket, mean: Duration },
+    Time { w: MutexGuard<'a, TimeWindow>, next_index: u64, end: u64, left: Bucket, mean: Duration },
 }
 
 impl Iterator for Recent<'_> {
@@ -420,7 +469,7 @@ impl Iterator for Recent<'_> {
                 let i = *next;
                 *next = if i + 1 == w.cap { 0 } else { i + 1 };
                 *remaining -= 1;
-                Some(Sample { success: !w.bit(0, i), slow: w.bit(1, i), duration: w.duration(i) })
+                Some(w.sample(i))
             }
             RecentState::Time { w, next_index, end, left, mean } => loop {
                 let (success, slow, counter) = if left.fast_failed > 0 {
@@ -462,21 +511,27 @@ impl Iterator for Recent<'_> {
 mod tests {
     use super::*;
 
-    /// Durations below 2048 ns are stored exactly, so samples round-trip through the window unchanged.
+    /// Durations below 512 ns are stored exactly, so samples round-trip through the window unchanged.
     fn s(success: bool, ns: u64, slow: bool) -> Sample {
         Sample { success, duration: Duration::from_nanos(ns), slow }
     }
 
     #[test]
     fn duration_codec_roundtrip_is_tight() {
-        for n in [0u64, 1, 999, 2047, 2048, 2049, 123_456, 1_000_000_007, 60_000_000_000, 4_000_000_000_000] {
+        for n in [0u64, 1, 511, 512, 513, 999, 123_456, 1_000_000_007, 60_000_000_000, 1_000_000_000_000] {
             let d = Duration::from_nanos(n);
-            let back = decode_duration(encode_duration(d));
+            let code = encode_duration(d);
+            assert_eq!(code & (FAILED | SLOW), 0, "{n}: code must leave the flag bits free");
+            let back = decode_duration(code);
             assert!(back <= d, "{n}: decoding must not overstate");
             let err = (d - back).as_nanos() as f64;
-            assert!(err <= n as f64 / 1024.0, "{n} -> {back:?}");
+            assert!(err <= n as f64 / 256.0, "{n} -> {back:?}");
         }
-        assert_eq!(decode_duration(encode_duration(Duration::from_secs(10_000))), decode_duration(u16::MAX));
+        let max = decode_duration(CODE_MAX);
+        assert!(max > Duration::from_secs(17 * 60) && max < Duration::from_secs(19 * 60), "{max:?}");
+        assert_eq!(decode_duration(encode_duration(Duration::from_secs(10_000))), max);
+        assert_eq!(decode_duration(encode_duration(Duration::MAX)), max);
+        assert_eq!(decode_duration(FAILED | SLOW | 7), Duration::from_nanos(7));
     }
 
     #[test]
@@ -499,7 +554,7 @@ mod tests {
     #[test]
     fn count_window_of_100_is_small() {
         let w = Window::new(WindowKind::Count(100));
-        assert_eq!(w.heap_bytes(), 29 * 8);
+        assert_eq!(w.heap_bytes(), 200);
         assert_eq!(Window::new(WindowKind::Count(0)).kind(), WindowKind::Count(1));
     }
 

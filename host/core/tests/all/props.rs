@@ -203,13 +203,13 @@ proptest! {
             prop_assert_eq!(got.iter().filter(|s| !s.success).count(), w.failures() as usize);
             prop_assert_eq!(got.iter().filter(|s| s.slow).count(), w.slow_calls() as usize);
             if let WindowKind::Count(n) = kind {
-                // A count window reproduces the last n calls exactly, durations within 0.1 %.
+                // A count window reproduces the last n calls exactly, durations within 0.4 % (below 18 min).
                 let tail = &pushed[pushed.len().saturating_sub(n as usize)..];
                 prop_assert_eq!(got.len(), tail.len());
                 for (g, t) in got.iter().zip(tail) {
                     prop_assert_eq!((g.success, g.slow), (t.success, t.slow));
                     prop_assert!(g.duration <= t.duration);
-                    prop_assert!((t.duration - g.duration).as_nanos() * 1024 <= t.duration.as_nanos());
+                    prop_assert!((t.duration - g.duration).as_nanos() * 256 <= t.duration.as_nanos());
                 }
             }
         }
