@@ -25,7 +25,10 @@ plugins: toolchain
 run: build plugins
 	./target/debug/aegis-host --config config/aegis.yaml
 
-test: build
+# Binaries are built together with the test targets so dev-dependency features unify once and nothing rebuilds
+# between the two steps; the end-to-end tests run the binaries from target/debug.
+test: toolchain
+	$(CARGO) build --workspace --bins --tests
 	cd plugins && CARGO_TARGET_DIR=target $(CARGO) test
 	$(CARGO) test --workspace
 

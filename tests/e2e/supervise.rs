@@ -42,6 +42,8 @@ admin:
   address: {admin}
 plugins:
   dir: {plugins}
+storage:
+  path: {db}
 services:
   - name: svc
     type: http
@@ -68,6 +70,7 @@ services:
 "#,
             plugins = plugins.display(),
             restarts = restarts.display(),
+            db = tmp.path().join("aegis.db").display(),
         ),
     );
     let host_log = tmp.path().join("aegis.log");
@@ -149,6 +152,7 @@ fn supervised_process_is_respawned_and_recovers() {
             r#"
 admin: {{address: "{admin}"}}
 plugins: {{dir: "{plugins}"}}
+storage: {{path: "{db}"}}
 services:
   - name: svc
     type: http
@@ -163,6 +167,7 @@ services:
       backoff: {{initialInterval: 50ms, maxInterval: 1s, jitter: full}}
 "#,
             plugins = tmp.path().join("no-plugins").display(),
+            db = tmp.path().join("aegis.db").display(),
             service = binary("http-service").display(),
         ),
     );

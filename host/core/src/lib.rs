@@ -12,6 +12,7 @@ pub mod breaker;
 pub mod clock;
 pub mod error;
 pub mod manager;
+pub mod policy;
 
 pub use crate::backoff::{Backoff, BackoffSettings, BudgetSettings, Jitter, RetryBudget};
 pub use crate::breaker::{

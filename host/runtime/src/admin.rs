@@ -1,23 +1,40 @@
-//! The admin HTTP server: Prometheus metrics and read-only breaker health. Binds loopback by default.
+//! The admin HTTP API and Prometheus endpoint. Binds loopback by default; read endpoints are open, mutations need
+//! `Authorization: Bearer <token>` with the configured token (and are refused when none is configured). Every error
+//! is JSON: `{"error": "..."}`.
+//!
+//! - `GET  /metrics`
+//! - `GET  /api/v1/circuit-breakers/health`            overall status, healthy %, per-service state (seed 003)
+//! - `GET  /api/v1/services`
+//! - `GET  /api/v1/circuit-breakers/{service}`
+//! - `POST /api/v1/circuit-breakers/{service}/force-state`  `{"state": "open|closed|half-open|auto"}`
+//! - `POST /api/v1/circuit-breakers/{service}/reset`
+//! - `POST /api/v1/circuit-breakers/reset-all`
+//! - `GET  /api/v1/events?service=&limit=`
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use aegis_core::State;
+use aegis_core::{Force, Snapshot, State};
 use axum::Router;
-use axum::extract::State as Extract;
-use axum::http::{StatusCode, header};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State as Extract};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use serde::Serialize;
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 use tokio::sync::watch;
 
 use crate::supervisor::{ServiceHandle, Shared};
 
+const MAX_EVENTS_PER_PAGE: u32 = 1000;
+
 #[derive(Clone)]
 struct AppState {
     shared: Arc<Shared>,
-    services: Arc<Vec<Arc<ServiceHandle>>>,
+    services: Arc<BTreeMap<String, Arc<ServiceHandle>>>,
+    token: Option<Arc<str>>,
 }
 
 /// Serves until `stop` turns true.
@@ -25,45 +42,93 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shared: Arc<Shared>,
     services: Vec<Arc<ServiceHandle>>,
+    token: Option<String>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let state = AppState { shared, services: Arc::new(services) };
-    let app = Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/api/v1/circuit-breakers/health", get(health))
-        .with_state(state);
+    let services = services.into_iter().map(|h| (h.config.name.clone(), h)).collect();
+    let state = AppState { shared, services: Arc::new(services), token: token.map(Arc::from) };
     let shutdown = async move {
         let _ = stop.wait_for(|s| *s).await;
     };
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+    if let Err(e) = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await {
         tracing::error!("admin server stopped: {e}");
     }
+}
+
+fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/api/v1/circuit-breakers/health", get(health))
+        .route("/api/v1/services", get(services))
+        .route("/api/v1/circuit-breakers/reset-all", post(reset_all))
+        .route("/api/v1/circuit-breakers/{service}", get(breaker))
+        .route("/api/v1/circuit-breakers/{service}/force-state", post(force_state))
+        .route("/api/v1/circuit-breakers/{service}/reset", post(reset))
+        .route("/api/v1/events", get(events))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
+        .with_state(state)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, axum::Json(json!({ "error": message.into() }))).into_response()
+}
+
+impl AppState {
+    fn service(&self, name: &str) -> Result<&Arc<ServiceHandle>, Response> {
+        self.services.get(name).ok_or_else(|| error(StatusCode::NOT_FOUND, format!("unknown service `{name}`")))
+    }
+
+    /// Mutations need the configured bearer token.
+    fn authorize(&self, headers: &HeaderMap) -> Result<(), Response> {
+        let Some(expected) = &self.token else {
+            return Err(error(
+                StatusCode::FORBIDDEN,
+                "mutations are disabled: set admin.token in the config or AEGIS_ADMIN_TOKEN",
+            ));
+        };
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        match presented {
+            None => Err(error(StatusCode::UNAUTHORIZED, "missing `Authorization: Bearer <token>`")),
+            Some(t) if constant_time_eq(t.as_bytes(), expected.as_bytes()) => Ok(()),
+            Some(_) => Err(error(StatusCode::UNAUTHORIZED, "invalid token")),
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn metrics(Extract(state): Extract<AppState>) -> Response {
     match state.shared.metrics.render() {
         Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
 #[derive(Serialize)]
-struct Health {
-    /// `healthy` (all closed), `degraded` (some not closed) or `unhealthy` (none closed).
-    status: &'static str,
-    healthy_percent: f64,
-    services: Vec<ServiceHealth>,
-}
-
-#[derive(Serialize)]
-struct ServiceHealth {
+struct ServiceView {
     name: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    endpoint: String,
     state: State,
     trip_policy: String,
+    on_failure: &'static str,
+    success_rate: Option<f64>,
     requests: u32,
     failures: u32,
     consecutive_failures: u32,
+    rejected: u32,
+    restarts: u64,
+    gave_up: bool,
+    /// While open: milliseconds until half-open.
+    open_remaining_ms: Option<u64>,
     last_check: Option<LastCheck>,
 }
 
@@ -74,35 +139,194 @@ struct LastCheck {
     detail: String,
 }
 
+fn view(h: &ServiceHandle, now: Instant) -> ServiceView {
+    let counts = h.breaker.counts();
+    let (restarts, gave_up) = h.restart_status();
+    ServiceView {
+        name: h.config.name.clone(),
+        kind: h.config.probe.kind(),
+        endpoint: h.config.endpoint.clone(),
+        state: h.breaker.state(now),
+        trip_policy: h.trip_policy.clone(),
+        on_failure: h.config.on_failure.as_str(),
+        success_rate: (counts.requests > 0).then(|| f64::from(counts.total_successes) / f64::from(counts.requests)),
+        requests: counts.requests,
+        failures: counts.total_failures,
+        consecutive_failures: counts.consecutive_failures,
+        rejected: counts.rejected,
+        restarts,
+        gave_up,
+        open_remaining_ms: h
+            .breaker
+            .opened_until()
+            .map(|until| u64::try_from(until.saturating_duration_since(now).as_millis()).unwrap_or(u64::MAX)),
+        last_check: h.last_check().map(|c| LastCheck {
+            success: c.success,
+            latency_ms: c.latency.as_secs_f64() * 1000.0,
+            detail: c.detail,
+        }),
+    }
+}
+
+#[derive(Serialize)]
+struct Health {
+    /// `healthy` (every breaker lets traffic through), `degraded` (some do not) or `unhealthy` (none do).
+    status: &'static str,
+    healthy_percent: f64,
+    total: usize,
+    states: BTreeMap<&'static str, usize>,
+    services: BTreeMap<String, ServiceHealth>,
+}
+
+#[derive(Serialize)]
+struct ServiceHealth {
+    state: State,
+    success_rate: Option<f64>,
+}
+
+fn is_healthy(state: State) -> bool {
+    matches!(state, State::Closed | State::ForcedClosed | State::Disabled)
+}
+
 async fn health(Extract(state): Extract<AppState>) -> Response {
     let now = Instant::now();
-    let services: Vec<ServiceHealth> = state
-        .services
-        .iter()
-        .map(|h| {
-            let counts = h.breaker.counts();
-            ServiceHealth {
-                name: h.config.name.clone(),
-                state: h.breaker.state(now),
-                trip_policy: h.trip_policy.clone(),
-                requests: counts.requests,
-                failures: counts.total_failures,
-                consecutive_failures: counts.consecutive_failures,
-                last_check: h.last_check().map(|c| LastCheck {
-                    success: c.success,
-                    latency_ms: c.latency.as_secs_f64() * 1000.0,
-                    detail: c.detail,
-                }),
-            }
-        })
-        .collect();
-    let healthy =
-        services.iter().filter(|s| matches!(s.state, State::Closed | State::ForcedClosed | State::Disabled)).count();
-    let healthy_percent = if services.is_empty() { 100.0 } else { healthy as f64 * 100.0 / services.len() as f64 };
+    let mut states = BTreeMap::new();
+    let mut services = BTreeMap::new();
+    let mut healthy = 0;
+    for (name, h) in state.services.iter() {
+        let v = view(h, now);
+        *states.entry(v.state.as_str()).or_insert(0) += 1;
+        healthy += usize::from(is_healthy(v.state));
+        services.insert(name.clone(), ServiceHealth { state: v.state, success_rate: v.success_rate });
+    }
+    let total = services.len();
+    let healthy_percent = if total == 0 { 100.0 } else { healthy as f64 * 100.0 / total as f64 };
     let status = match healthy {
-        h if h == services.len() => "healthy",
+        h if h == total => "healthy",
         0 => "unhealthy",
         _ => "degraded",
     };
-    axum::Json(Health { status, healthy_percent, services }).into_response()
+    axum::Json(Health { status, healthy_percent, total, states, services }).into_response()
+}
+
+async fn services(Extract(state): Extract<AppState>) -> Response {
+    let now = Instant::now();
+    let list: Vec<ServiceView> = state.services.values().map(|h| view(h, now)).collect();
+    axum::Json(json!({ "services": list })).into_response()
+}
+
+async fn breaker(Extract(state): Extract<AppState>, Path(service): Path<String>) -> Response {
+    match state.service(&service) {
+        Ok(h) => axum::Json(view(h, Instant::now())).into_response(),
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ForceBody {
+    state: String,
+}
+
+async fn force_state(
+    Extract(state): Extract<AppState>,
+    Path(service): Path<String>,
+    headers: HeaderMap,
+    body: Result<axum::Json<ForceBody>, JsonRejection>,
+) -> Response {
+    if let Err(r) = state.authorize(&headers) {
+        return r;
+    }
+    let h = match state.service(&service) {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    let axum::Json(body) = match body {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("expected {{\"state\": \"open|closed|half-open|auto\"}}: {e}"),
+            );
+        }
+    };
+    let now = Instant::now();
+    match body.state.as_str() {
+        "open" => h.breaker.force(now, Force::Open),
+        "closed" => h.breaker.force(now, Force::Closed),
+        "auto" => h.breaker.force(now, Force::Auto),
+        // Half-open is not an operator state: the breaker is put in automatic half-open, so the next probe is a trial.
+        "half-open" => h.breaker.restore(
+            now,
+            &Snapshot { state: State::HalfOpen, counts: aegis_core::Counts::default(), open_remaining: None },
+        ),
+        other => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("unknown state `{other}` (expected open, closed, half-open or auto)"),
+            );
+        }
+    }
+    h.persist_breaker(&state.shared);
+    let new_state = h.breaker.state(now);
+    tracing::warn!(service, state = %new_state, "breaker state set by operator");
+    axum::Json(json!({ "service": service, "state": new_state })).into_response()
+}
+
+fn reset_one(state: &AppState, h: &ServiceHandle, now: Instant) {
+    h.breaker.reset(now);
+    h.clear_give_up(&state.shared);
+    h.persist_breaker(&state.shared);
+    state.shared.event(&h.config.name, "breaker-reset", "operator reset");
+}
+
+async fn reset(Extract(state): Extract<AppState>, Path(service): Path<String>, headers: HeaderMap) -> Response {
+    if let Err(r) = state.authorize(&headers) {
+        return r;
+    }
+    match state.service(&service) {
+        Ok(h) => {
+            reset_one(&state, h, Instant::now());
+            axum::Json(json!({ "service": service, "state": h.breaker.state(Instant::now()) })).into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+async fn reset_all(Extract(state): Extract<AppState>, headers: HeaderMap) -> Response {
+    if let Err(r) = state.authorize(&headers) {
+        return r;
+    }
+    let now = Instant::now();
+    for h in state.services.values() {
+        reset_one(&state, h, now);
+    }
+    axum::Json(json!({ "reset": state.services.len() })).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventQuery {
+    service: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn events(
+    Extract(state): Extract<AppState>,
+    query: Result<Query<EventQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Query(q) = match query {
+        Ok(q) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad query: {e} (expected ?service=NAME&limit=N)")),
+    };
+    if let Some(name) = q.service.as_deref().filter(|n| !n.is_empty()) {
+        if let Err(r) = state.service(name) {
+            return r;
+        }
+    }
+    let limit = q.limit.unwrap_or(100).min(MAX_EVENTS_PER_PAGE);
+    match state.shared.store.events(q.service.as_deref().filter(|n| !n.is_empty()), limit) {
+        Ok(events) => axum::Json(json!({ "events": events })).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
 }

@@ -1,8 +1,10 @@
 //! The YAML config: wire structs (private, `deny_unknown_fields`, exactly the seed formats) and the validated domain
 //! types the rest of the runtime uses. All conversion and validation happens in [`Config::from_yaml`].
 //!
-//! A file is either a mapping with `services:` (and optional `admin:`, `plugins:`, `notifications:`) or, as in the
-//! seed documents, a bare list of services. Relative paths are relative to the working directory.
+//! A file is either a mapping with `services:` (and optional `admin:`, `plugins:`, `notifications:`, `storage:`,
+//! `shutdown:` and `defaults:`) or, as in the seed documents, a bare list of services. `defaults:` holds any
+//! per-service setting; a service's own value wins, field by field. Relative paths are relative to the working
+//! directory.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -14,6 +16,7 @@ use aegis_plugin::SandboxLimits;
 use serde::Deserialize;
 
 use crate::error::ConfigError;
+use crate::probe::HttpOptions;
 
 /// Default admin (metrics + API) address: loopback only.
 pub const DEFAULT_ADMIN_ADDRESS: &str = "127.0.0.1:9797";
@@ -28,6 +31,12 @@ struct FileWire {
     #[serde(default)]
     admin: Option<AdminWire>,
     #[serde(default)]
+    storage: Option<StorageWire>,
+    #[serde(default)]
+    shutdown: Option<ShutdownWire>,
+    #[serde(default)]
+    defaults: Option<DefaultsWire>,
+    #[serde(default)]
     plugins: Option<PluginsWire>,
     #[serde(default)]
     notifications: Option<NotifyWire>,
@@ -37,7 +46,36 @@ struct FileWire {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AdminWire {
-    address: String,
+    #[serde(default)]
+    address: Option<String>,
+    /// Bearer token for mutating API calls; `AEGIS_ADMIN_TOKEN` in the environment takes precedence.
+    #[serde(default)]
+    token: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StorageWire {
+    path: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ShutdownWire {
+    stop_children: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct DefaultsWire {
+    #[serde(default, deserialize_with = "opt_duration")]
+    interval: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    timeout: Option<Duration>,
+    #[serde(default)]
+    retries: Option<u32>,
+    #[serde(default)]
+    actions: Option<ActionsWire>,
 }
 
 #[derive(Deserialize)]
@@ -67,7 +105,39 @@ struct ServiceWire {
     #[serde(default)]
     process: Option<ProcessWire>,
     #[serde(default)]
+    http: Option<HttpWire>,
+    #[serde(default)]
+    grpc: Option<GrpcWire>,
+    #[serde(default)]
     actions: Option<ActionsWire>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct HttpWire {
+    #[serde(default)]
+    method: Option<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default)]
+    expected_status: Option<OneOrMany>,
+    #[serde(default)]
+    body_regex: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(u16),
+    Many(Vec<u16>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrpcWire {
+    /// The `grpc.health.v1` service name to ask about; empty (the default) means the whole server.
+    #[serde(default)]
+    service: String,
 }
 
 #[derive(Deserialize)]
@@ -80,7 +150,7 @@ struct ProcessWire {
     env: BTreeMap<String, String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct ActionsWire {
     #[serde(default)]
@@ -93,13 +163,47 @@ struct ActionsWire {
     restart: Option<RestartWire>,
     #[serde(default)]
     notify: Option<NotifyWire>,
+    #[serde(default)]
+    restart_limit: Option<RestartLimitWire>,
 }
 
-#[derive(Deserialize)]
+impl ActionsWire {
+    /// `self` with every unset field taken from `defaults`.
+    fn or(self, defaults: &ActionsWire) -> ActionsWire {
+        let d = defaults.clone();
+        ActionsWire {
+            on_failure: self.on_failure.or(d.on_failure),
+            circuit_breaker: merge(self.circuit_breaker, d.circuit_breaker, BreakerWire::or),
+            backoff: merge(self.backoff, d.backoff, BackoffWire::or),
+            restart: self.restart.or(d.restart),
+            notify: self.notify.or(d.notify),
+            restart_limit: self.restart_limit.or(d.restart_limit),
+        }
+    }
+}
+
+fn merge<T>(own: Option<T>, defaults: Option<T>, or: fn(T, T) -> T) -> Option<T> {
+    match (own, defaults) {
+        (Some(own), Some(defaults)) => Some(or(own, defaults)),
+        (own, defaults) => own.or(defaults),
+    }
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct RestartLimitWire {
+    /// At most this many restarts ...
+    burst: u32,
+    /// ... within this period; then Aegis gives up on the service and raises an event.
+    #[serde(deserialize_with = "opt_duration")]
+    interval: Option<Duration>,
+}
+
+#[derive(Deserialize, Clone)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct BreakerWire {
-    #[serde(default = "yes")]
-    enabled: bool,
+    #[serde(default)]
+    enabled: Option<bool>,
     #[serde(default)]
     failure_threshold: Option<u32>,
     #[serde(default, deserialize_with = "opt_duration")]
@@ -114,7 +218,21 @@ struct BreakerWire {
     trip_policy: Option<PolicyWire>,
 }
 
-#[derive(Deserialize)]
+impl BreakerWire {
+    fn or(self, d: BreakerWire) -> BreakerWire {
+        BreakerWire {
+            enabled: self.enabled.or(d.enabled),
+            failure_threshold: self.failure_threshold.or(d.failure_threshold),
+            reset_timeout: self.reset_timeout.or(d.reset_timeout),
+            success_threshold: self.success_threshold.or(d.success_threshold),
+            slow_call_duration: self.slow_call_duration.or(d.slow_call_duration),
+            window_size: self.window_size.or(d.window_size),
+            trip_policy: self.trip_policy.or(d.trip_policy),
+        }
+    }
+}
+
+#[derive(Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 struct PolicyWire {
     plugin: String,
@@ -122,11 +240,11 @@ struct PolicyWire {
     config: BTreeMap<String, serde_yaml::Value>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct BackoffWire {
-    #[serde(default = "yes")]
-    enabled: bool,
+    #[serde(default)]
+    enabled: Option<bool>,
     #[serde(default, deserialize_with = "opt_duration")]
     initial_interval: Option<Duration>,
     #[serde(default, deserialize_with = "opt_duration")]
@@ -139,6 +257,19 @@ struct BackoffWire {
     reset_after: Option<Duration>,
 }
 
+impl BackoffWire {
+    fn or(self, d: BackoffWire) -> BackoffWire {
+        BackoffWire {
+            enabled: self.enabled.or(d.enabled),
+            initial_interval: self.initial_interval.or(d.initial_interval),
+            max_interval: self.max_interval.or(d.max_interval),
+            multiplier: self.multiplier.or(d.multiplier),
+            jitter: self.jitter.or(d.jitter),
+            reset_after: self.reset_after.or(d.reset_after),
+        }
+    }
+}
+
 #[derive(Deserialize, Clone, Copy)]
 #[serde(rename_all = "lowercase")]
 enum JitterWire {
@@ -148,7 +279,7 @@ enum JitterWire {
     Decorrelated,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 struct RestartWire {
     command: String,
@@ -156,14 +287,10 @@ struct RestartWire {
     timeout: Option<Duration>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 struct NotifyWire {
     webhook: String,
-}
-
-fn yes() -> bool {
-    true
 }
 
 /// Durations are written as in the seeds: `5s`, `20s`, `1m`, `500ms`, `1h 30m`. A visitor (rather than reading a
@@ -244,6 +371,12 @@ pub struct Config {
     /// The file this config came from, for messages.
     pub source: PathBuf,
     pub admin_address: SocketAddr,
+    /// Bearer token that mutating admin API calls must carry; without one, mutations are refused.
+    pub admin_token: Option<String>,
+    /// The SQLite file holding breaker states, restart counters and events.
+    pub storage_path: PathBuf,
+    /// On SIGTERM: stop supervised processes (default) or leave them running.
+    pub stop_children_on_exit: bool,
     pub plugins: PluginsConfig,
     pub services: Vec<ServiceConfig>,
 }
@@ -256,8 +389,22 @@ pub struct PluginsConfig {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum ProbeConfig {
-    Http { url: String },
-    Tcp { address: String },
+    Http {
+        url: String,
+        options: HttpOptions,
+    },
+    Tcp {
+        address: String,
+    },
+    /// `uri` is `http://host:port`; `service` the health service name (empty: the server).
+    Grpc {
+        uri: String,
+        service: String,
+    },
+    /// Run with `sh -c`; exit 0 is healthy.
+    Script {
+        command: String,
+    },
 }
 
 impl ProbeConfig {
@@ -265,8 +412,26 @@ impl ProbeConfig {
         match self {
             ProbeConfig::Http { .. } => "http",
             ProbeConfig::Tcp { .. } => "tcp",
+            ProbeConfig::Grpc { .. } => "grpc",
+            ProbeConfig::Script { .. } => "script",
         }
     }
+}
+
+impl PartialEq for HttpOptions {
+    fn eq(&self, other: &Self) -> bool {
+        self.method == other.method
+            && self.headers == other.headers
+            && self.expected_status == other.expected_status
+            && self.body.as_ref().map(regex::Regex::as_str) == other.body.as_ref().map(regex::Regex::as_str)
+    }
+}
+
+/// Give up restarting after `burst` restarts within `interval` (systemd's StartLimitBurst/StartLimitIntervalSec).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RestartLimit {
+    pub burst: u32,
+    pub interval: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -284,6 +449,7 @@ pub struct ServiceConfig {
     /// `None` when backoff is disabled: restarts then follow each other immediately.
     pub backoff: Option<BackoffSettings>,
     pub restart: Option<RestartCommand>,
+    pub restart_limit: Option<RestartLimit>,
     pub notify_webhook: Option<String>,
 }
 
@@ -339,11 +505,20 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text =
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: path.to_owned(), source })?;
-        Config::from_yaml(path, &text)
+        Config::from_yaml_with_env(path, &text, &|key| std::env::var(key).ok())
     }
 
-    /// Parses and validates config text; `source` only names the file in messages.
+    /// Parses and validates config text without looking at the environment; `source` only names the file.
     pub fn from_yaml(source: &Path, text: &str) -> Result<Config, ConfigError> {
+        Config::from_yaml_with_env(source, text, &|_| None)
+    }
+
+    /// Parses and validates config text; `env` looks up environment overrides (`AEGIS_ADMIN_TOKEN`).
+    pub fn from_yaml_with_env(
+        source: &Path,
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
         let parse_err = |e: serde_yaml::Error| {
             let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
             ConfigError::Parse { file: source.to_owned(), line, column, message: strip_location(&e.to_string()) }
@@ -352,11 +527,19 @@ impl Config {
         let top: serde_yaml::Value = serde_yaml::from_str(text).map_err(parse_err)?;
         let wire = if top.is_sequence() {
             let services: Vec<ServiceWire> = serde_yaml::from_str(text).map_err(parse_err)?;
-            FileWire { admin: None, plugins: None, notifications: None, services }
+            FileWire {
+                admin: None,
+                storage: None,
+                shutdown: None,
+                defaults: None,
+                plugins: None,
+                notifications: None,
+                services,
+            }
         } else {
             serde_yaml::from_str(text).map_err(parse_err)?
         };
-        Validator { file: source }.config(wire)
+        Validator { file: source }.config(wire, env)
     }
 
     pub fn service(&self, name: &str) -> Option<&ServiceConfig> {
@@ -396,13 +579,17 @@ impl Validator<'_> {
         ConfigError::Invalid { file: self.file.to_owned(), field: field.into(), message: message.into() }
     }
 
-    fn config(&self, wire: FileWire) -> Result<Config, ConfigError> {
-        let admin_address = match wire.admin {
-            Some(a) => a.address.parse().map_err(|e| {
-                self.invalid("admin.address", format!("{:?} is not an address like 127.0.0.1:9797: {e}", a.address))
-            })?,
-            None => DEFAULT_ADMIN_ADDRESS.parse().map_err(|e| self.invalid("admin.address", format!("{e}")))?,
-        };
+    fn config(&self, wire: FileWire, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let (address, token) = wire.admin.map(|a| (a.address, a.token)).unwrap_or_default();
+        let address = address.unwrap_or_else(|| DEFAULT_ADMIN_ADDRESS.to_owned());
+        let admin_address = address.parse().map_err(|e| {
+            self.invalid("admin.address", format!("{address:?} is not an address like 127.0.0.1:9797: {e}"))
+        })?;
+        let admin_token = env("AEGIS_ADMIN_TOKEN").or(token).filter(|t| !t.trim().is_empty());
+        let storage_path = wire.storage.map_or_else(|| PathBuf::from("aegis.db"), |s| s.path);
+        let stop_children_on_exit = wire.shutdown.is_none_or(|s| s.stop_children);
+        let defaults =
+            wire.defaults.unwrap_or(DefaultsWire { interval: None, timeout: None, retries: None, actions: None });
         let plugins = self.plugins(wire.plugins)?;
         let default_webhook = match wire.notifications {
             Some(n) => Some(self.url("notifications.webhook", &n.webhook)?),
@@ -411,7 +598,7 @@ impl Validator<'_> {
         let mut names = HashSet::new();
         let mut services = Vec::with_capacity(wire.services.len());
         for (i, s) in wire.services.into_iter().enumerate() {
-            let service = self.service(i, s, default_webhook.as_deref())?;
+            let service = self.service(i, s, &defaults, default_webhook.as_deref())?;
             if !names.insert(service.name.clone()) {
                 return Err(
                     self.invalid(format!("services[{i}].name"), format!("duplicate service name `{}`", service.name))
@@ -419,7 +606,15 @@ impl Validator<'_> {
             }
             services.push(service);
         }
-        Ok(Config { source: self.file.to_owned(), admin_address, plugins, services })
+        Ok(Config {
+            source: self.file.to_owned(),
+            admin_address,
+            admin_token,
+            storage_path,
+            stop_children_on_exit,
+            plugins,
+            services,
+        })
     }
 
     fn plugins(&self, wire: Option<PluginsWire>) -> Result<PluginsConfig, ConfigError> {
@@ -453,32 +648,51 @@ impl Validator<'_> {
         }
     }
 
-    fn service(&self, i: usize, s: ServiceWire, default_webhook: Option<&str>) -> Result<ServiceConfig, ConfigError> {
+    fn service(
+        &self,
+        i: usize,
+        s: ServiceWire,
+        defaults: &DefaultsWire,
+        default_webhook: Option<&str>,
+    ) -> Result<ServiceConfig, ConfigError> {
         let at = |field: &str| format!("services[{i}] ({}).{field}", s.name);
         if s.name.trim().is_empty() {
             return Err(self.invalid(format!("services[{i}].name"), "must not be empty"));
         }
+        if s.http.is_some() && s.kind != "http" {
+            return Err(self.invalid(at("http"), format!("`http:` options need `type: http`, not `{}`", s.kind)));
+        }
+        if s.grpc.is_some() && s.kind != "grpc" {
+            return Err(self.invalid(at("grpc"), format!("`grpc:` options need `type: grpc`, not `{}`", s.kind)));
+        }
         let probe = match s.kind.as_str() {
-            "http" => ProbeConfig::Http { url: self.url(&at("endpoint"), &s.endpoint)? },
-            "tcp" => {
-                let address = s.endpoint.strip_prefix("tcp://").unwrap_or(&s.endpoint).to_owned();
-                if !address.contains(':') {
-                    return Err(self.invalid(at("endpoint"), format!("{:?} is not host:port", s.endpoint)));
+            "http" => ProbeConfig::Http {
+                url: self.url(&at("endpoint"), &s.endpoint)?,
+                options: self.http_options(&at, s.http)?,
+            },
+            "tcp" => ProbeConfig::Tcp { address: self.host_port(&at, &s.endpoint, "tcp://")? },
+            "grpc" => {
+                let address = self.host_port(&at, &s.endpoint, "http://")?;
+                ProbeConfig::Grpc {
+                    uri: format!("http://{address}"),
+                    service: s.grpc.map(|g| g.service).unwrap_or_default(),
                 }
-                ProbeConfig::Tcp { address }
             }
-            "grpc" | "script" => {
-                return Err(self.invalid(
-                    at("type"),
-                    format!("`{}` checks are not supported by this build yet (supported: http, tcp)", s.kind),
-                ));
+            "script" => {
+                if s.endpoint.trim().is_empty() {
+                    return Err(self.invalid(at("endpoint"), "a script check needs the command to run as its endpoint"));
+                }
+                ProbeConfig::Script { command: s.endpoint.clone() }
             }
             other => {
-                return Err(self.invalid(at("type"), format!("unknown check type `{other}` (expected http or tcp)")));
+                return Err(self.invalid(
+                    at("type"),
+                    format!("unknown check type `{other}` (expected http, tcp, grpc or script)"),
+                ));
             }
         };
-        let interval = s.interval.unwrap_or(Duration::from_secs(10));
-        let timeout = s.timeout.unwrap_or(Duration::from_secs(5));
+        let interval = s.interval.or(defaults.interval).unwrap_or(Duration::from_secs(10));
+        let timeout = s.timeout.or(defaults.timeout).unwrap_or(Duration::from_secs(5));
         if interval.is_zero() {
             return Err(self.invalid(at("interval"), "must be greater than zero"));
         }
@@ -496,13 +710,7 @@ impl Validator<'_> {
                 Some(ProcessConfig { program, args: command.collect(), cwd: p.cwd, env: p.env })
             }
         };
-        let actions = s.actions.unwrap_or(ActionsWire {
-            on_failure: None,
-            circuit_breaker: None,
-            backoff: None,
-            restart: None,
-            notify: None,
-        });
+        let actions = s.actions.unwrap_or_default().or(&defaults.actions.clone().unwrap_or_default());
         let on_failure =
             actions.on_failure.unwrap_or(if process.is_some() { OnFailure::Restart } else { OnFailure::Notify });
         let breaker = self.breaker(&at, actions.circuit_breaker)?;
@@ -520,6 +728,19 @@ impl Validator<'_> {
             Some(n) => Some(self.url(&at("actions.notify.webhook"), &n.webhook)?),
             None => default_webhook.map(str::to_owned),
         };
+        let restart_limit = match actions.restart_limit {
+            None => None,
+            Some(l) => {
+                let interval = l.interval.unwrap_or(Duration::ZERO);
+                if l.burst == 0 || interval.is_zero() {
+                    return Err(self.invalid(
+                        at("actions.restartLimit"),
+                        "burst must be at least 1 and interval greater than zero",
+                    ));
+                }
+                Some(RestartLimit { burst: l.burst, interval })
+            }
+        };
         if on_failure == OnFailure::Notify && notify_webhook.is_none() {
             return Err(self.invalid(
                 at("actions.onFailure"),
@@ -532,20 +753,65 @@ impl Validator<'_> {
             probe,
             interval,
             timeout,
-            retries: s.retries.unwrap_or(0),
+            retries: s.retries.or(defaults.retries).unwrap_or(0),
             process,
             on_failure,
             breaker,
             backoff,
             restart,
+            restart_limit,
             notify_webhook,
         })
+    }
+
+    fn host_port(&self, at: &dyn Fn(&str) -> String, endpoint: &str, scheme: &str) -> Result<String, ConfigError> {
+        let address = endpoint.strip_prefix(scheme).unwrap_or(endpoint).trim_end_matches('/');
+        match address.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(address.to_owned()),
+            _ => Err(self.invalid(at("endpoint"), format!("{endpoint:?} is not host:port"))),
+        }
+    }
+
+    fn http_options(&self, at: &dyn Fn(&str) -> String, wire: Option<HttpWire>) -> Result<HttpOptions, ConfigError> {
+        let Some(w) = wire else { return Ok(HttpOptions::default()) };
+        let method = match w.method {
+            None => None,
+            Some(m) => Some(
+                reqwest::Method::from_bytes(m.to_ascii_uppercase().as_bytes())
+                    .map_err(|_| self.invalid(at("http.method"), format!("{m:?} is not an HTTP method")))?,
+            ),
+        };
+        let mut headers = Vec::with_capacity(w.headers.len());
+        for (name, value) in w.headers {
+            let field = at(&format!("http.headers.{name}"));
+            let n = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|e| self.invalid(field.clone(), format!("invalid header name: {e}")))?;
+            let v = reqwest::header::HeaderValue::from_str(&value)
+                .map_err(|e| self.invalid(field, format!("invalid header value: {e}")))?;
+            headers.push((n, v));
+        }
+        let expected_status = match w.expected_status {
+            None => Vec::new(),
+            Some(OneOrMany::One(code)) => vec![code],
+            Some(OneOrMany::Many(codes)) => codes,
+        };
+        if let Some(bad) = expected_status.iter().find(|c| !(100..=599).contains(*c)) {
+            return Err(self.invalid(at("http.expectedStatus"), format!("{bad} is not an HTTP status code")));
+        }
+        let body = match w.body_regex {
+            None => None,
+            Some(pattern) => Some(
+                regex::Regex::new(&pattern)
+                    .map_err(|e| self.invalid(at("http.bodyRegex"), format!("invalid regex: {e}")))?,
+            ),
+        };
+        Ok(HttpOptions { method, headers, expected_status, body })
     }
 
     fn breaker(&self, at: &dyn Fn(&str) -> String, wire: Option<BreakerWire>) -> Result<BreakerConfig, ConfigError> {
         let mut b = BreakerConfig::default();
         let Some(w) = wire else { return Ok(b) };
-        b.enabled = w.enabled;
+        b.enabled = w.enabled.unwrap_or(true);
         if let Some(n) = w.failure_threshold {
             if n == 0 {
                 return Err(self.invalid(at("actions.circuitBreaker.failureThreshold"), "must be at least 1"));
@@ -596,7 +862,7 @@ impl Validator<'_> {
     ) -> Result<Option<BackoffSettings>, ConfigError> {
         let mut s = BackoffSettings::default();
         let Some(w) = wire else { return Ok(Some(s)) };
-        if !w.enabled {
+        if w.enabled == Some(false) {
             return Ok(None);
         }
         if let Some(d) = w.initial_interval {
@@ -713,8 +979,8 @@ services:
     fn duplicate_names_and_unsupported_types_are_refused() {
         let text = "services:\n  - {name: a, type: tcp, endpoint: '127.0.0.1:1', actions: {onFailure: ignore}}\n  - {name: a, type: tcp, endpoint: '127.0.0.1:2', actions: {onFailure: ignore}}\n";
         assert!(parse(text).unwrap_err().to_string().contains("duplicate service name `a`"));
-        let text = "services:\n  - {name: g, type: grpc, endpoint: '127.0.0.1:1'}\n";
-        assert!(parse(text).unwrap_err().to_string().contains("not supported"));
+        let text = "services:\n  - {name: g, type: smtp, endpoint: '127.0.0.1:1'}\n";
+        assert!(parse(text).unwrap_err().to_string().contains("unknown check type `smtp`"));
     }
 
     #[test]

@@ -33,6 +33,9 @@ pub enum RuntimeError {
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
 
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+
     #[error("cannot build the HTTP client: {0}")]
     HttpClient(String),
 }

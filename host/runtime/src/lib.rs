@@ -8,6 +8,7 @@ pub mod error;
 pub mod metrics;
 pub mod probe;
 pub mod process;
+pub mod store;
 pub mod supervisor;
 
 pub use config::Config;

@@ -22,6 +22,8 @@ pub struct Metrics {
     pub restarts: IntCounterVec,
     /// result: success | failure.
     pub notifications: IntCounterVec,
+    /// 1 while Aegis has given up restarting the service (restart limit reached).
+    pub gave_up: IntGaugeVec,
 }
 
 impl Metrics {
@@ -64,6 +66,11 @@ impl Metrics {
         registry.register(Box::new(service_up.clone()))?;
         registry.register(Box::new(restarts.clone()))?;
         registry.register(Box::new(notifications.clone()))?;
+        let gave_up = IntGaugeVec::new(
+            Opts::new("aegis_service_gave_up", "1 while restarts are suspended because the restart limit was reached"),
+            &["service"],
+        )?;
+        registry.register(Box::new(gave_up.clone()))?;
         Ok(Metrics {
             registry,
             breaker_state,
@@ -74,6 +81,7 @@ impl Metrics {
             service_up,
             restarts,
             notifications,
+            gave_up,
         })
     }
 

@@ -97,6 +97,15 @@ impl ManagedProcess {
         }
     }
 
+    /// Forgets the process without stopping it (shutdown with `stopChildren: false`): it keeps running in its own
+    /// process group after the host exits.
+    pub async fn detach(&self) {
+        let mut running = self.running.lock().await;
+        if let Some(r) = running.take() {
+            r.stopping.store(true, Ordering::Release);
+        }
+    }
+
     /// Stops (if running) and starts again. Returns the new pid.
     pub async fn restart(&self) -> Result<i32, String> {
         self.stop(STOP_GRACE).await;

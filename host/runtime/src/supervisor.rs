@@ -3,8 +3,13 @@
 //!
 //! While a breaker is open the service is not probed; after `resetTimeout` the breaker lets one probe through
 //! (half-open), and `successThreshold` successes in a row close it again. A disabled breaker never opens: every
-//! failed check triggers the recovery action directly, still spaced by the backoff.
+//! failed check triggers the recovery action directly, still spaced by the backoff. After `restartLimit.burst`
+//! restarts within `restartLimit.interval` Aegis gives up on the service (an event, a metric, a notification if a
+//! webhook is configured) until an operator resets its breaker.
+//!
+//! Breaker states, restart counters and events go to the store as they happen and are restored at start.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,6 +29,7 @@ use crate::error::RuntimeError;
 use crate::metrics::Metrics;
 use crate::probe::{Probe, ProbeResult};
 use crate::process::{ManagedProcess, STOP_GRACE};
+use crate::store::{Event, Store};
 
 /// The policy name reported when the built-in trip predicate decides.
 const BUILT_IN: &str = "built-in";
@@ -48,11 +54,55 @@ pub struct ServiceHandle {
     backoff: Mutex<(Option<Backoff>, SmallRng)>,
     recovering: AtomicBool,
     last_check: Mutex<Option<ProbeResult>>,
+    restarts: Mutex<RestartBook>,
+}
+
+/// Restart bookkeeping for the restart limit; persisted.
+#[derive(Debug, Default)]
+struct RestartBook {
+    total: u64,
+    /// Unix-epoch milliseconds of restarts still inside the limit's interval, oldest first.
+    recent_ms: VecDeque<i64>,
+    gave_up: bool,
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 impl ServiceHandle {
     pub fn last_check(&self) -> Option<ProbeResult> {
         self.last_check.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn restarts(&self) -> std::sync::MutexGuard<'_, RestartBook> {
+        self.restarts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Total restarts, and whether Aegis gave up on the service.
+    pub fn restart_status(&self) -> (u64, bool) {
+        let book = self.restarts();
+        (book.total, book.gave_up)
+    }
+
+    /// Clears a give-up (an operator reset the service's breaker).
+    pub fn clear_give_up(&self, shared: &Shared) {
+        let mut book = self.restarts();
+        if book.gave_up {
+            book.gave_up = false;
+            book.recent_ms.clear();
+            shared.metrics.gave_up.with_label_values(&[&self.config.name]).set(0);
+            persist_restarts(shared, &self.config.name, &book);
+        }
+    }
+
+    /// Saves the breaker's state (after a transition or an operator action).
+    pub fn persist_breaker(&self, shared: &Shared) {
+        if let Err(e) = shared.store.save_breaker(&self.config.name, &self.breaker.snapshot()) {
+            tracing::error!(service = %self.config.name, "{e}");
+        }
     }
 
     /// Delay before the next recovery attempt, and the attempt number.
@@ -75,6 +125,27 @@ pub struct Shared {
     pub metrics: Metrics,
     pub client: reqwest::Client,
     pub plugins: PluginHost,
+    pub store: Store,
+}
+
+impl Shared {
+    /// Records an event in the store and the log. A store failure is logged, never fatal.
+    pub fn event(&self, service: &str, kind: &str, message: &str) -> Option<Event> {
+        match self.store.append_event(service, kind, message) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                tracing::error!(service, kind, "cannot record event: {e}");
+                None
+            }
+        }
+    }
+}
+
+fn persist_restarts(shared: &Shared, service: &str, book: &RestartBook) {
+    let recent: Vec<i64> = book.recent_ms.iter().copied().collect();
+    if let Err(e) = shared.store.save_restarts(service, book.total, &recent, book.gave_up) {
+        tracing::error!(service, "{e}");
+    }
 }
 
 /// A validated config turned into running parts; [`Supervisor::run`] starts them.
@@ -96,6 +167,7 @@ impl Supervisor {
             .build()
             .map_err(|e| RuntimeError::HttpClient(crate::probe::error_chain(&e)))?;
         let metrics = Metrics::new()?;
+        let store = Store::open(&config.storage_path)?;
         let plugins = PluginHost::new(config.plugins.limits)?;
         let report = plugins.load_dir(&config.plugins.dir)?;
         for info in &report.loaded {
@@ -104,7 +176,7 @@ impl Supervisor {
         for error in &report.failed {
             tracing::error!("plugin skipped: {error}");
         }
-        let shared = Arc::new(Shared { metrics, client, plugins });
+        let shared = Arc::new(Shared { metrics, client, plugins, store });
         let services = config.services.iter().map(|s| build_service(&shared, s)).collect::<Result<Vec<_>, _>>()?;
         Ok(Supervisor { config, shared, services })
     }
@@ -128,8 +200,13 @@ impl Supervisor {
             .map_err(|source| RuntimeError::Bind { address: self.config.admin_address.to_string(), source })?;
         tracing::info!("admin API and metrics on http://{admin_addr}/metrics");
         let (stop_tx, stop_rx) = watch::channel(false);
-        let admin =
-            tokio::spawn(crate::admin::serve(listener, Arc::clone(&self.shared), handles.clone(), stop_rx.clone()));
+        let admin = tokio::spawn(crate::admin::serve(
+            listener,
+            Arc::clone(&self.shared),
+            handles.clone(),
+            self.config.admin_token.clone(),
+            stop_rx.clone(),
+        ));
 
         let mut tasks = Vec::new();
         for (handle, changes) in self.services {
@@ -149,7 +226,12 @@ impl Supervisor {
         }
         for handle in &handles {
             if let Some(process) = &handle.process {
-                process.stop(STOP_GRACE).await;
+                if self.config.stop_children_on_exit {
+                    process.stop(STOP_GRACE).await;
+                } else if let Some(pid) = process.pid().await {
+                    tracing::info!(service = %handle.config.name, pid, "leaving the supervised process running");
+                    process.detach().await;
+                }
             }
         }
         let _ = admin.await;
@@ -180,7 +262,7 @@ fn build_service(
             }
         }
     };
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, mut rx) = mpsc::unbounded_channel();
     let listener = Arc::new(move |change: &StateChange| {
         let _ = tx.send(Transition { from: change.from, to: change.to, reason: change.reason.clone() });
     });
@@ -194,20 +276,36 @@ fn build_service(
         .trip_predicate(predicate)
         .on_state_change(listener);
     let breaker = Arc::new(Breaker::new(settings));
+    let saved = shared.store.load(&s.name)?;
+    if let Some(snapshot) = &saved.breaker {
+        breaker.restore(Instant::now(), snapshot);
+        tracing::info!(service = %s.name, state = %snapshot.state, "breaker state restored");
+    }
     if !b.enabled {
         breaker.force(Instant::now(), Force::Disabled);
+    } else if breaker.state(Instant::now()) == State::Disabled {
+        // Disabled in the saved state but enabled in the config now: the config wins.
+        breaker.force(Instant::now(), Force::Auto);
     }
+    // Transitions caused by restoring are not news: no recovery, no trip count.
+    while rx.try_recv().is_ok() {}
     shared.metrics.register_service(&s.name);
     shared.metrics.breaker_state.with_label_values(&[&s.name]).set(breaker.state(Instant::now()).metric_value());
+    shared.metrics.gave_up.with_label_values(&[&s.name]).set(i64::from(saved.gave_up));
     let handle = ServiceHandle {
         config: s.clone(),
         breaker,
         trip_policy,
         process: s.process.clone().map(|p| Arc::new(ManagedProcess::new(s.name.clone(), p))),
-        probe: Probe::new(&s.probe, &shared.client),
+        probe: Probe::new(&s.name, &s.probe, &shared.client),
         backoff: Mutex::new((s.backoff.map(Backoff::new), SmallRng::from_os_rng())),
         recovering: AtomicBool::new(false),
         last_check: Mutex::new(None),
+        restarts: Mutex::new(RestartBook {
+            total: saved.restarts_total,
+            recent_ms: saved.recent_restarts_ms.into_iter().collect(),
+            gave_up: saved.gave_up,
+        }),
     };
     Ok((Arc::new(handle), rx))
 }
@@ -298,6 +396,14 @@ async fn check_once(
 fn on_transition(handle: &Arc<ServiceHandle>, shared: &Arc<Shared>, t: Transition, stop: &watch::Receiver<bool>) {
     let name = handle.config.name.as_str();
     shared.metrics.breaker_state.with_label_values(&[name]).set(t.to.metric_value());
+    handle.persist_breaker(shared);
+    let kind = match t.to {
+        State::Open => "breaker-opened",
+        State::Closed => "breaker-closed",
+        State::HalfOpen => "breaker-half-open",
+        State::ForcedOpen | State::ForcedClosed | State::Disabled => "breaker-forced",
+    };
+    shared.event(name, kind, &format!("{} -> {}: {}", t.from, t.to, t.reason));
     match t.to {
         State::Open => {
             tracing::warn!(from = %t.from, "circuit breaker OPEN: {}", t.reason);
@@ -324,8 +430,21 @@ fn start_recovery(handle: &Arc<ServiceHandle>, shared: &Arc<Shared>, reason: &st
         }
         OnFailure::Notify => spawn_notification(handle, shared, "breaker-opened", State::Open, reason),
         OnFailure::Restart => {
+            if handle.restarts().gave_up {
+                tracing::debug!("gave up restarting; waiting for an operator reset");
+                return;
+            }
             if handle.recovering.swap(true, Ordering::AcqRel) {
                 tracing::debug!("restart already pending");
+                return;
+            }
+            if let Some(message) = restart_limit_reached(handle, shared) {
+                handle.recovering.store(false, Ordering::Release);
+                tracing::error!("{message}");
+                shared.event(&handle.config.name, "gave-up", &message);
+                if handle.config.notify_webhook.is_some() {
+                    spawn_notification(handle, shared, "gave-up", State::Open, &message);
+                }
                 return;
             }
             let (delay, attempt) = handle.next_delay();
@@ -365,10 +484,46 @@ fn start_recovery(handle: &Arc<ServiceHandle>, shared: &Arc<Shared>, reason: &st
                     }
                 };
                 shared.metrics.restarts.with_label_values(&[name, label]).inc();
+                match &result {
+                    Ok(RestartOutcome::NothingToRestart) => {}
+                    Ok(outcome) => {
+                        shared.event(name, "restart", &format!("attempt {attempt}: {outcome}"));
+                    }
+                    Err(e) => {
+                        shared.event(name, "restart-failed", &format!("attempt {attempt}: {e}"));
+                    }
+                }
+                if !matches!(result, Ok(RestartOutcome::NothingToRestart)) {
+                    let mut book = handle.restarts();
+                    book.total += 1;
+                    book.recent_ms.push_back(unix_ms());
+                    persist_restarts(&shared, name, &book);
+                }
                 handle.recovering.store(false, Ordering::Release);
             });
         }
     }
+}
+
+/// `Some(message)` (and the give-up recorded) when the restart limit forbids another restart.
+fn restart_limit_reached(handle: &ServiceHandle, shared: &Shared) -> Option<String> {
+    let limit = handle.config.restart_limit?;
+    let mut book = handle.restarts();
+    let horizon = unix_ms() - i64::try_from(limit.interval.as_millis()).unwrap_or(i64::MAX);
+    while book.recent_ms.front().is_some_and(|&t| t < horizon) {
+        book.recent_ms.pop_front();
+    }
+    if book.recent_ms.len() < limit.burst as usize {
+        return None;
+    }
+    book.gave_up = true;
+    persist_restarts(shared, &handle.config.name, &book);
+    shared.metrics.gave_up.with_label_values(&[&handle.config.name]).set(1);
+    Some(format!(
+        "gave up: {} restarts within {}; reset the breaker to resume",
+        book.recent_ms.len(),
+        humantime::format_duration(limit.interval)
+    ))
 }
 
 fn spawn_notification(handle: &Arc<ServiceHandle>, shared: &Arc<Shared>, event: &str, state: State, reason: &str) {
@@ -382,6 +537,11 @@ fn spawn_notification(handle: &Arc<ServiceHandle>, shared: &Arc<Shared>, event: 
         let result = notify::send(&shared.client, &url, &body).await;
         let label = if result.is_ok() { "success" } else { "failure" };
         shared.metrics.notifications.with_label_values(&[&body.service, label]).inc();
+        let (kind, message) = match &result {
+            Ok(()) => ("notified", format!("{} to {url}", body.event)),
+            Err(e) => ("notify-failed", format!("{}: {e}", body.event)),
+        };
+        shared.event(&body.service, kind, &message);
         match result {
             Ok(()) => tracing::info!(service = %body.service, event = %body.event, "notified {url}"),
             Err(e) => tracing::error!(service = %body.service, event = %body.event, "notification failed: {e}"),

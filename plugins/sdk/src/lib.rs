@@ -128,6 +128,150 @@ pub trait TripPredicate: Policy {
     fn should_trip(&self, service: &ServiceInfo, counts: &Counts, window: &[ProbeOutcome]) -> Option<String>;
 }
 
+/// One failure of a service, as a recovery strategy sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Failure {
+    /// When it happened, in Unix epoch milliseconds.
+    pub at_ms: u64,
+    pub detail: String,
+}
+
+/// What to do about a service whose breaker opened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    Restart,
+    /// Notify, with an optional message for the receiver.
+    Notify(Option<String>),
+    Ignore,
+    /// Do nothing now and ask again after this many milliseconds.
+    Wait(u64),
+}
+
+/// Chooses what to do about a service whose breaker opened.
+pub trait RecoveryStrategy: Policy {
+    /// `history` holds the recent failures, oldest first; `attempt` counts recovery attempts since the service last
+    /// recovered (0 for the first).
+    fn decide(&self, service: &ServiceInfo, history: &[Failure], attempt: u32) -> Action;
+}
+
+/// How bad a finding or alert is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    Info,
+    #[default]
+    Warning,
+    Critical,
+}
+
+/// What a log rule found in a line.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Finding {
+    /// The rule's name, e.g. `rust-panic`.
+    pub rule: String,
+    pub severity: Severity,
+    pub message: String,
+}
+
+/// Matches log lines.
+pub trait LogRule: Policy {
+    /// `source` is the log file path (or stream name) the line came from. `Some(finding)` reports the line.
+    fn match_line(&self, source: &str, line: &str) -> Option<Finding>;
+}
+
+/// One point of a metric series.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Sample {
+    /// Unix epoch milliseconds.
+    pub at_ms: u64,
+    pub value: f64,
+}
+
+/// An anomaly a scorer found; higher scores are more anomalous.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Anomaly {
+    pub score: f64,
+    pub reason: String,
+}
+
+/// Scores a metric series for anomalies.
+pub trait AnomalyScorer: Policy {
+    /// `metric` is "latency", "error-rate" or "throughput"; `window` is the series, oldest first. The newest sample
+    /// is the one being judged.
+    fn score(&self, service: &ServiceInfo, metric: &str, window: &[Sample]) -> Option<Anomaly>;
+}
+
+/// Whether an alert is active or over.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AlertStatus {
+    #[default]
+    Firing,
+    Resolved,
+}
+
+/// An alert to render, in the Alertmanager model.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Alert {
+    pub name: String,
+    pub status: AlertStatus,
+    pub severity: Severity,
+    pub labels: Vec<(String, String)>,
+    pub annotations: Vec<(String, String)>,
+    /// Unix epoch milliseconds.
+    pub starts_at_ms: u64,
+    pub ends_at_ms: Option<u64>,
+    pub fingerprint: String,
+}
+
+impl Alert {
+    /// The value of label `key`, if set.
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    /// The value of annotation `key`, if set.
+    pub fn annotation(&self, key: &str) -> Option<&str> {
+        self.annotations.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
+/// A rendered notification body.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Payload {
+    pub content_type: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Payload {
+    /// A JSON body (`application/json`) without extra headers.
+    pub fn json(body: impl Into<String>) -> Self {
+        Payload { content_type: "application/json".into(), headers: Vec::new(), body: body.into().into_bytes() }
+    }
+}
+
+/// Renders an alert into a notification body.
+pub trait AlertFormatter: Policy {
+    /// `target` names the receiver (e.g. "webhook", "slack"). An error makes the host use its built-in formatter.
+    fn format(&self, alert: &Alert, target: &str) -> Result<Payload, String>;
+}
+
+/// Escapes `s` as the contents of a JSON string (without the quotes), for formatters that build JSON by hand.
+pub fn json_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 static LOGGER: OnceLock<fn(LogLevel, &str)> = OnceLock::new();
 
 #[doc(hidden)]
@@ -159,6 +303,11 @@ mod tests {
         assert_eq!(c.parse_or("missing", 7u32), Ok(7));
         let err = c.parse_or("bad", 1u32).unwrap_err();
         assert!(err.contains("`bad`") && err.contains("\"x\""), "{err}");
+    }
+
+    #[test]
+    fn json_escape_escapes_quotes_backslashes_and_controls() {
+        assert_eq!(json_escape("a\"b\\c\nd\u{1}"), "a\\\"b\\\\c\\nd\\u0001");
     }
 
     #[test]

@@ -53,18 +53,25 @@ impl Jitter {
         prev: Duration,
         rng: &mut dyn RngCore,
     ) -> Duration {
+        let n = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        Duration::from_nanos(self.apply_ns(n(exp), n(base), n(cap), n(prev), rng))
+    }
+
+    /// [`Self::apply`] on nanoseconds.
+    #[inline]
+    pub(crate) fn apply_ns(self, exp: u64, base: u64, cap: u64, prev: u64, rng: &mut dyn RngCore) -> u64 {
         let exp = exp.min(cap);
         match self {
             Jitter::None => exp,
-            Jitter::Full => uniform(Duration::ZERO, exp, rng),
+            Jitter::Full => uniform_ns(0, exp, rng),
             Jitter::Equal => {
                 let half = exp / 2;
-                half + uniform(Duration::ZERO, exp - half, rng)
+                half + uniform_ns(0, exp - half, rng)
             }
             Jitter::Decorrelated => {
                 let lo = base.min(cap);
                 let hi = prev.saturating_mul(3).max(lo);
-                uniform(lo, hi, rng).min(cap)
+                uniform_ns(lo, hi, rng).min(cap)
             }
         }
     }
@@ -87,17 +94,22 @@ impl FromStr for Jitter {
     }
 }
 
-/// Uniform duration in `[lo, hi]` (nanosecond resolution; `hi < lo` yields `lo`). Uses a widening multiply instead of
-/// rejection sampling: the bias is below 2^-64 relative and the cost is one RNG call.
-pub(crate) fn uniform(lo: Duration, hi: Duration, rng: &mut dyn RngCore) -> Duration {
-    let lo_n = u64::try_from(lo.as_nanos()).unwrap_or(u64::MAX);
-    let hi_n = u64::try_from(hi.as_nanos()).unwrap_or(u64::MAX);
-    if hi_n <= lo_n {
+/// Uniform duration in `[lo, hi]` (nanosecond resolution; `hi < lo` yields `lo`).
+#[cfg(test)]
+fn uniform(lo: Duration, hi: Duration, rng: &mut dyn RngCore) -> Duration {
+    let n = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    Duration::from_nanos(uniform_ns(n(lo), n(hi).max(n(lo)), rng))
+}
+
+/// Uniform integer in `[lo, hi]` (`hi < lo` yields `lo`). Uses a widening multiply instead of rejection sampling:
+/// the bias is below 2^-64 relative and the cost is one RNG call.
+#[inline]
+fn uniform_ns(lo: u64, hi: u64, rng: &mut dyn RngCore) -> u64 {
+    if hi <= lo {
         return lo;
     }
-    let span = u128::from(hi_n - lo_n) + 1;
-    let offset = ((u128::from(rng.next_u64()) * span) >> 64) as u64;
-    Duration::from_nanos(lo_n + offset)
+    let span = u128::from(hi - lo) + 1;
+    lo + ((u128::from(rng.next_u64()) * span) >> 64) as u64
 }
 
 #[cfg(test)]

@@ -73,14 +73,25 @@ impl BackoffSettings {
 }
 
 /// Backoff state of one retried thing (one service's restarts, one request's retries).
+///
+/// Delays are kept as integer nanoseconds and grown by one multiplication per attempt, so `next_delay` needs no
+/// `powi` and no float-to-`Duration` conversion (both showed up as most of its cost).
 #[derive(Clone, Debug)]
 pub struct Backoff {
     settings: BackoffSettings,
     attempt: u32,
+    /// Un-jittered delay of the next attempt, already capped.
+    exp_ns: u64,
     /// Previous delay, for decorrelated jitter.
-    prev: Duration,
+    prev_ns: u64,
+    initial_ns: u64,
+    max_ns: u64,
     /// `now` of the previous `next_delay`, for `reset_after`.
     last: Option<Instant>,
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl Backoff {
@@ -89,7 +100,16 @@ impl Backoff {
         if !(s.multiplier.is_finite() && s.multiplier >= 1.0) {
             s.multiplier = 1.0;
         }
-        Backoff { prev: s.initial, settings: s, attempt: 0, last: None }
+        let (initial_ns, max_ns) = (nanos(s.initial), nanos(s.max));
+        Backoff {
+            settings: s,
+            attempt: 0,
+            exp_ns: initial_ns.min(max_ns),
+            prev_ns: initial_ns,
+            initial_ns,
+            max_ns,
+            last: None,
+        }
     }
 
     /// The settings in use.
@@ -106,11 +126,12 @@ impl Backoff {
             self.reset();
         }
         self.last = Some(now);
-        let s = &self.settings;
-        let delay = s.jitter.apply(self.exponential(self.attempt), s.initial, s.max, self.prev, rng);
+        let delay = self.settings.jitter.apply_ns(self.exp_ns, self.initial_ns, self.max_ns, self.prev_ns, rng);
         self.attempt = self.attempt.saturating_add(1);
-        self.prev = delay;
-        delay
+        self.prev_ns = delay;
+        // `as u64` saturates, and the cap applies before the next use.
+        self.exp_ns = ((self.exp_ns as f64 * self.settings.multiplier) as u64).min(self.max_ns);
+        Duration::from_nanos(delay)
     }
 
     /// The un-jittered delay of `attempt`: `min(max, initial · multiplier^attempt)`.
@@ -134,7 +155,8 @@ impl Backoff {
     /// Back to the initial interval.
     pub fn reset(&mut self) {
         self.attempt = 0;
-        self.prev = self.settings.initial;
+        self.exp_ns = self.initial_ns.min(self.max_ns);
+        self.prev_ns = self.initial_ns;
         self.last = None;
     }
 }

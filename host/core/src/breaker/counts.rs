@@ -30,10 +30,11 @@ pub struct Counts {
 }
 
 impl Counts {
-    /// Adds one recorded outcome. Saturating: a counter that would overflow sticks at `u32::MAX` instead of wrapping
-    /// to a small number that could un-trip a rate predicate.
+    /// Adds one recorded outcome, exactly as a breaker does (useful to build counts for testing a predicate).
+    /// Saturating: a counter that would overflow sticks at `u32::MAX` instead of wrapping to a small number that
+    /// could un-trip a rate predicate.
     #[inline]
-    pub(crate) fn on_outcome(&mut self, success: bool, slow: bool) {
+    pub fn on_outcome(&mut self, success: bool, slow: bool) {
         self.requests = self.requests.saturating_add(1);
         if success {
             self.total_successes = self.total_successes.saturating_add(1);
@@ -49,8 +50,9 @@ impl Counts {
         }
     }
 
+    /// Adds one rejection.
     #[inline]
-    pub(crate) fn on_rejected(&mut self) {
+    pub fn on_rejected(&mut self) {
         self.rejected = self.rejected.saturating_add(1);
     }
 
@@ -67,9 +69,12 @@ impl Counts {
 
 /// [`Counts`] as atomics, for the breaker's spin-locked lane: one writer at a time (the lane lock), so every update is
 /// a `Relaxed` load plus store — plain moves, no read-modify-write instructions.
+///
+/// To keep the hot path to as few stores as possible (each one must drain before the lane lock's next
+/// compare-and-swap), `requests` is not stored but derived as successes + failures, and a counter that does not change
+/// is not rewritten.
 #[derive(Debug, Default)]
 pub(crate) struct AtomicCounts {
-    requests: AtomicU32,
     total_successes: AtomicU32,
     total_failures: AtomicU32,
     consecutive_successes: AtomicU32,
@@ -80,10 +85,11 @@ pub(crate) struct AtomicCounts {
 
 impl AtomicCounts {
     pub(crate) fn load(&self) -> Counts {
+        let (total_successes, total_failures) = (self.total_successes.load(Relaxed), self.total_failures.load(Relaxed));
         Counts {
-            requests: self.requests.load(Relaxed),
-            total_successes: self.total_successes.load(Relaxed),
-            total_failures: self.total_failures.load(Relaxed),
+            requests: total_successes.saturating_add(total_failures),
+            total_successes,
+            total_failures,
             consecutive_successes: self.consecutive_successes.load(Relaxed),
             consecutive_failures: self.consecutive_failures.load(Relaxed),
             slow_calls: self.slow_calls.load(Relaxed),
@@ -91,8 +97,8 @@ impl AtomicCounts {
         }
     }
 
+    /// Stores `c`; its `requests` is ignored (derived, see above).
     pub(crate) fn store(&self, c: Counts) {
-        self.requests.store(c.requests, Relaxed);
         self.total_successes.store(c.total_successes, Relaxed);
         self.total_failures.store(c.total_failures, Relaxed);
         self.consecutive_successes.store(c.consecutive_successes, Relaxed);
@@ -105,19 +111,28 @@ impl AtomicCounts {
     #[inline(always)]
     pub(crate) fn on_outcome(&self, success: bool, slow: bool) {
         let bump = |a: &AtomicU32| a.store(a.load(Relaxed).saturating_add(1), Relaxed);
-        bump(&self.requests);
+        let zero = |a: &AtomicU32| {
+            if a.load(Relaxed) != 0 {
+                a.store(0, Relaxed);
+            }
+        };
         if success {
             bump(&self.total_successes);
             bump(&self.consecutive_successes);
-            self.consecutive_failures.store(0, Relaxed);
+            zero(&self.consecutive_failures);
         } else {
             bump(&self.total_failures);
             bump(&self.consecutive_failures);
-            self.consecutive_successes.store(0, Relaxed);
+            zero(&self.consecutive_successes);
         }
         if slow {
             bump(&self.slow_calls);
         }
+    }
+
+    /// Successes + failures, as in [`Counts::requests`].
+    pub(crate) fn requests(&self) -> u32 {
+        self.total_successes.load(Relaxed).saturating_add(self.total_failures.load(Relaxed))
     }
 
     pub(crate) fn on_rejected(&self) {

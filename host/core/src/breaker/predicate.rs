@@ -12,8 +12,10 @@
 //!   failure or slow rate; in a time window, expiry of old successes can, and is then noticed at the next failure.)
 //!
 //! Where it runs depends on [`TripPredicate::may_block`]: `false` (built-ins) runs inside the breaker's short critical
-//! section; `true` (the default, e.g. a WASM call of up to ~10 ms) runs *outside* the breaker's lock against a private
-//! copy of counts and window, serialised with other evaluations of the same breaker, so admission never waits for it.
+//! section (state mutex and counting lane both held); `true` (the default, e.g. a WASM call of up to ~10 ms) runs with
+//! no breaker lock held, against a private copy of counts and window, serialised with other evaluations of the same
+//! breaker, so admission and recording never wait for it. The verdict of a blocking predicate is applied only if the
+//! breaker is still closed in the generation the predicate looked at.
 
 use std::fmt;
 use std::sync::Arc;

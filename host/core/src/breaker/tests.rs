@@ -385,6 +385,7 @@ fn forced_states() {
     let b = Breaker::new(Settings::new("svc").failure_threshold(1).on_state_change(l));
     b.force(t0, Force::Open);
     assert_eq!(b.try_acquire(t0 + Duration::from_secs(3600)), Err(Rejected::Open));
+    assert_eq!(b.counts().rejected, 1, "lock-free rejections are counted");
     assert_eq!(b.state(t0 + Duration::from_secs(3600)), State::ForcedOpen, "no automatic half-open");
     b.force(t0, Force::Closed);
     fail(&b, t0);

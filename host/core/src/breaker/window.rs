@@ -324,12 +324,21 @@ impl CountWindow {
         if let Some(slot) = self.slots.get(i as usize) {
             let old = if full { slot.load(Relaxed) } else { 0 };
             slot.store(new, Relaxed);
-            let failures = self.failures.load(Relaxed) - u32::from(old >> 15) + u32::from(!success);
-            let slow_calls = self.slow.load(Relaxed) - u32::from((old >> 14) & 1) + u32::from(slow);
-            self.failures.store(failures, Relaxed);
-            self.slow.store(slow_calls, Relaxed);
+            // Totals are rewritten only when they change (a success replacing a success changes neither): fewer
+            // stores for the breaker's lock to wait for.
+            let (old_failed, old_slow) = (old & FAILED != 0, old & SLOW != 0);
+            if old_failed == success {
+                let f = self.failures.load(Relaxed);
+                self.failures.store(if success { f - 1 } else { f + 1 }, Relaxed);
+            }
+            if old_slow != slow {
+                let n = self.slow.load(Relaxed);
+                self.slow.store(if slow { n + 1 } else { n - 1 }, Relaxed);
+            }
         }
-        self.len.store(len + u32::from(!full), Relaxed);
+        if !full {
+            self.len.store(len + 1, Relaxed);
+        }
         self.head.store(if i + 1 == self.cap { 0 } else { i + 1 }, Relaxed);
     }
 

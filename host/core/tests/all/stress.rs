@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use aegis_core::{Breaker, Manager, ManagerConfig, Never, Rejected, Settings, State};
+use aegis_core::{Breaker, Force, Manager, ManagerConfig, Never, Rejected, Settings, State};
 
 const THREADS: usize = 4;
 const OPS: usize = 20_000;
@@ -127,4 +127,45 @@ fn manager_counters_are_not_lost() {
     assert_eq!(total, (THREADS * (OPS / 4)) as u64);
     assert_eq!(outcomes, total);
     assert_eq!(m.names().len(), 3, "racing creation yields one breaker per name");
+}
+
+#[test]
+fn manual_control_races_with_the_fast_paths() {
+    // Recorders and rejecters on the lock-free paths while another thread keeps forcing and resetting: no deadlock,
+    // no panic, and every snapshot of the counts stays internally consistent.
+    let b = Breaker::new(Settings::new("control").failure_threshold(3).reset_timeout(Duration::from_secs(3600)));
+    let t0 = Instant::now();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    thread::scope(|s| {
+        for t in 0..THREADS - 1 {
+            let (b, stop) = (&b, &stop);
+            s.spawn(move || {
+                let mut i = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok(p) = b.try_acquire(t0) {
+                        b.record(t0, p, !(i + t).is_multiple_of(4), Duration::from_micros(10));
+                    }
+                    let c = b.counts();
+                    assert_eq!(c.requests, c.total_successes + c.total_failures);
+                    assert!(c.consecutive_successes == 0 || c.consecutive_failures == 0);
+                    i += 1;
+                }
+            });
+        }
+        let (b, stop) = (&b, &stop);
+        s.spawn(move || {
+            for i in 0..2_000 {
+                match i % 4 {
+                    0 => b.force(t0, Force::Open),
+                    1 => b.reset(t0),
+                    2 => b.force(t0, Force::Closed),
+                    _ => b.force(t0, Force::Auto),
+                }
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
+    });
+    b.reset(t0);
+    assert_eq!(b.counts(), aegis_core::Counts::default());
+    assert_eq!(b.try_acquire(t0).map(|p| p.generation()), Ok(b.generation()));
 }

@@ -19,6 +19,19 @@ pub enum RestartOutcome {
     NothingToRestart,
 }
 
+impl std::fmt::Display for RestartOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RestartOutcome::Respawned { pid } => write!(f, "process respawned (pid {pid})"),
+            RestartOutcome::CommandSucceeded { output } if output.is_empty() => {
+                f.write_str("restart command succeeded")
+            }
+            RestartOutcome::CommandSucceeded { output } => write!(f, "restart command succeeded: {output}"),
+            RestartOutcome::NothingToRestart => f.write_str("nothing to restart"),
+        }
+    }
+}
+
 /// Restarts a service: its supervised process if it has one, else its restart command.
 pub async fn restart(service: &ServiceConfig, process: Option<&Arc<ManagedProcess>>) -> Result<RestartOutcome, String> {
     if let Some(process) = process {

@@ -1,25 +1,92 @@
-//! HTTP probe: GET the endpoint; any 2xx is healthy.
+//! HTTP probe: a request per check; healthy when the status is expected (any 2xx unless configured) and the body
+//! matches the optional regex. Detail carries the status and, on a body mismatch, says so.
+
+use regex::Regex;
+use reqwest::Method;
+use reqwest::header::{HeaderName, HeaderValue};
 
 use super::error_chain;
+
+/// Largest body read for the regex check; the rest is ignored.
+const MAX_BODY: usize = 1 << 20;
 
 #[derive(Debug, Clone)]
 pub struct HttpProbe {
     client: reqwest::Client,
     url: String,
+    method: Method,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    /// Empty: any 2xx.
+    expected_status: Vec<u16>,
+    body: Option<Regex>,
+}
+
+/// The validated `http:` options of a service.
+#[derive(Debug, Clone, Default)]
+pub struct HttpOptions {
+    pub method: Option<Method>,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub expected_status: Vec<u16>,
+    pub body: Option<Regex>,
 }
 
 impl HttpProbe {
-    pub fn new(client: reqwest::Client, url: String) -> Self {
-        HttpProbe { client, url }
+    pub fn new(client: reqwest::Client, url: String, options: HttpOptions) -> Self {
+        HttpProbe {
+            client,
+            url,
+            method: options.method.unwrap_or(Method::GET),
+            headers: options.headers,
+            expected_status: options.expected_status,
+            body: options.body,
+        }
     }
 
     pub async fn check(&self) -> (bool, String) {
-        match self.client.get(&self.url).send().await {
-            Ok(response) => {
-                let status = response.status();
-                (status.is_success(), format!("HTTP {}", status.as_u16()))
-            }
-            Err(e) => (false, error_chain(&e)),
+        let mut request = self.client.request(self.method.clone(), &self.url);
+        for (name, value) in &self.headers {
+            request = request.header(name, value);
+        }
+        let response = match request.send().await {
+            Ok(r) => r,
+            Err(e) => return (false, error_chain(&e)),
+        };
+        let status = response.status().as_u16();
+        let status_ok = if self.expected_status.is_empty() {
+            response.status().is_success()
+        } else {
+            self.expected_status.contains(&status)
+        };
+        if !status_ok {
+            return (false, format!("HTTP {status} (expected {})", self.expected()));
+        }
+        let Some(pattern) = &self.body else {
+            return (true, format!("HTTP {status}"));
+        };
+        match read_body(response).await {
+            Ok(body) if pattern.is_match(&body) => (true, format!("HTTP {status}, body matches")),
+            Ok(_) => (false, format!("HTTP {status}, body does not match /{}/", pattern.as_str())),
+            Err(e) => (false, format!("HTTP {status}, body unreadable: {e}")),
         }
     }
+
+    fn expected(&self) -> String {
+        if self.expected_status.is_empty() {
+            "2xx".to_owned()
+        } else {
+            self.expected_status.iter().map(u16::to_string).collect::<Vec<_>>().join(" or ")
+        }
+    }
+}
+
+async fn read_body(mut response: reqwest::Response) -> Result<String, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| error_chain(&e))? {
+        let room = MAX_BODY.saturating_sub(body.len());
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= MAX_BODY {
+            break;
+        }
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
 }

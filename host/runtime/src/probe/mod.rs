@@ -1,8 +1,12 @@
 //! Health probes. A probe runs one check against a service and reports success, latency and a human detail; it
 //! never panics and never outlives its timeout.
 
+mod grpc;
 mod http;
+mod script;
 mod tcp;
+
+pub use http::HttpOptions;
 
 use std::time::{Duration, Instant};
 
@@ -25,25 +29,38 @@ pub struct ProbeResult {
 pub enum Probe {
     Http(http::HttpProbe),
     Tcp(tcp::TcpProbe),
+    Grpc(grpc::GrpcProbe),
+    Script(script::ScriptProbe),
 }
 
+/// Extra time a script gets beyond its timeout to be killed and reaped before the probe gives up on it.
+const SCRIPT_REAP_GRACE: Duration = Duration::from_secs(2);
+
 impl Probe {
-    pub fn new(config: &ProbeConfig, client: &reqwest::Client) -> Probe {
+    pub fn new(service: &str, config: &ProbeConfig, client: &reqwest::Client) -> Probe {
         match config {
-            ProbeConfig::Http { url } => Probe::Http(http::HttpProbe::new(client.clone(), url.clone())),
+            ProbeConfig::Http { url, options } => {
+                Probe::Http(http::HttpProbe::new(client.clone(), url.clone(), options.clone()))
+            }
             ProbeConfig::Tcp { address } => Probe::Tcp(tcp::TcpProbe::new(address.clone())),
+            ProbeConfig::Grpc { uri, service: name } => Probe::Grpc(grpc::GrpcProbe::new(uri.clone(), name.clone())),
+            ProbeConfig::Script { command } => {
+                Probe::Script(script::ScriptProbe::new(service.to_owned(), command.clone()))
+            }
         }
     }
 
     /// One attempt, bounded by `timeout`.
     async fn attempt(&self, timeout: Duration) -> (bool, String) {
-        let run = async {
-            match self {
-                Probe::Http(p) => p.check().await,
-                Probe::Tcp(p) => p.check().await,
-            }
+        use tokio::time::timeout as bounded;
+        let result = match self {
+            Probe::Http(p) => bounded(timeout, p.check()).await,
+            Probe::Tcp(p) => bounded(timeout, p.check()).await,
+            Probe::Grpc(p) => bounded(timeout, p.check()).await,
+            // The script kills its own process group at `timeout`; the outer bound only guards against a hang.
+            Probe::Script(p) => bounded(timeout + SCRIPT_REAP_GRACE, p.check(timeout)).await,
         };
-        match tokio::time::timeout(timeout, run).await {
+        match result {
             Ok(result) => result,
             Err(_) => (false, format!("timed out after {}", humantime::format_duration(timeout))),
         }

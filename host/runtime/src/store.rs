@@ -1,0 +1,261 @@
+//! The embedded store: one SQLite file holding breaker snapshots (forced states included), restart counters and the
+//! event history, so all three survive a restart of aegis-host.
+//!
+//! Writes are small and rare (state changes, restarts, events), so a mutex around one connection in WAL mode is
+//! enough; the busy timeout turns a briefly locked file into a short wait and a long lock into a clear error.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aegis_core::Snapshot;
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+/// Events older than the newest this many are pruned.
+const MAX_EVENTS: i64 = 10_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state database {path}: {message}")]
+    Open { path: PathBuf, message: String },
+    #[error("state database {path}: {message}")]
+    Query { path: PathBuf, message: String },
+}
+
+/// One entry of the event history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Event {
+    pub id: i64,
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: i64,
+    /// RFC 3339, UTC.
+    pub at: String,
+    pub service: String,
+    /// `breaker-opened`, `breaker-closed`, `breaker-half-open`, `breaker-forced`, `restart`, `restart-failed`,
+    /// `gave-up`, `notified`, `notify-failed`, `process-exited`.
+    pub kind: String,
+    pub message: String,
+}
+
+/// What is remembered about one service across restarts of the host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceState {
+    pub breaker: Option<Snapshot>,
+    pub restarts_total: u64,
+    /// Times (ms since epoch) of recent restarts, for the restart limit.
+    pub recent_restarts_ms: Vec<i64>,
+    pub gave_up: bool,
+}
+
+#[derive(Debug)]
+pub struct Store {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn rfc3339(ms: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`. A file that is not an Aegis database, is corrupt or stays
+    /// locked is an error naming the file.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let open_err = |message: String| StoreError::Open { path: path.to_owned(), message };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| open_err(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let conn = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
+        conn.busy_timeout(Duration::from_secs(2)).map_err(|e| open_err(e.to_string()))?;
+        let setup = "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = NORMAL;
+             CREATE TABLE IF NOT EXISTS breakers (
+                 service TEXT PRIMARY KEY,
+                 snapshot TEXT NOT NULL,
+                 updated_ms INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS restarts (
+                 service TEXT PRIMARY KEY,
+                 total INTEGER NOT NULL,
+                 recent TEXT NOT NULL,
+                 gave_up INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS events (
+                 id INTEGER PRIMARY KEY AUTOINCREMENT,
+                 at_ms INTEGER NOT NULL,
+                 service TEXT NOT NULL,
+                 kind TEXT NOT NULL,
+                 message TEXT NOT NULL);
+             CREATE INDEX IF NOT EXISTS events_by_service ON events (service, id);";
+        conn.execute_batch(setup).map_err(|e| match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => {
+                open_err(format!("not an Aegis database, or corrupt ({e}); move it away to start with a fresh one"))
+            }
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                open_err(format!("locked by another process ({e}); is another aegis-host using it?"))
+            }
+            _ => open_err(e.to_string()),
+        })?;
+        let integrity: String = conn
+            .query_row("PRAGMA quick_check", [], |row| row.get(0))
+            .map_err(|e| open_err(format!("integrity check failed: {e}")))?;
+        if integrity != "ok" {
+            return Err(open_err(format!("corrupt: {integrity}")));
+        }
+        Ok(Store { path: path.to_owned(), conn: Mutex::new(conn) })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn query_err(&self, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Query { path: self.path.clone(), message: e.to_string() }
+    }
+
+    pub fn save_breaker(&self, service: &str, snapshot: &Snapshot) -> Result<(), StoreError> {
+        let json = serde_json::to_string(snapshot).map_err(|e| self.query_err(e))?;
+        self.conn()
+            .execute(
+                "INSERT INTO breakers (service, snapshot, updated_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(service) DO UPDATE SET snapshot = excluded.snapshot, updated_ms = excluded.updated_ms",
+                params![service, json, now_ms()],
+            )
+            .map_err(|e| self.query_err(e))?;
+        Ok(())
+    }
+
+    pub fn save_restarts(&self, service: &str, total: u64, recent_ms: &[i64], gave_up: bool) -> Result<(), StoreError> {
+        let recent = serde_json::to_string(recent_ms).map_err(|e| self.query_err(e))?;
+        self.conn()
+            .execute(
+                "INSERT INTO restarts (service, total, recent, gave_up) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(service) DO UPDATE SET total = excluded.total, recent = excluded.recent,
+                     gave_up = excluded.gave_up",
+                params![service, i64::try_from(total).unwrap_or(i64::MAX), recent, gave_up],
+            )
+            .map_err(|e| self.query_err(e))?;
+        Ok(())
+    }
+
+    /// What was saved about `service`; a snapshot that no longer parses is dropped (and logged) rather than fatal.
+    pub fn load(&self, service: &str) -> Result<ServiceState, StoreError> {
+        let conn = self.conn();
+        let snapshot: Option<String> = conn
+            .query_row("SELECT snapshot FROM breakers WHERE service = ?1", [service], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.query_err(e))?;
+        let breaker = snapshot.and_then(|json| match serde_json::from_str(&json) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(service, "ignoring unreadable saved breaker state: {e}");
+                None
+            }
+        });
+        let restarts: Option<(i64, String, bool)> = conn
+            .query_row("SELECT total, recent, gave_up FROM restarts WHERE service = ?1", [service], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()
+            .map_err(|e| self.query_err(e))?;
+        let (total, recent, gave_up) = restarts.unwrap_or((0, "[]".to_owned(), false));
+        Ok(ServiceState {
+            breaker,
+            restarts_total: u64::try_from(total).unwrap_or(0),
+            recent_restarts_ms: serde_json::from_str(&recent).unwrap_or_default(),
+            gave_up,
+        })
+    }
+
+    /// Appends an event and returns it with its id and time.
+    pub fn append_event(&self, service: &str, kind: &str, message: &str) -> Result<Event, StoreError> {
+        let at_ms = now_ms();
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO events (at_ms, service, kind, message) VALUES (?1, ?2, ?3, ?4)",
+            params![at_ms, service, kind, message],
+        )
+        .map_err(|e| self.query_err(e))?;
+        let id = conn.last_insert_rowid();
+        if id % 1000 == 0 {
+            conn.execute("DELETE FROM events WHERE id <= ?1", [id - MAX_EVENTS]).map_err(|e| self.query_err(e))?;
+        }
+        Ok(Event {
+            id,
+            at_ms,
+            at: rfc3339(at_ms),
+            service: service.to_owned(),
+            kind: kind.to_owned(),
+            message: message.to_owned(),
+        })
+    }
+
+    /// The newest `limit` events, newest first, optionally of one service.
+    pub fn events(&self, service: Option<&str>, limit: u32) -> Result<Vec<Event>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT id, at_ms, service, kind, message FROM events
+                 WHERE ?1 IS NULL OR service = ?1 ORDER BY id DESC LIMIT ?2",
+            )
+            .map_err(|e| self.query_err(e))?;
+        let rows = stmt
+            .query_map(params![service, limit], |r| {
+                let at_ms: i64 = r.get(1)?;
+                Ok(Event {
+                    id: r.get(0)?,
+                    at_ms,
+                    at: rfc3339(at_ms),
+                    service: r.get(2)?,
+                    kind: r.get(3)?,
+                    message: r.get(4)?,
+                })
+            })
+            .map_err(|e| self.query_err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.query_err(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aegis_core::{Counts, State};
+
+    use super::*;
+
+    #[test]
+    fn state_and_events_survive_reopening() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sub/aegis.db");
+        {
+            let store = Store::open(&path).expect("open");
+            let snap = Snapshot { state: State::ForcedOpen, counts: Counts::default(), open_remaining: None };
+            store.save_breaker("a", &snap).expect("save");
+            store.save_restarts("a", 7, &[1, 2], true).expect("save");
+            store.append_event("a", "breaker-opened", "3 consecutive failures").expect("event");
+            store.append_event("b", "restart", "pid 42").expect("event");
+        }
+        let store = Store::open(&path).expect("reopen");
+        let a = store.load("a").expect("load");
+        assert_eq!(a.breaker.map(|s| s.state), Some(State::ForcedOpen));
+        assert_eq!((a.restarts_total, a.recent_restarts_ms, a.gave_up), (7, vec![1, 2], true));
+        assert_eq!(store.load("unknown").expect("load").restarts_total, 0);
+        let all = store.events(None, 10).expect("events");
+        assert_eq!(all.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(), vec!["restart", "breaker-opened"]);
+        let only_a = store.events(Some("a"), 10).expect("events");
+        assert_eq!(only_a.len(), 1);
+        assert!(only_a[0].at.ends_with('Z'));
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_a_clear_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("aegis.db");
+        std::fs::write(&path, vec![0x42u8; 8192]).expect("write junk");
+        let err = Store::open(&path).expect_err("junk refused").to_string();
+        assert!(err.contains(&path.display().to_string()) && err.contains("not an Aegis database"), "{err}");
+    }
+}

@@ -1,0 +1,4 @@
+//! Integration tests of aegis-runtime against real servers and processes on 127.0.0.1.
+
+mod probes;
+mod store;

@@ -1,0 +1,141 @@
+//! Every probe kind against a real server (or process) started here.
+
+use std::time::Duration;
+
+use aegis_runtime::config::ProbeConfig;
+use aegis_runtime::probe::{HttpOptions, Probe};
+use axum::Router;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use tonic_health::ServingStatus;
+
+fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
+async fn http_server() -> String {
+    let app = Router::new()
+        .route("/ok", get(|| async { "status: UP" }))
+        .route("/down", get(|| async { (StatusCode::SERVICE_UNAVAILABLE, "status: DOWN") }))
+        .route("/teapot", get(|| async { (StatusCode::IM_A_TEAPOT, "short and stout") }))
+        .route("/post", post(|| async { "posted" }))
+        .route(
+            "/auth",
+            get(|headers: HeaderMap| async move {
+                if headers.get("x-token").is_some_and(|v| v == "s3cret") {
+                    StatusCode::OK
+                } else {
+                    StatusCode::FORBIDDEN
+                }
+            }),
+        )
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                "late"
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+fn http(base: &str, path: &str, options: HttpOptions) -> Probe {
+    Probe::new("t", &ProbeConfig::Http { url: format!("{base}{path}"), options }, &client())
+}
+
+const T: Duration = Duration::from_millis(500);
+
+#[tokio::test]
+async fn http_status_body_method_headers_and_timeout() {
+    let base = http_server().await;
+    let r = http(&base, "/ok", HttpOptions::default()).check(T, 0).await;
+    assert!(r.success && r.detail == "HTTP 200", "{r:?}");
+
+    let r = http(&base, "/down", HttpOptions::default()).check(T, 2).await;
+    assert!(!r.success && r.detail.starts_with("HTTP 503 (expected 2xx)"), "{r:?}");
+    assert_eq!(r.attempts, 3, "two retries after the first failure");
+
+    let teapot = HttpOptions { expected_status: vec![418], ..HttpOptions::default() };
+    assert!(http(&base, "/teapot", teapot).check(T, 0).await.success);
+
+    let body =
+        HttpOptions { body: Some(regex::Regex::new("status: (UP|OK)").expect("regex")), ..HttpOptions::default() };
+    assert!(http(&base, "/ok", body.clone()).check(T, 0).await.success);
+    let r = http(&base, "/teapot", HttpOptions { expected_status: vec![418], ..body }).check(T, 0).await;
+    assert!(!r.success && r.detail.contains("does not match"), "{r:?}");
+
+    let post = HttpOptions { method: Some(reqwest::Method::POST), ..HttpOptions::default() };
+    assert!(http(&base, "/post", post).check(T, 0).await.success);
+    assert!(!http(&base, "/post", HttpOptions::default()).check(T, 0).await.success, "GET on a POST route");
+
+    let name = reqwest::header::HeaderName::from_static("x-token");
+    let auth = HttpOptions { headers: vec![(name, "s3cret".parse().expect("value"))], ..HttpOptions::default() };
+    assert!(http(&base, "/auth", auth).check(T, 0).await.success);
+
+    let started = std::time::Instant::now();
+    let r = http(&base, "/slow", HttpOptions::default()).check(Duration::from_millis(200), 0).await;
+    assert!(!r.success && r.detail.contains("timed out"), "{r:?}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn tcp_connect_and_refused() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let open = listener.local_addr().expect("addr").to_string();
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").to_string()
+    };
+    let probe = |address: &str| Probe::new("t", &ProbeConfig::Tcp { address: address.to_owned() }, &client());
+    assert!(probe(&open).check(T, 0).await.success);
+    let r = probe(&closed).check(T, 0).await;
+    assert!(!r.success && r.detail.to_lowercase().contains("refused"), "{r:?}");
+}
+
+#[tokio::test]
+async fn grpc_health_against_a_tonic_health_server() {
+    let (reporter, service) = tonic_health::server::health_reporter();
+    reporter.set_service_status("shop.Cart", ServingStatus::Serving).await;
+    reporter.set_service_status("shop.Billing", ServingStatus::NotServing).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    let probe = |name: &str| {
+        Probe::new("t", &ProbeConfig::Grpc { uri: format!("http://{addr}"), service: name.to_owned() }, &client())
+    };
+    let r = probe("shop.Cart").check(Duration::from_secs(2), 0).await;
+    assert!(r.success && r.detail == "gRPC SERVING", "{r:?}");
+    let r = probe("shop.Billing").check(Duration::from_secs(2), 0).await;
+    assert!(!r.success && r.detail == "gRPC NOT_SERVING", "{r:?}");
+    let r = probe("shop.Unknown").check(Duration::from_secs(2), 0).await;
+    assert!(!r.success && r.detail.contains("NotFound"), "{r:?}");
+    assert!(probe("").check(Duration::from_secs(2), 0).await.success, "the server as a whole is serving");
+    reporter.set_service_status("shop.Cart", ServingStatus::NotServing).await;
+    assert!(!probe("shop.Cart").check(Duration::from_secs(2), 0).await.success, "status changes are seen");
+}
+
+#[tokio::test]
+async fn script_exit_status_output_and_timeout_kill() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let probe = |command: String| Probe::new("t", &ProbeConfig::Script { command }, &client());
+    let r = probe("echo all good".into()).check(T, 0).await;
+    assert!(r.success && r.detail == "exit 0: all good", "{r:?}");
+    let r = probe("echo disk full >&2; exit 3".into()).check(T, 0).await;
+    assert!(!r.success && r.detail.contains("exit status: 3") && r.detail.contains("disk full"), "{r:?}");
+
+    // A script that outlives its timeout is killed with its whole process group: the grandchild never writes.
+    let marker = dir.path().join("late");
+    let r =
+        probe(format!("(sleep 1; touch {}) & sleep 5", marker.display())).check(Duration::from_millis(200), 0).await;
+    assert!(!r.success && r.detail.contains("timed out"), "{r:?}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!marker.exists(), "the background child was killed with the group");
+}
