@@ -7,7 +7,7 @@
 CARGO ?= cargo
 PLUGIN_TARGET_DIR := plugins/target
 PLUGIN_OUT := $(PLUGIN_TARGET_DIR)/wasm32-wasip2/release
-BUNDLED_PLUGINS := window-trip
+BUNDLED_PLUGINS := window-trip escalating-restart panic-detector ewma-latency chat-formatter
 
 .PHONY: run test toolchain build plugins lint
 

@@ -2,4 +2,5 @@
 //! compiled from source. Everything listens on 127.0.0.1 and every process is stopped when its test ends.
 
 mod cli;
+mod operations;
 mod supervise;

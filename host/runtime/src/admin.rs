@@ -70,17 +70,32 @@ fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, axum::Json(json!({ "error": message.into() }))).into_response()
+/// An API error: its status and a message, rendered as `{"error": message}`.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    message: String,
 }
 
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> ApiError {
+    ApiError { status, message: message.into() }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
 impl AppState {
-    fn service(&self, name: &str) -> Result<&Arc<ServiceHandle>, Response> {
+    fn service(&self, name: &str) -> Result<&Arc<ServiceHandle>, ApiError> {
         self.services.get(name).ok_or_else(|| error(StatusCode::NOT_FOUND, format!("unknown service `{name}`")))
     }
 
     /// Mutations need the configured bearer token.
-    fn authorize(&self, headers: &HeaderMap) -> Result<(), Response> {
+    fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         let Some(expected) = &self.token else {
             return Err(error(
                 StatusCode::FORBIDDEN,
@@ -104,11 +119,9 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn metrics(Extract(state): Extract<AppState>) -> Response {
-    match state.shared.metrics.render() {
-        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    }
+async fn metrics(Extract(state): Extract<AppState>) -> ApiResult {
+    let text = state.shared.metrics.render().map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response())
 }
 
 #[derive(Serialize)]
@@ -215,11 +228,8 @@ async fn services(Extract(state): Extract<AppState>) -> Response {
     axum::Json(json!({ "services": list })).into_response()
 }
 
-async fn breaker(Extract(state): Extract<AppState>, Path(service): Path<String>) -> Response {
-    match state.service(&service) {
-        Ok(h) => axum::Json(view(h, Instant::now())).into_response(),
-        Err(r) => r,
-    }
+async fn breaker(Extract(state): Extract<AppState>, Path(service): Path<String>) -> ApiResult {
+    Ok(axum::Json(view(state.service(&service)?, Instant::now())).into_response())
 }
 
 #[derive(Deserialize)]
@@ -233,23 +243,12 @@ async fn force_state(
     Path(service): Path<String>,
     headers: HeaderMap,
     body: Result<axum::Json<ForceBody>, JsonRejection>,
-) -> Response {
-    if let Err(r) = state.authorize(&headers) {
-        return r;
-    }
-    let h = match state.service(&service) {
-        Ok(h) => h,
-        Err(r) => return r,
-    };
-    let axum::Json(body) = match body {
-        Ok(b) => b,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("expected {{\"state\": \"open|closed|half-open|auto\"}}: {e}"),
-            );
-        }
-    };
+) -> ApiResult {
+    state.authorize(&headers)?;
+    let h = state.service(&service)?;
+    let axum::Json(body) = body.map_err(|e| {
+        error(StatusCode::BAD_REQUEST, format!("expected {{\"state\": \"open|closed|half-open|auto\"}}: {e}"))
+    })?;
     let now = Instant::now();
     match body.state.as_str() {
         "open" => h.breaker.force(now, Force::Open),
@@ -261,16 +260,16 @@ async fn force_state(
             &Snapshot { state: State::HalfOpen, counts: aegis_core::Counts::default(), open_remaining: None },
         ),
         other => {
-            return error(
+            return Err(error(
                 StatusCode::BAD_REQUEST,
                 format!("unknown state `{other}` (expected open, closed, half-open or auto)"),
-            );
+            ));
         }
     }
     h.persist_breaker(&state.shared);
     let new_state = h.breaker.state(now);
     tracing::warn!(service, state = %new_state, "breaker state set by operator");
-    axum::Json(json!({ "service": service, "state": new_state })).into_response()
+    Ok(axum::Json(json!({ "service": service, "state": new_state })).into_response())
 }
 
 fn reset_one(state: &AppState, h: &ServiceHandle, now: Instant) {
@@ -280,28 +279,20 @@ fn reset_one(state: &AppState, h: &ServiceHandle, now: Instant) {
     state.shared.event(&h.config.name, "breaker-reset", "operator reset");
 }
 
-async fn reset(Extract(state): Extract<AppState>, Path(service): Path<String>, headers: HeaderMap) -> Response {
-    if let Err(r) = state.authorize(&headers) {
-        return r;
-    }
-    match state.service(&service) {
-        Ok(h) => {
-            reset_one(&state, h, Instant::now());
-            axum::Json(json!({ "service": service, "state": h.breaker.state(Instant::now()) })).into_response()
-        }
-        Err(r) => r,
-    }
+async fn reset(Extract(state): Extract<AppState>, Path(service): Path<String>, headers: HeaderMap) -> ApiResult {
+    state.authorize(&headers)?;
+    let h = state.service(&service)?;
+    reset_one(&state, h, Instant::now());
+    Ok(axum::Json(json!({ "service": service, "state": h.breaker.state(Instant::now()) })).into_response())
 }
 
-async fn reset_all(Extract(state): Extract<AppState>, headers: HeaderMap) -> Response {
-    if let Err(r) = state.authorize(&headers) {
-        return r;
-    }
+async fn reset_all(Extract(state): Extract<AppState>, headers: HeaderMap) -> ApiResult {
+    state.authorize(&headers)?;
     let now = Instant::now();
     for h in state.services.values() {
         reset_one(&state, h, now);
     }
-    axum::Json(json!({ "reset": state.services.len() })).into_response()
+    Ok(axum::Json(json!({ "reset": state.services.len() })).into_response())
 }
 
 #[derive(Deserialize)]
@@ -314,19 +305,18 @@ struct EventQuery {
 async fn events(
     Extract(state): Extract<AppState>,
     query: Result<Query<EventQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let Query(q) = match query {
-        Ok(q) => q,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad query: {e} (expected ?service=NAME&limit=N)")),
-    };
-    if let Some(name) = q.service.as_deref().filter(|n| !n.is_empty()) {
-        if let Err(r) = state.service(name) {
-            return r;
-        }
+) -> ApiResult {
+    let Query(q) = query
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("bad query: {e} (expected ?service=NAME&limit=N)")))?;
+    let service = q.service.as_deref().filter(|n| !n.is_empty());
+    if let Some(name) = service {
+        state.service(name)?;
     }
     let limit = q.limit.unwrap_or(100).min(MAX_EVENTS_PER_PAGE);
-    match state.shared.store.events(q.service.as_deref().filter(|n| !n.is_empty()), limit) {
-        Ok(events) => axum::Json(json!({ "events": events })).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    }
+    let events = state
+        .shared
+        .store
+        .events(service, limit)
+        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(axum::Json(json!({ "events": events })).into_response())
 }

@@ -1,6 +1,10 @@
 //! Every Prometheus metric Aegis exports, registered in one place.
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use prometheus::{
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 use crate::error::RuntimeError;
 
@@ -24,6 +28,8 @@ pub struct Metrics {
     pub notifications: IntCounterVec,
     /// 1 while Aegis has given up restarting the service (restart limit reached).
     pub gave_up: IntGaugeVec,
+    uptime: Gauge,
+    started: Instant,
 }
 
 impl Metrics {
@@ -71,6 +77,11 @@ impl Metrics {
             &["service"],
         )?;
         registry.register(Box::new(gave_up.clone()))?;
+        let start_time = Gauge::new("aegis_start_time_seconds", "Start time of aegis-host since the Unix epoch")?;
+        start_time.set(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()));
+        registry.register(Box::new(start_time))?;
+        let uptime = Gauge::new("aegis_uptime_seconds", "Seconds since aegis-host started")?;
+        registry.register(Box::new(uptime.clone()))?;
         Ok(Metrics {
             registry,
             breaker_state,
@@ -82,6 +93,8 @@ impl Metrics {
             restarts,
             notifications,
             gave_up,
+            uptime,
+            started: Instant::now(),
         })
     }
 
@@ -95,12 +108,60 @@ impl Metrics {
             self.checks.with_label_values(&[service, result]);
         }
         self.service_up.with_label_values(&[service]);
+        self.gave_up.with_label_values(&[service]);
     }
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> Result<String, RuntimeError> {
+        self.uptime.set(self.started.elapsed().as_secs_f64());
         let mut buf = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
         String::from_utf8(buf).map_err(|e| RuntimeError::Metrics(prometheus::Error::Msg(e.to_string())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_series_renders_and_promtool_accepts_it_when_installed() {
+        let m = Metrics::new().expect("metrics");
+        m.register_service("svc");
+        m.breaker_state.with_label_values(&["svc"]).set(2);
+        m.check_duration.with_label_values(&["svc"]).observe(0.02);
+        m.restarts.with_label_values(&["svc", "success"]).inc();
+        let text = m.render().expect("render");
+        for name in [
+            "circuit_breaker_state{breaker=\"svc\"} 2",
+            "circuit_breaker_requests_total{breaker=\"svc\",result=\"rejected\"} 0",
+            "aegis_health_check_duration_seconds_bucket{service=\"svc\",le=\"0.025\"} 1",
+            "aegis_service_restarts_total{result=\"success\",service=\"svc\"} 1",
+            "aegis_service_gave_up{service=\"svc\"} 0",
+            "aegis_uptime_seconds ",
+            "aegis_start_time_seconds ",
+        ] {
+            assert!(text.contains(name), "missing {name} in:\n{text}");
+        }
+        // `promtool check metrics` lints names, units and help texts; Debian's `prometheus` package ships it.
+        let Ok(mut child) = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+        else {
+            eprintln!("promtool not installed: lint skipped");
+            return;
+        };
+        use std::io::Write;
+        child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write metrics");
+        let out = child.wait_with_output().expect("promtool runs");
+        assert!(
+            out.status.success(),
+            "promtool check metrics failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

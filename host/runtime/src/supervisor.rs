@@ -410,13 +410,12 @@ fn on_transition(handle: &Arc<ServiceHandle>, shared: &Arc<Shared>, t: Transitio
             if t.from == State::Closed {
                 shared.metrics.breaker_trips.with_label_values(&[name, &handle.trip_policy]).inc();
             }
+            notify_if_configured(handle, shared, "breaker-opened", t.to, &t.reason);
             start_recovery(handle, shared, &t.reason, stop);
         }
         State::Closed if t.from == State::HalfOpen => {
             tracing::info!("circuit breaker CLOSED: service recovered ({})", t.reason);
-            if handle.config.on_failure == OnFailure::Notify {
-                spawn_notification(handle, shared, "breaker-closed", t.to, &t.reason);
-            }
+            notify_if_configured(handle, shared, "breaker-closed", t.to, &t.reason);
         }
         _ => tracing::info!(from = %t.from, "circuit breaker {}: {}", t.to.as_str().to_uppercase(), t.reason),
     }
@@ -428,7 +427,8 @@ fn start_recovery(handle: &Arc<ServiceHandle>, shared: &Arc<Shared>, reason: &st
         OnFailure::Ignore => {
             tracing::info!("onFailure is `ignore`: no action ({reason})");
         }
-        OnFailure::Notify => spawn_notification(handle, shared, "breaker-opened", State::Open, reason),
+        // The breaker-opened notification was sent with the transition: that is the whole action.
+        OnFailure::Notify => tracing::info!("onFailure is `notify`: no restart ({reason})"),
         OnFailure::Restart => {
             if handle.restarts().gave_up {
                 tracing::debug!("gave up restarting; waiting for an operator reset");
@@ -442,9 +442,7 @@ fn start_recovery(handle: &Arc<ServiceHandle>, shared: &Arc<Shared>, reason: &st
                 handle.recovering.store(false, Ordering::Release);
                 tracing::error!("{message}");
                 shared.event(&handle.config.name, "gave-up", &message);
-                if handle.config.notify_webhook.is_some() {
-                    spawn_notification(handle, shared, "gave-up", State::Open, &message);
-                }
+                notify_if_configured(handle, shared, "gave-up", State::Open, &message);
                 return;
             }
             let (delay, attempt) = handle.next_delay();
@@ -487,7 +485,15 @@ fn start_recovery(handle: &Arc<ServiceHandle>, shared: &Arc<Shared>, reason: &st
                 match &result {
                     Ok(RestartOutcome::NothingToRestart) => {}
                     Ok(outcome) => {
-                        shared.event(name, "restart", &format!("attempt {attempt}: {outcome}"));
+                        let message = format!("attempt {attempt}: {outcome}");
+                        shared.event(name, "restart", &message);
+                        notify_if_configured(
+                            &handle,
+                            &shared,
+                            "restarted",
+                            handle.breaker.state(Instant::now()),
+                            &message,
+                        );
                     }
                     Err(e) => {
                         shared.event(name, "restart-failed", &format!("attempt {attempt}: {e}"));
@@ -526,9 +532,10 @@ fn restart_limit_reached(handle: &ServiceHandle, shared: &Shared) -> Option<Stri
     ))
 }
 
-fn spawn_notification(handle: &Arc<ServiceHandle>, shared: &Arc<Shared>, event: &str, state: State, reason: &str) {
+/// Sends a webhook notification when the service has a webhook (its own or the top-level one), whatever its
+/// `onFailure`: operators want to hear about openings, restarts and recoveries of restarted services too.
+fn notify_if_configured(handle: &Arc<ServiceHandle>, shared: &Arc<Shared>, event: &str, state: State, reason: &str) {
     let Some(url) = handle.config.notify_webhook.clone() else {
-        tracing::error!("cannot notify: no webhook configured");
         return;
     };
     let body = notify::Notification::new(&handle.config.name, &handle.config.endpoint, event, state.as_str(), reason);
