@@ -11,9 +11,12 @@ struct Api {
 }
 
 impl Api {
+    /// Status and JSON body; status 0 while the host is not listening (yet).
     fn get(&self, path: &str) -> (u16, serde_json::Value) {
-        let r = http().get(format!("{}{path}", self.base)).send().expect("GET");
-        (r.status().as_u16(), r.json().unwrap_or(serde_json::Value::Null))
+        match http().get(format!("{}{path}", self.base)).send() {
+            Ok(r) => (r.status().as_u16(), r.json().unwrap_or(serde_json::Value::Null)),
+            Err(_) => (0, serde_json::Value::Null),
+        }
     }
 
     fn post(&self, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, serde_json::Value) {
@@ -166,5 +169,60 @@ services:
     assert_eq!(api.service()["gave_up"], false);
     assert!(wait_until(Duration::from_secs(5), || api.service()["last_check"]["success"] == true));
     assert_eq!(state(), Some(0.0));
+    assert!(host.terminate(Duration::from_secs(10)).is_some_and(|s| s.success()));
+}
+
+/// SIGHUP applies added, removed and changed services and leaves the others alone; an invalid file is refused.
+#[test]
+fn sighup_reloads_services_and_refuses_a_bad_file() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let _service = Proc::start(&binary("http-service"), &["--port", &port.to_string()], &tmp.path().join("service.log"));
+    let base = format!("http://127.0.0.1:{port}");
+    assert!(wait_until(Duration::from_secs(10), || get_text(&format!("{base}/status")).is_some()));
+    let admin = format!("127.0.0.1:{}", free_port());
+    let config = tmp.path().join("aegis.yaml");
+    let write = |services: &str| {
+        let text = format!(
+            "admin: {{address: \"{admin}\", token: t}}\nstorage: {{path: \"{}\"}}\nplugins: {{dir: \"{}\"}}\n\
+             defaults: {{interval: 100ms, actions: {{onFailure: ignore}}}}\nservices:\n{services}",
+            tmp.path().join("aegis.db").display(),
+            tmp.path().join("none").display()
+        );
+        std::fs::write(&config, text).expect("write config");
+    };
+    let a = format!("  - {{name: a, type: http, endpoint: \"{base}/health\"}}\n");
+    let b = format!("  - {{name: b, type: tcp, endpoint: \"127.0.0.1:{port}\"}}\n");
+    let c = format!("  - {{name: c, type: tcp, endpoint: \"127.0.0.1:{port}\"}}\n");
+    write(&format!("{a}{b}"));
+    let mut host = start_host(&config, &tmp.path().join("aegis.log"));
+    let api = Api { base: format!("http://{admin}") };
+    let names = || -> Vec<String> {
+        api.get("/api/v1/services").1["services"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|s| s["name"].as_str().map(str::to_owned)).collect())
+            .unwrap_or_default()
+    };
+    assert!(wait_until(Duration::from_secs(20), || names() == ["a", "b"]), "log:\n{}", host.log_text());
+    assert_eq!(api.post("/api/v1/circuit-breakers/a/force-state", Some("t"), Some(r#"{"state":"open"}"#)).0, 200);
+
+    let hup = |pid: u32| {
+        let status = std::process::Command::new("kill").args(["-HUP", &pid.to_string()]).status().expect("kill");
+        assert!(status.success());
+    };
+    write(&format!("{a}{c}"));
+    hup(host.pid());
+    assert!(wait_until(Duration::from_secs(10), || names() == ["a", "c"]), "reloaded; log:\n{}", host.log_text());
+    let log = host.log_text();
+    assert!(log.contains("removed by reload") && log.contains("added=1 changed=0"), "log:\n{log}");
+    assert_eq!(api.get("/api/v1/circuit-breakers/a").1["state"], "forced-open", "untouched service kept its state");
+    assert!(wait_until(Duration::from_secs(5), || scrape(&admin, "aegis_health_checks_total", "result=\"success\",service=\"c\"")
+        .is_some_and(|v| v >= 1.0)), "the added service is probed");
+
+    std::fs::write(&config, "services:\n  - name: a\n    type: http\n    bogus: 1\n").expect("write bad config");
+    hup(host.pid());
+    assert!(wait_until(Duration::from_secs(10), || host.log_text().contains("reload refused")), "log:\n{}", host.log_text());
+    assert!(host.log_text().contains("bogus"), "the refusal names the field");
+    assert_eq!(names(), ["a", "c"], "the running config stays");
     assert!(host.terminate(Duration::from_secs(10)).is_some_and(|s| s.success()));
 }

@@ -26,14 +26,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::watch;
 
-use crate::supervisor::{ServiceHandle, Shared};
+use crate::supervisor::{ServiceHandle, ServiceMap, Shared};
 
 const MAX_EVENTS_PER_PAGE: u32 = 1000;
 
 #[derive(Clone)]
 struct AppState {
     shared: Arc<Shared>,
-    services: Arc<BTreeMap<String, Arc<ServiceHandle>>>,
+    services: ServiceMap,
     token: Option<Arc<str>>,
 }
 
@@ -41,12 +41,11 @@ struct AppState {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     shared: Arc<Shared>,
-    services: Vec<Arc<ServiceHandle>>,
+    services: ServiceMap,
     token: Option<String>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let services = services.into_iter().map(|h| (h.config.name.clone(), h)).collect();
-    let state = AppState { shared, services: Arc::new(services), token: token.map(Arc::from) };
+    let state = AppState { shared, services, token: token.map(Arc::from) };
     let shutdown = async move {
         let _ = stop.wait_for(|s| *s).await;
     };
@@ -90,8 +89,18 @@ fn error(status: StatusCode, message: impl Into<String>) -> ApiError {
 type ApiResult = Result<Response, ApiError>;
 
 impl AppState {
-    fn service(&self, name: &str) -> Result<&Arc<ServiceHandle>, ApiError> {
-        self.services.get(name).ok_or_else(|| error(StatusCode::NOT_FOUND, format!("unknown service `{name}`")))
+    /// The services as of now (a reload may replace them).
+    fn all(&self) -> BTreeMap<String, Arc<ServiceHandle>> {
+        self.services.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn service(&self, name: &str) -> Result<Arc<ServiceHandle>, ApiError> {
+        self.services
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+            .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("unknown service `{name}`")))
     }
 
     /// Mutations need the configured bearer token.
@@ -206,11 +215,11 @@ async fn health(Extract(state): Extract<AppState>) -> Response {
     let mut states = BTreeMap::new();
     let mut services = BTreeMap::new();
     let mut healthy = 0;
-    for (name, h) in state.services.iter() {
-        let v = view(h, now);
+    for (name, h) in state.all() {
+        let v = view(&h, now);
         *states.entry(v.state.as_str()).or_insert(0) += 1;
         healthy += usize::from(is_healthy(v.state));
-        services.insert(name.clone(), ServiceHealth { state: v.state, success_rate: v.success_rate });
+        services.insert(name, ServiceHealth { state: v.state, success_rate: v.success_rate });
     }
     let total = services.len();
     let healthy_percent = if total == 0 { 100.0 } else { healthy as f64 * 100.0 / total as f64 };
@@ -224,12 +233,13 @@ async fn health(Extract(state): Extract<AppState>) -> Response {
 
 async fn services(Extract(state): Extract<AppState>) -> Response {
     let now = Instant::now();
-    let list: Vec<ServiceView> = state.services.values().map(|h| view(h, now)).collect();
+    let list: Vec<ServiceView> = state.all().values().map(|h| view(h, now)).collect();
     axum::Json(json!({ "services": list })).into_response()
 }
 
 async fn breaker(Extract(state): Extract<AppState>, Path(service): Path<String>) -> ApiResult {
-    Ok(axum::Json(view(state.service(&service)?, Instant::now())).into_response())
+    let h = state.service(&service)?;
+    Ok(axum::Json(view(&h, Instant::now())).into_response())
 }
 
 #[derive(Deserialize)]
@@ -282,17 +292,18 @@ fn reset_one(state: &AppState, h: &ServiceHandle, now: Instant) {
 async fn reset(Extract(state): Extract<AppState>, Path(service): Path<String>, headers: HeaderMap) -> ApiResult {
     state.authorize(&headers)?;
     let h = state.service(&service)?;
-    reset_one(&state, h, Instant::now());
+    reset_one(&state, &h, Instant::now());
     Ok(axum::Json(json!({ "service": service, "state": h.breaker.state(Instant::now()) })).into_response())
 }
 
 async fn reset_all(Extract(state): Extract<AppState>, headers: HeaderMap) -> ApiResult {
     state.authorize(&headers)?;
     let now = Instant::now();
-    for h in state.services.values() {
+    let all = state.all();
+    for h in all.values() {
         reset_one(&state, h, now);
     }
-    Ok(axum::Json(json!({ "reset": state.services.len() })).into_response())
+    Ok(axum::Json(json!({ "reset": all.len() })).into_response())
 }
 
 #[derive(Deserialize)]

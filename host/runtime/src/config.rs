@@ -588,8 +588,14 @@ impl Validator<'_> {
         let admin_token = env("AEGIS_ADMIN_TOKEN").or(token).filter(|t| !t.trim().is_empty());
         let storage_path = wire.storage.map_or_else(|| PathBuf::from("aegis.db"), |s| s.path);
         let stop_children_on_exit = wire.shutdown.is_none_or(|s| s.stop_children);
-        let defaults =
+        let mut defaults =
             wire.defaults.unwrap_or(DefaultsWire { interval: None, timeout: None, retries: None, actions: None });
+        // Seed 002's environment overrides beat the file's defaults; a service's own settings still win.
+        if let Some(from_env) = self.env_breaker(env)? {
+            let mut actions = defaults.actions.take().unwrap_or_default();
+            actions.circuit_breaker = merge(Some(from_env), actions.circuit_breaker, BreakerWire::or);
+            defaults.actions = Some(actions);
+        }
         let plugins = self.plugins(wire.plugins)?;
         let default_webhook = match wire.notifications {
             Some(n) => Some(self.url("notifications.webhook", &n.webhook)?),
@@ -615,6 +621,40 @@ impl Validator<'_> {
             plugins,
             services,
         })
+    }
+
+    /// `CIRCUIT_BREAKER_{ENABLED,THRESHOLD,TIMEOUT,SUCCESS_THRESHOLD}` as a defaults layer.
+    fn env_breaker(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<Option<BreakerWire>, ConfigError> {
+        let bad = |key: &str, raw: &str, why: String| self.invalid(key, format!("invalid value {raw:?}: {why}"));
+        let number = |key: &str| -> Result<Option<u32>, ConfigError> {
+            env(key).map(|raw| raw.trim().parse::<u32>().map_err(|e| bad(key, &raw, e.to_string()))).transpose()
+        };
+        let enabled = env("CIRCUIT_BREAKER_ENABLED")
+            .map(|raw| match raw.trim() {
+                "true" | "1" | "yes" => Ok(true),
+                "false" | "0" | "no" => Ok(false),
+                _ => Err(bad("CIRCUIT_BREAKER_ENABLED", &raw, "expected true or false".into())),
+            })
+            .transpose()?;
+        let reset_timeout = env("CIRCUIT_BREAKER_TIMEOUT")
+            .map(|raw| {
+                humantime::parse_duration(raw.trim()).map_err(|e| bad("CIRCUIT_BREAKER_TIMEOUT", &raw, e.to_string()))
+            })
+            .transpose()?;
+        let layer = BreakerWire {
+            enabled,
+            failure_threshold: number("CIRCUIT_BREAKER_THRESHOLD")?,
+            reset_timeout,
+            success_threshold: number("CIRCUIT_BREAKER_SUCCESS_THRESHOLD")?,
+            slow_call_duration: None,
+            window_size: None,
+            trip_policy: None,
+        };
+        let any = layer.enabled.is_some()
+            || layer.failure_threshold.is_some()
+            || layer.reset_timeout.is_some()
+            || layer.success_threshold.is_some();
+        Ok(any.then_some(layer))
     }
 
     fn plugins(&self, wire: Option<PluginsWire>) -> Result<PluginsConfig, ConfigError> {
@@ -1038,5 +1078,24 @@ services:
         let backoff = Config::load(&dir.join("seed-000-backoff.yaml")).expect("parses");
         let b = backoff.services[0].backoff.expect("enabled");
         assert_eq!((b.initial, b.max, b.multiplier), (Duration::from_secs(2), Duration::from_secs(30), 2.0));
+    }
+
+    #[test]
+    fn env_overrides_beat_file_defaults_but_not_service_settings() {
+        let text = "defaults:\n  actions:\n    circuitBreaker: {failureThreshold: 7, resetTimeout: 9s}\nservices:\n  - {name: a, type: tcp, endpoint: '127.0.0.1:1', actions: {onFailure: ignore}}\n  - {name: b, type: tcp, endpoint: '127.0.0.1:2', actions: {onFailure: ignore, circuitBreaker: {failureThreshold: 2}}}\n";
+        let env = |key: &str| match key {
+            "CIRCUIT_BREAKER_THRESHOLD" => Some("4".to_owned()),
+            "AEGIS_ADMIN_TOKEN" => Some("from-env".to_owned()),
+            _ => None,
+        };
+        let c = Config::from_yaml_with_env(Path::new("t.yaml"), text, &env).expect("parses");
+        let a = &c.service("a").expect("a").breaker;
+        let b = &c.service("b").expect("b").breaker;
+        assert_eq!((a.failure_threshold, a.reset_timeout), (4, Duration::from_secs(9)), "env over file defaults");
+        assert_eq!(b.failure_threshold, 2, "the service's own value wins");
+        assert_eq!(c.admin_token.as_deref(), Some("from-env"));
+        let bad = |key: &str| if key == "CIRCUIT_BREAKER_TIMEOUT" { Some("soon".to_owned()) } else { None };
+        let err = Config::from_yaml_with_env(Path::new("t.yaml"), text, &bad).expect_err("bad env").to_string();
+        assert!(err.contains("CIRCUIT_BREAKER_TIMEOUT") && err.contains("\"soon\""), "{err}");
     }
 }

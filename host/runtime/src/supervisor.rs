@@ -9,7 +9,7 @@
 //!
 //! Breaker states, restart counters and events go to the store as they happen and are restored at start.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -177,7 +177,8 @@ impl Supervisor {
             tracing::error!("plugin skipped: {error}");
         }
         let shared = Arc::new(Shared { metrics, client, plugins, store });
-        let services = config.services.iter().map(|s| build_service(&shared, s)).collect::<Result<Vec<_>, _>>()?;
+        let services =
+            config.services.iter().map(|s| build_service(&shared, s, None)).collect::<Result<Vec<_>, _>>()?;
         Ok(Supervisor { config, shared, services })
     }
 
@@ -189,9 +190,10 @@ impl Supervisor {
         self.services.iter().map(|(h, _)| Arc::clone(h)).collect()
     }
 
-    /// Runs the admin server and every service until `shutdown` resolves, then stops supervised processes.
-    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> Result<(), RuntimeError> {
-        let handles = self.handles();
+    /// Runs the admin server and every service until `shutdown` resolves, then stops supervised processes. SIGHUP
+    /// reloads the config file: added, removed and changed services only; the others keep running untouched. An
+    /// invalid file is refused and the running config kept.
+    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) -> Result<(), RuntimeError> {
         let listener = tokio::net::TcpListener::bind(self.config.admin_address)
             .await
             .map_err(|source| RuntimeError::Bind { address: self.config.admin_address.to_string(), source })?;
@@ -199,49 +201,168 @@ impl Supervisor {
             .local_addr()
             .map_err(|source| RuntimeError::Bind { address: self.config.admin_address.to_string(), source })?;
         tracing::info!("admin API and metrics on http://{admin_addr}/metrics");
-        let (stop_tx, stop_rx) = watch::channel(false);
+        let registry: ServiceMap = Arc::default();
+        let (admin_stop, admin_stop_rx) = watch::channel(false);
         let admin = tokio::spawn(crate::admin::serve(
             listener,
             Arc::clone(&self.shared),
-            handles.clone(),
+            Arc::clone(&registry),
             self.config.admin_token.clone(),
-            stop_rx.clone(),
+            admin_stop_rx,
         ));
 
-        let mut tasks = Vec::new();
-        for (handle, changes) in self.services {
-            if let Some(process) = &handle.process
-                && let Err(e) = process.start().await
-            {
-                tracing::error!(service = %handle.config.name, "{e}");
-            }
-            tasks.push(tokio::spawn(run_service(handle, Arc::clone(&self.shared), changes, stop_rx.clone())));
+        let mut running = BTreeMap::new();
+        for (handle, changes) in std::mem::take(&mut self.services) {
+            running.insert(handle.config.name.clone(), start_service(&self.shared, handle, changes).await);
         }
+        publish(&registry, &running);
 
-        shutdown.await;
-        tracing::info!("shutting down");
-        let _ = stop_tx.send(true);
-        for task in tasks {
-            let _ = task.await;
-        }
-        for handle in &handles {
-            if let Some(process) = &handle.process {
-                if self.config.stop_children_on_exit {
-                    process.stop(STOP_GRACE).await;
-                } else if let Some(pid) = process.pid().await {
-                    tracing::info!(service = %handle.config.name, pid, "leaving the supervised process running");
-                    process.detach().await;
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => None } } => {
+                    self.reload(&mut running).await;
+                    publish(&registry, &running);
                 }
             }
         }
+
+        tracing::info!("shutting down");
+        for (_, service) in std::mem::take(&mut running) {
+            service.stop(self.config.stop_children_on_exit).await;
+        }
+        let _ = admin_stop.send(true);
         let _ = admin.await;
         Ok(())
     }
+
+    async fn reload(&mut self, running: &mut BTreeMap<String, RunningService>) {
+        tracing::info!(config = %self.config.source.display(), "SIGHUP: reloading the config");
+        let new = match Config::load(&self.config.source) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("reload refused, the running config stays: {e}");
+                return;
+            }
+        };
+        if new.admin_address != self.config.admin_address
+            || new.storage_path != self.config.storage_path
+            || new.admin_token != self.config.admin_token
+        {
+            tracing::warn!("admin and storage settings change only with a restart of aegis-host");
+        }
+        match self.shared.plugins.load_dir(&new.plugins.dir) {
+            Ok(report) => {
+                for error in &report.failed {
+                    tracing::error!("plugin skipped: {error}");
+                }
+            }
+            Err(e) => tracing::error!("plugins not reloaded: {e}"),
+        }
+        let wanted: BTreeMap<&str, &ServiceConfig> = new.services.iter().map(|s| (s.name.as_str(), s)).collect();
+        let gone: Vec<String> = running.keys().filter(|n| !wanted.contains_key(n.as_str())).cloned().collect();
+        for name in gone {
+            if let Some(service) = running.remove(&name) {
+                tracing::info!(service = %name, "removed by reload");
+                service.stop(true).await;
+            }
+        }
+        let (mut added, mut changed) = (0, 0);
+        for s in &new.services {
+            let old = match running.get(&s.name) {
+                Some(r) if r.handle.config == *s => continue,
+                Some(_) => running.remove(&s.name),
+                None => None,
+            };
+            // A supervised process whose own settings did not change keeps running across the reload.
+            let keep_process = old
+                .as_ref()
+                .and_then(|o| (o.handle.config.process == s.process).then(|| o.handle.process.clone()).flatten());
+            if let Some(o) = old {
+                let previous = o.stop_task().await;
+                if keep_process.is_none()
+                    && let Some(p) = &previous.process
+                {
+                    p.stop(STOP_GRACE).await;
+                }
+                changed += 1;
+            } else {
+                added += 1;
+            }
+            match build_service(&self.shared, s, keep_process) {
+                Ok((handle, changes)) => {
+                    running.insert(s.name.clone(), start_service(&self.shared, handle, changes).await);
+                }
+                Err(e) => tracing::error!(service = %s.name, "not started after reload: {e}"),
+            }
+        }
+        tracing::info!(added, changed, services = running.len(), "config reloaded");
+        self.config = Config {
+            admin_address: self.config.admin_address,
+            admin_token: self.config.admin_token.clone(),
+            storage_path: self.config.storage_path.clone(),
+            ..new
+        };
+    }
+}
+
+/// The services the admin API sees; replaced as a whole on reload.
+pub type ServiceMap = Arc<std::sync::RwLock<BTreeMap<String, Arc<ServiceHandle>>>>;
+
+fn publish(registry: &ServiceMap, running: &BTreeMap<String, RunningService>) {
+    let map = running.iter().map(|(name, r)| (name.clone(), Arc::clone(&r.handle))).collect();
+    *registry.write().unwrap_or_else(|p| p.into_inner()) = map;
+}
+
+/// A service task and the switch that stops it.
+struct RunningService {
+    handle: Arc<ServiceHandle>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningService {
+    async fn stop_task(self) -> Arc<ServiceHandle> {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+        self.handle
+    }
+
+    /// Stops the task and then the supervised process (or leaves it running).
+    async fn stop(self, stop_process: bool) {
+        let handle = self.stop_task().await;
+        if let Some(process) = &handle.process {
+            if stop_process {
+                process.stop(STOP_GRACE).await;
+            } else if let Some(pid) = process.pid().await {
+                tracing::info!(service = %handle.config.name, pid, "leaving the supervised process running");
+                process.detach().await;
+            }
+        }
+    }
+}
+
+async fn start_service(
+    shared: &Arc<Shared>,
+    handle: Arc<ServiceHandle>,
+    changes: mpsc::UnboundedReceiver<Transition>,
+) -> RunningService {
+    if let Some(process) = &handle.process
+        && let Err(e) = process.start().await
+    {
+        tracing::error!(service = %handle.config.name, "{e}");
+    }
+    let (stop, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(run_service(Arc::clone(&handle), Arc::clone(shared), changes, stop_rx));
+    RunningService { handle, stop, task }
 }
 
 fn build_service(
     shared: &Arc<Shared>,
     s: &ServiceConfig,
+    process: Option<Arc<ManagedProcess>>,
 ) -> Result<(Arc<ServiceHandle>, mpsc::UnboundedReceiver<Transition>), RuntimeError> {
     let b = &s.breaker;
     let built_in: Arc<dyn TripPredicate> = Arc::new(ConsecutiveFailures(b.failure_threshold));
@@ -296,7 +417,7 @@ fn build_service(
         config: s.clone(),
         breaker,
         trip_policy,
-        process: s.process.clone().map(|p| Arc::new(ManagedProcess::new(s.name.clone(), p))),
+        process: process.or_else(|| s.process.clone().map(|p| Arc::new(ManagedProcess::new(s.name.clone(), p)))),
         probe: Probe::new(&s.name, &s.probe, &shared.client),
         backoff: Mutex::new((s.backoff.map(Backoff::new), SmallRng::from_os_rng())),
         recovering: AtomicBool::new(false),
