@@ -439,7 +439,14 @@ async fn run_service(
     mut stop: watch::Receiver<bool>,
 ) {
     let interval = handle.config.interval;
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    // A random phase spreads thousands of services over the interval instead of probing them all at once; after
+    // it the ticks keep a fixed period, however long each check takes (no drift).
+    let phase = {
+        use rand::Rng;
+        let nanos = u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX);
+        Duration::from_nanos(SmallRng::from_os_rng().random_range(0..=nanos))
+    };
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + phase, interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     tracing::info!(
         endpoint = %handle.config.endpoint,
