@@ -177,7 +177,8 @@ services:
 fn sighup_reloads_services_and_refuses_a_bad_file() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    let _service = Proc::start(&binary("http-service"), &["--port", &port.to_string()], &tmp.path().join("service.log"));
+    let _service =
+        Proc::start(&binary("http-service"), &["--port", &port.to_string()], &tmp.path().join("service.log"));
     let base = format!("http://127.0.0.1:{port}");
     assert!(wait_until(Duration::from_secs(10), || get_text(&format!("{base}/status")).is_some()));
     let admin = format!("127.0.0.1:{}", free_port());
@@ -216,12 +217,23 @@ fn sighup_reloads_services_and_refuses_a_bad_file() {
     let log = host.log_text();
     assert!(log.contains("removed by reload") && log.contains("added=1 changed=0"), "log:\n{log}");
     assert_eq!(api.get("/api/v1/circuit-breakers/a").1["state"], "forced-open", "untouched service kept its state");
-    assert!(wait_until(Duration::from_secs(5), || scrape(&admin, "aegis_health_checks_total", "result=\"success\",service=\"c\"")
-        .is_some_and(|v| v >= 1.0)), "the added service is probed");
+    assert!(
+        wait_until(Duration::from_secs(5), || scrape(
+            &admin,
+            "aegis_health_checks_total",
+            "result=\"success\",service=\"c\""
+        )
+        .is_some_and(|v| v >= 1.0)),
+        "the added service is probed"
+    );
 
     std::fs::write(&config, "services:\n  - name: a\n    type: http\n    bogus: 1\n").expect("write bad config");
     hup(host.pid());
-    assert!(wait_until(Duration::from_secs(10), || host.log_text().contains("reload refused")), "log:\n{}", host.log_text());
+    assert!(
+        wait_until(Duration::from_secs(10), || host.log_text().contains("reload refused")),
+        "log:\n{}",
+        host.log_text()
+    );
     assert!(host.log_text().contains("bogus"), "the refusal names the field");
     assert_eq!(names(), ["a", "c"], "the running config stays");
     assert!(host.terminate(Duration::from_secs(10)).is_some_and(|s| s.success()));

@@ -163,6 +163,21 @@ fn plugin(command: PluginCommand) -> ExitCode {
                     aegis_plugin::WIT_VERSION,
                     p.size_bytes
                 );
+                if let Some(version) = &p.version {
+                    println!("  version: {version}");
+                }
+                let caps = &p.capabilities;
+                if caps.is_empty() {
+                    println!("  capabilities: none");
+                } else {
+                    let mut asked = Vec::new();
+                    if caps.stderr {
+                        asked.push("stderr".to_owned());
+                    }
+                    asked.extend(caps.env.iter().map(|v| format!("env:{v}")));
+                    asked.extend(caps.read_dirs.iter().map(|d| format!("read-dirs:{}", d.display())));
+                    println!("  capabilities (must be granted): {}", asked.join(", "));
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -25,6 +25,15 @@ pub enum PluginError {
     #[error("{path}: does not match the {kind} world: {reason}")]
     WorldMismatch { path: PathBuf, kind: &'static str, reason: String },
 
+    #[error("{path}: now implements {now}, but the running version is a {was} plugin; keeping the running version")]
+    KindChanged { path: PathBuf, was: &'static str, now: &'static str },
+
+    #[error("{path}: invalid manifest: {reason}")]
+    Manifest { path: PathBuf, reason: String },
+
+    #[error("plugin `{name}` asks for capabilities the operator has not granted: {missing}")]
+    NotGranted { name: String, missing: String },
+
     #[error("no plugin named `{name}` is loaded (loaded: {loaded})")]
     NotFound { name: String, loaded: String },
 

@@ -5,14 +5,19 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
+use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine};
 
 use crate::bindings::{alert, anomaly, log_rule, recovery, trip};
+use crate::cache::{Cache, CacheOutcome};
 use crate::error::PluginError;
+use crate::manifest::{self, Capabilities};
+use crate::quarantine::{EventListener, Listeners, PluginHealth, PluginStats, QuarantinePolicy};
 use crate::sandbox::{EPOCH_TICK, SandboxLimits, StoreData};
 use crate::{WIT_PACKAGE, WIT_VERSION};
 
@@ -61,11 +66,15 @@ pub struct PluginInfo {
     pub kind: PluginKind,
     pub path: PathBuf,
     pub size_bytes: u64,
+    /// Whether it came from the precompile cache.
+    pub compiled: CacheOutcome,
+    /// The version its manifest declares, if it has one.
+    pub version: Option<String>,
+    /// What its manifest asks for (and the operator granted); empty without a manifest.
+    pub capabilities: Capabilities,
 }
 
-/// A typed, pre-linked component, ready to instantiate. Loading type-checks every kind against its world; only the
-/// trip predicate has a runtime adapter so far.
-#[expect(dead_code, reason = "adapters for the recovery, log-rule, anomaly and alert kinds are not written yet")]
+/// A typed, pre-linked component, ready to instantiate. Loading type-checks every kind against its world.
 pub(crate) enum Pre {
     Trip(trip::TripPredicatePluginPre<StoreData>),
     Recovery(recovery::RecoveryStrategyPluginPre<StoreData>),
@@ -74,9 +83,49 @@ pub(crate) enum Pre {
     Alert(alert::AlertFormatterPluginPre<StoreData>),
 }
 
+pub(crate) struct Compiled {
+    pub(crate) info: PluginInfo,
+    pub(crate) pre: Pre,
+    default_config: Vec<(String, String)>,
+    digest: [u8; 32],
+}
+
+/// A registered plugin version: its compiled form and the quarantine record shared by all its bindings.
 pub(crate) struct Loaded {
     pub(crate) info: PluginInfo,
     pub(crate) pre: Pre,
+    pub(crate) health: Arc<PluginHealth>,
+    /// The manifest's config defaults, under each binding's config.
+    pub(crate) default_config: Vec<(String, String)>,
+    /// sha256 of the `.wasm` and its manifest, to tell a changed plugin from a touched file on reload.
+    digest: [u8; 32],
+}
+
+/// The current version of a named plugin. Bindings hold the slot, so a reload reaches them at their next call; a
+/// removed plugin leaves an empty slot (its bindings use their built-in policy).
+#[derive(Default)]
+pub(crate) struct PluginSlot {
+    current: RwLock<Option<Arc<Loaded>>>,
+}
+
+impl PluginSlot {
+    pub(crate) fn current(&self) -> Option<Arc<Loaded>> {
+        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set(&self, loaded: Option<Arc<Loaded>>) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = loaded;
+    }
+}
+
+/// What a [`PluginHost::reload_dir`] changed, by plugin name. Failed files keep their previous version running.
+#[derive(Debug, Default)]
+pub struct ReloadReport {
+    pub added: Vec<String>,
+    pub updated: Vec<String>,
+    pub removed: Vec<String>,
+    pub unchanged: Vec<String>,
+    pub failed: Vec<PluginError>,
 }
 
 /// Outcome of scanning a plugin directory: what loaded and what was skipped, with why.
@@ -123,7 +172,13 @@ pub struct PluginHost {
     engine: Engine,
     linker: Linker<StoreData>,
     limits: SandboxLimits,
-    plugins: RwLock<BTreeMap<String, Arc<Loaded>>>,
+    quarantine: QuarantinePolicy,
+    cache: Option<Cache>,
+    grants: RwLock<BTreeMap<String, Capabilities>>,
+    plugins: RwLock<BTreeMap<String, Arc<PluginSlot>>>,
+    /// Quarantine records by plugin name; they outlive reloads so the call counters stay monotonic.
+    health: Mutex<BTreeMap<String, Arc<PluginHealth>>>,
+    listeners: Arc<Listeners>,
     _ticker: EpochTicker,
 }
 
@@ -152,7 +207,54 @@ impl PluginHost {
             .map_err(PluginError::Engine)?;
 
         let ticker = EpochTicker::start(engine.clone());
-        Ok(PluginHost { engine, linker, limits, plugins: RwLock::new(BTreeMap::new()), _ticker: ticker })
+        Ok(PluginHost {
+            engine,
+            linker,
+            limits,
+            quarantine: QuarantinePolicy::default(),
+            cache: None,
+            grants: RwLock::new(BTreeMap::new()),
+            plugins: RwLock::new(BTreeMap::new()),
+            health: Mutex::new(BTreeMap::new()),
+            listeners: Arc::new(Listeners::default()),
+            _ticker: ticker,
+        })
+    }
+
+    /// Replaces the quarantine policy; plugins loaded afterwards use it (call it before loading).
+    pub fn with_quarantine(mut self, policy: QuarantinePolicy) -> Self {
+        self.quarantine = policy;
+        self
+    }
+
+    /// Keeps compiled plugins in `dir` (created on first use), keyed by sha256 of the `.wasm` and this engine's
+    /// compatibility hash. `dir` must not be inside the plugin directory; if it is, plugins there are compiled
+    /// without the cache.
+    pub fn with_cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cache = Some(Cache::new(dir.into(), &self.engine));
+        self
+    }
+
+    /// Grants `plugin` the capabilities its manifest may ask for (replacing any earlier grant). Takes effect for
+    /// plugins loaded or reloaded afterwards; grant before loading.
+    pub fn grant(&self, plugin: &str, capabilities: Capabilities) {
+        self.grants.write().unwrap_or_else(|p| p.into_inner()).insert(plugin.to_owned(), capabilities);
+    }
+
+    pub fn quarantine_policy(&self) -> &QuarantinePolicy {
+        &self.quarantine
+    }
+
+    /// Registers a listener for quarantine events (called on the calling thread; keep it quick).
+    pub fn on_event(&self, listener: EventListener) {
+        self.listeners.add(listener);
+    }
+
+    /// Calls and quarantine state of every plugin seen since the host started, by name: the data behind
+    /// `aegis_plugin_calls_total{plugin,result}` and `aegis_plugin_quarantined{plugin}`.
+    pub fn stats(&self) -> Vec<PluginStats> {
+        let now = Instant::now();
+        self.health.lock().unwrap_or_else(|p| p.into_inner()).values().map(|h| h.stats(now)).collect()
     }
 
     pub fn engine(&self) -> &Engine {
@@ -167,17 +269,7 @@ impl PluginHost {
     /// still load. A missing directory loads nothing.
     pub fn load_dir(&self, dir: &Path) -> Result<LoadReport, PluginError> {
         let mut report = LoadReport::default();
-        let entries = match std::fs::read_dir(dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(report),
-            Err(source) => return Err(PluginError::ReadDir { dir: dir.to_owned(), source }),
-        };
-        let mut paths: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "wasm"))
-            .collect();
-        paths.sort();
-        for path in paths {
+        for path in wasm_files(dir)? {
             match self.load_file(&path) {
                 Ok(info) => report.loaded.push(info),
                 Err(e) => report.failed.push(e),
@@ -186,40 +278,137 @@ impl PluginHost {
         Ok(report)
     }
 
+    /// Brings the plugins loaded from `dir` in line with its `*.wasm` files, without disturbing bindings: a new file
+    /// is loaded, a changed one (by content) replaces its plugin — every binding switches to it at its next call and
+    /// runs `init` again — and a deleted one is unloaded (its bindings use their built-in policy). A file that fails
+    /// to load, or that changed its policy kind, is reported and the previous version keeps running. Call it on a
+    /// file-watch event or SIGHUP; it compiles outside every lock, so decisions continue meanwhile.
+    pub fn reload_dir(&self, dir: &Path) -> Result<ReloadReport, PluginError> {
+        let mut report = ReloadReport::default();
+        let paths = wasm_files(dir)?;
+        let mut present = Vec::new();
+        for path in &paths {
+            let name = plugin_name(path);
+            present.push(name.clone());
+            let bytes = match std::fs::read(path) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    report
+                        .failed
+                        .push(PluginError::Compile { path: path.clone(), reason: format!("cannot read: {e}") });
+                    continue;
+                }
+            };
+            let previous = self.slot(&name).and_then(|s| s.current());
+            let digest = digest(path, &bytes);
+            if previous.as_ref().is_some_and(|p| p.digest == digest && p.info.path == *path) {
+                report.unchanged.push(name);
+                continue;
+            }
+            let compiled = match self.compile_bytes(path, &bytes, self.cache_for(path), Grants::Enforce) {
+                Ok(compiled) => compiled,
+                Err(e) => {
+                    tracing::warn!(plugin = %name, "reload failed, keeping the running version: {e}");
+                    report.failed.push(e);
+                    continue;
+                }
+            };
+            if let Some(previous) = &previous
+                && previous.info.kind != compiled.info.kind
+            {
+                report.failed.push(PluginError::KindChanged {
+                    path: path.clone(),
+                    was: previous.info.kind.as_str(),
+                    now: compiled.info.kind.as_str(),
+                });
+                continue;
+            }
+            self.install(compiled);
+            tracing::info!(plugin = %name, "plugin {}", if previous.is_some() { "reloaded" } else { "added" });
+            if previous.is_some() { report.updated.push(name) } else { report.added.push(name) }
+        }
+        let slots: Vec<(String, Arc<PluginSlot>)> =
+            self.read_plugins().iter().map(|(n, s)| (n.clone(), Arc::clone(s))).collect();
+        for (name, slot) in slots {
+            let gone = slot.current().is_some_and(|l| l.info.path.parent() == Some(dir) && !present.contains(&name));
+            if gone {
+                slot.set(None);
+                tracing::info!(plugin = %name, "plugin file removed; unloaded");
+                report.removed.push(name);
+            }
+        }
+        Ok(report)
+    }
+
+    fn slot(&self, name: &str) -> Option<Arc<PluginSlot>> {
+        self.read_plugins().get(name).cloned()
+    }
+
     /// Compiles, classifies and pre-links one component, replacing any plugin of the same name.
     pub fn load_file(&self, path: &Path) -> Result<PluginInfo, PluginError> {
-        let loaded = self.compile(path)?;
-        let info = loaded.info.clone();
-        self.plugins
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(info.name.clone(), Arc::new(loaded));
-        Ok(info)
+        let compiled = self.compile(path, self.cache_for(path))?;
+        Ok(self.install(compiled))
     }
 
-    /// Describes a component without registering it (`aegis-host plugin check`).
+    /// Registers a compiled plugin as the current version of its name.
+    fn install(&self, compiled: Compiled) -> PluginInfo {
+        let Compiled { info, pre, default_config, digest } = compiled;
+        let health = {
+            let mut all = self.health.lock().unwrap_or_else(|p| p.into_inner());
+            let health = all.entry(info.name.clone()).or_insert_with(|| {
+                Arc::new(PluginHealth::new(&info.name, info.kind, self.quarantine, Arc::clone(&self.listeners)))
+            });
+            health.reset(info.kind);
+            Arc::clone(health)
+        };
+        let loaded = Arc::new(Loaded { info: info.clone(), pre, health, default_config, digest });
+        let slot = Arc::clone(
+            self.plugins.write().unwrap_or_else(|poisoned| poisoned.into_inner()).entry(info.name.clone()).or_default(),
+        );
+        slot.set(Some(loaded));
+        info
+    }
+
+    /// Describes a component without registering it (`aegis-host plugin check`). Capabilities its manifest asks
+    /// for are reported in the info, not checked against grants.
     pub fn inspect(&self, path: &Path) -> Result<PluginInfo, PluginError> {
-        self.compile(path).map(|l| l.info)
+        let bytes = std::fs::read(path)
+            .map_err(|e| PluginError::Compile { path: path.to_owned(), reason: format!("cannot read: {e}") })?;
+        self.compile_bytes(path, &bytes, self.cache_for(path), Grants::Ignore).map(|l| l.info)
     }
 
+    /// The cache, unless it lies inside the directory of `plugin` (precompiled code is never taken from there).
+    fn cache_for(&self, plugin: &Path) -> Option<&Cache> {
+        let cache = self.cache.as_ref()?;
+        let dir = plugin.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        if cache.usable_for(dir) {
+            Some(cache)
+        } else {
+            tracing::warn!(cache = %cache.dir().display(), plugins = %dir.display(),
+                "the precompile cache is inside the plugin directory; compiling without it");
+            None
+        }
+    }
+
+    /// The plugins loaded now (not those removed by a reload).
     pub fn plugins(&self) -> Vec<PluginInfo> {
-        self.read_plugins().values().map(|l| l.info.clone()).collect()
+        self.read_plugins().values().filter_map(|s| s.current()).map(|l| l.info.clone()).collect()
     }
 
-    fn read_plugins(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Loaded>>> {
+    fn read_plugins(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<PluginSlot>>> {
         self.plugins.read().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub(crate) fn get(&self, name: &str, wanted: PluginKind) -> Result<Arc<Loaded>, PluginError> {
-        let plugins = self.read_plugins();
-        let loaded = plugins.get(name).ok_or_else(|| PluginError::NotFound {
-            name: name.to_owned(),
-            loaded: if plugins.is_empty() {
-                "none".to_owned()
-            } else {
-                plugins.keys().cloned().collect::<Vec<_>>().join(", ")
-            },
-        })?;
+    /// The slot of plugin `name` and its current version, which must be of kind `wanted`.
+    pub(crate) fn get(&self, name: &str, wanted: PluginKind) -> Result<(Arc<PluginSlot>, Arc<Loaded>), PluginError> {
+        let (slot, loaded) =
+            self.slot(name).and_then(|slot| slot.current().map(|loaded| (slot, loaded))).ok_or_else(|| {
+                let loaded: Vec<String> = self.plugins().into_iter().map(|p| p.name).collect();
+                PluginError::NotFound {
+                    name: name.to_owned(),
+                    loaded: if loaded.is_empty() { "none".to_owned() } else { loaded.join(", ") },
+                }
+            })?;
         if loaded.info.kind != wanted {
             return Err(PluginError::WrongKind {
                 name: name.to_owned(),
@@ -227,14 +416,28 @@ impl PluginHost {
                 wanted: wanted.as_str(),
             });
         }
-        Ok(Arc::clone(loaded))
+        Ok((slot, loaded))
     }
 
-    fn compile(&self, path: &Path) -> Result<Loaded, PluginError> {
+    fn compile(&self, path: &Path, cache: Option<&Cache>) -> Result<Compiled, PluginError> {
         let bytes = std::fs::read(path)
             .map_err(|e| PluginError::Compile { path: path.to_owned(), reason: format!("cannot read: {e}") })?;
-        let component = Component::new(&self.engine, &bytes)
-            .map_err(|e| PluginError::Compile { path: path.to_owned(), reason: format!("{e:#}") })?;
+        self.compile_bytes(path, &bytes, cache, Grants::Enforce)
+    }
+
+    fn compile_bytes(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        cache: Option<&Cache>,
+        grants: Grants,
+    ) -> Result<Compiled, PluginError> {
+        let compiled = match cache {
+            Some(cache) => cache.load(&self.engine, bytes),
+            None => Component::new(&self.engine, bytes).map(|c| (c, CacheOutcome::Disabled)),
+        };
+        let (component, compiled) =
+            compiled.map_err(|e| PluginError::Compile { path: path.to_owned(), reason: format!("{e:#}") })?;
         let kind = detect_kind(&self.engine, &component, path)?;
         let mismatch = |e: wasmtime::Error| PluginError::WorldMismatch {
             path: path.to_owned(),
@@ -255,10 +458,61 @@ impl PluginHost {
                 Pre::Alert(alert::AlertFormatterPluginPre::new(instance_pre).map_err(mismatch)?)
             }
         };
-        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        let info = PluginInfo { name, kind, path: path.to_owned(), size_bytes: bytes.len() as u64 };
-        Ok(Loaded { info, pre })
+        let name = plugin_name(path);
+        let manifest = manifest::read(path, &name, kind)?;
+        let granted = self.grants.read().unwrap_or_else(|p| p.into_inner()).get(&name).cloned().unwrap_or_default();
+        let missing = manifest.capabilities.not_covered_by(&granted);
+        if grants == Grants::Enforce && !missing.is_empty() {
+            return Err(PluginError::NotGranted { name, missing: missing.join(", ") });
+        }
+        let info = PluginInfo {
+            name,
+            kind,
+            path: path.to_owned(),
+            size_bytes: bytes.len() as u64,
+            compiled,
+            version: manifest.version,
+            capabilities: manifest.capabilities,
+        };
+        Ok(Compiled { info, pre, default_config: manifest.config, digest: digest(path, bytes) })
     }
+}
+
+/// The plugin name of a file: its stem (`plugins/window-trip.wasm` is `window-trip`).
+fn plugin_name(path: &Path) -> String {
+    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// Whether compiling checks the manifest's capabilities against the operator's grants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Grants {
+    Enforce,
+    Ignore,
+}
+
+/// sha256 of a plugin's `.wasm` bytes and its manifest (if any).
+fn digest(path: &Path, wasm: &[u8]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(wasm);
+    if let Ok(manifest) = std::fs::read(manifest::manifest_path(path)) {
+        hasher.update(manifest);
+    }
+    hasher.finalize().into()
+}
+
+/// The `*.wasm` files directly in `dir`, sorted; none if `dir` does not exist.
+fn wasm_files(dir: &Path) -> Result<Vec<PathBuf>, PluginError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(PluginError::ReadDir { dir: dir.to_owned(), source }),
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "wasm"))
+        .collect();
+    paths.sort();
+    Ok(paths)
 }
 
 /// The policy kind a component implements, from the `aegis:policy/<kind>@<version>` interfaces it exports.

@@ -4,16 +4,32 @@
 //! world each one implements, and adapts them to the policy traits of `aegis-core`, so the supervisor never knows
 //! whether it got a built-in policy or a plugin. Every call runs in a sandbox: an epoch deadline, a memory cap, and
 //! no WASI capability (files, environment, sockets) at all. A plugin that traps or misses its deadline is replaced
-//! by the built-in policy for that decision and gets a fresh instance next time.
+//! by the built-in policy for that decision and gets a fresh instance next time; a plugin that keeps failing is
+//! quarantined (see [`QuarantinePolicy`]) and its call counters are available from [`PluginHost::stats`].
 
+mod alert;
+mod anomaly;
+mod binding;
 mod bindings;
+mod cache;
 mod error;
 mod host;
+mod log_rule;
+mod manifest;
+mod quarantine;
+mod recovery;
 mod sandbox;
 mod trip;
 
+pub use alert::{MAX_BODY, WasmAlertFormatter};
+pub use anomaly::WasmAnomalyScorer;
+pub use cache::CacheOutcome;
 pub use error::PluginError;
-pub use host::{LoadReport, PluginHost, PluginInfo, PluginKind};
+pub use host::{LoadReport, PluginHost, PluginInfo, PluginKind, ReloadReport};
+pub use log_rule::WasmLogRule;
+pub use manifest::Capabilities;
+pub use quarantine::{CallResult, EventListener, PluginEvent, PluginStats, QuarantinePolicy};
+pub use recovery::WasmRecoveryStrategy;
 pub use sandbox::SandboxLimits;
 pub use trip::WasmTripPredicate;
 
@@ -28,4 +44,28 @@ pub struct ServiceInfo {
     /// Probe kind: "http", "tcp", "grpc" or "script".
     pub kind: String,
     pub endpoint: String,
+}
+
+impl From<ServiceInfo> for bindings::types::ServiceInfo {
+    fn from(s: ServiceInfo) -> Self {
+        bindings::types::ServiceInfo { name: s.name, kind: s.kind, endpoint: s.endpoint }
+    }
+}
+
+fn severity_to_wit(s: aegis_core::policy::Severity) -> bindings::types::Severity {
+    use aegis_core::policy::Severity;
+    match s {
+        Severity::Info => bindings::types::Severity::Info,
+        Severity::Warning => bindings::types::Severity::Warning,
+        Severity::Critical => bindings::types::Severity::Critical,
+    }
+}
+
+fn severity_from_wit(s: bindings::types::Severity) -> aegis_core::policy::Severity {
+    use aegis_core::policy::Severity;
+    match s {
+        bindings::types::Severity::Info => Severity::Info,
+        bindings::types::Severity::Warning => Severity::Warning,
+        bindings::types::Severity::Critical => Severity::Critical,
+    }
 }

@@ -6,16 +6,20 @@ use std::time::Duration;
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::trip::aegis::policy::host;
 use crate::bindings::types::LogLevel;
+use crate::manifest::Capabilities;
 
 /// How often the epoch ticker advances the engine's epoch; deadlines are counted in these ticks.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// Longest log line a plugin may write; the rest is cut so a plugin cannot flood the host's log.
 const MAX_LOG_LINE: usize = 4096;
+
+/// Log lines a plugin may write per call (and during instantiation); further lines are dropped with one warning.
+const MAX_LOG_LINES_PER_CALL: u32 = 64;
 
 /// Limits applied to every plugin call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,6 +59,14 @@ pub(crate) struct StoreData {
     wasi: WasiCtx,
     table: ResourceTable,
     limits: StoreLimits,
+    log_lines: u32,
+}
+
+impl StoreData {
+    /// Gives the plugin a fresh log budget for the next call.
+    pub(crate) fn reset_log_budget(&mut self) {
+        self.log_lines = 0;
+    }
 }
 
 impl std::fmt::Debug for StoreData {
@@ -71,6 +83,16 @@ impl WasiView for StoreData {
 
 impl host::Host for StoreData {
     fn log(&mut self, level: LogLevel, message: String) {
+        self.log_lines = self.log_lines.saturating_add(1);
+        if self.log_lines > MAX_LOG_LINES_PER_CALL {
+            if self.log_lines == MAX_LOG_LINES_PER_CALL + 1 {
+                tracing::warn!(
+                    plugin = &*self.plugin,
+                    "plugin wrote more than {MAX_LOG_LINES_PER_CALL} log lines in one call; dropping the rest"
+                );
+            }
+            return;
+        }
         let mut message = message;
         if message.len() > MAX_LOG_LINE {
             let mut cut = MAX_LOG_LINE;
@@ -93,11 +115,31 @@ impl host::Host for StoreData {
 
 impl crate::bindings::types::Host for StoreData {}
 
-/// A fresh store for one plugin instance, with the limits applied and the deadline armed for the first call.
-pub(crate) fn new_store(engine: &Engine, plugin: Arc<str>, limits: &SandboxLimits) -> Store<StoreData> {
+/// A fresh store for one plugin instance, with the limits applied, the granted capabilities (usually none) in its
+/// WASI context, and the deadline armed for the first call. Fails only if a granted directory cannot be opened.
+pub(crate) fn new_store(
+    engine: &Engine,
+    plugin: Arc<str>,
+    limits: &SandboxLimits,
+    capabilities: &Capabilities,
+) -> wasmtime::Result<Store<StoreData>> {
+    let mut wasi = WasiCtx::builder();
+    if capabilities.stderr {
+        wasi.inherit_stderr();
+    }
+    for var in &capabilities.env {
+        if let Ok(value) = std::env::var(var) {
+            wasi.env(var, value);
+        }
+    }
+    for dir in &capabilities.read_dirs {
+        let guest = dir.to_string_lossy();
+        wasi.preopened_dir(dir, guest.as_ref(), FsPerms::ReadOnly)
+            .map_err(|e| e.context(format!("cannot open granted directory {}", dir.display())))?;
+    }
     let data = StoreData {
         plugin,
-        wasi: WasiCtx::builder().build(),
+        wasi: wasi.build(),
         table: ResourceTable::new(),
         limits: StoreLimitsBuilder::new()
             .memory_size(limits.memory_bytes)
@@ -107,9 +149,10 @@ pub(crate) fn new_store(engine: &Engine, plugin: Arc<str>, limits: &SandboxLimit
             .memories(limits.instances)
             .trap_on_grow_failure(true)
             .build(),
+        log_lines: 0,
     };
     let mut store = Store::new(engine, data);
     store.limiter(|d| &mut d.limits);
     store.set_epoch_deadline(limits.deadline_ticks());
-    store
+    Ok(store)
 }

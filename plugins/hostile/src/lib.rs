@@ -71,9 +71,10 @@ impl Hostile {
                 }
             }
             "alloc" => {
+                // Reserve without touching, so the memory cap (not the deadline) is what stops it.
                 let mut hoard: Vec<Vec<u8>> = Vec::new();
                 loop {
-                    hoard.push(vec![1u8; 1 << 20]);
+                    hoard.push(Vec::with_capacity(1 << 20));
                     black_box(&hoard);
                 }
             }

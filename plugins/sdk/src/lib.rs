@@ -20,6 +20,10 @@
 //! aegis_plugin_sdk::export_trip_predicate!(TwoStrikes);
 //! ```
 //!
+//! The other kinds work the same way: [`RecoveryStrategy`] with `export_recovery_strategy!`, [`LogRule`] with
+//! `export_log_rule!`, [`AnomalyScorer`] with `export_anomaly_scorer!`, [`AlertFormatter`] with
+//! `export_alert_formatter!`.
+//!
 //! Build with `cargo build --release --target wasm32-wasip2` and copy the `.wasm` into the host's plugin directory.
 //! The SDK owns the guest side only: the WIT bindings are generated inside the plugin crate by the export macro,
 //! so a component carries exactly one policy world.

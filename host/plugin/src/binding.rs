@@ -1,0 +1,258 @@
+//! What every policy adapter shares: one plugin instance per binding (a service's trip predicate, a log source's
+//! rule, …), `init` with the binding's config, an epoch deadline per call, a fresh `Store` after any trap, and the
+//! plugin's quarantine bookkeeping. The adapters only convert types and pick the built-in fallback.
+//!
+//! Must never panic or block on anything but the binding's own instance: a plugin call is bounded by the deadline.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use wasmtime::{Engine, Store, Trap};
+
+use crate::bindings::{alert, anomaly, log_rule, recovery, trip};
+use crate::error::PluginError;
+use crate::host::{Loaded, PluginHost, PluginKind, PluginSlot, Pre};
+use crate::quarantine::{Admission, CallResult, PluginHealth};
+use crate::sandbox::{SandboxLimits, StoreData, new_store};
+
+/// Longest text (reason, message) a plugin may hand back; longer text is cut, not refused.
+pub(crate) const MAX_TEXT: usize = 1024;
+
+/// The typed exports of one policy world.
+pub(crate) trait World: Sized + Send + 'static {
+    const KIND: PluginKind;
+
+    /// `None` when `pre` is of another kind.
+    fn instantiate(pre: &Pre, store: &mut Store<StoreData>) -> Option<wasmtime::Result<Self>>;
+
+    #[allow(clippy::ptr_arg, reason = "the generated bindings take the WIT `config` list as `&Vec`")]
+    fn init(
+        &self,
+        store: &mut Store<StoreData>,
+        config: &Vec<(String, String)>,
+    ) -> wasmtime::Result<Result<(), String>>;
+}
+
+macro_rules! world {
+    ($ty:ty, $kind:ident, $variant:ident) => {
+        impl World for $ty {
+            const KIND: PluginKind = PluginKind::$kind;
+
+            fn instantiate(pre: &Pre, store: &mut Store<StoreData>) -> Option<wasmtime::Result<Self>> {
+                match pre {
+                    Pre::$variant(pre) => Some(pre.instantiate(store)),
+                    _ => None,
+                }
+            }
+
+            fn init(
+                &self,
+                store: &mut Store<StoreData>,
+                config: &Vec<(String, String)>,
+            ) -> wasmtime::Result<Result<(), String>> {
+                self.aegis_policy_lifecycle().call_init(store, config)
+            }
+        }
+    };
+}
+
+world!(trip::TripPredicatePlugin, TripPredicate, Trip);
+world!(recovery::RecoveryStrategyPlugin, RecoveryStrategy, Recovery);
+world!(log_rule::LogRulePlugin, LogRule, LogRule);
+world!(anomaly::AnomalyScorerPlugin, AnomalyScorer, Anomaly);
+world!(alert::AlertFormatterPlugin, AlertFormatter, Alert);
+
+struct Instance<W> {
+    store: Store<StoreData>,
+    world: W,
+}
+
+/// The plugin version a binding runs and its instance of it.
+struct Current<W> {
+    plugin: Arc<Loaded>,
+    instance: Option<Instance<W>>,
+}
+
+/// One binding of a plugin: its instance (created lazily again after a trap or a reload) and what it needs to
+/// re-create it.
+pub(crate) struct Binding<W> {
+    name: String,
+    slot: Arc<PluginSlot>,
+    engine: Engine,
+    limits: SandboxLimits,
+    /// What the binding is for (a service, a log source, a receiver), for the log.
+    subject: String,
+    config: Vec<(String, String)>,
+    current: Mutex<Current<W>>,
+}
+
+impl<W: World> fmt::Debug for Binding<W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Binding")
+            .field("plugin", &self.name)
+            .field("kind", &W::KIND)
+            .field("subject", &self.subject)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<W: World> Binding<W> {
+    /// Binds plugin `name` and instantiates it now, so an unknown plugin, a wrong kind or a refused config is an
+    /// error at configuration time rather than at the first decision.
+    pub(crate) fn new(
+        host: &PluginHost,
+        name: &str,
+        subject: String,
+        config: Vec<(String, String)>,
+    ) -> Result<Self, PluginError> {
+        let (slot, plugin) = host.get(name, W::KIND)?;
+        let binding = Binding {
+            name: name.to_owned(),
+            slot,
+            engine: host.engine().clone(),
+            limits: *host.limits(),
+            subject,
+            config,
+            current: Mutex::new(Current { plugin: Arc::clone(&plugin), instance: None }),
+        };
+        let instance = binding.instantiate(&plugin)?;
+        binding.lock().instance = Some(instance);
+        Ok(binding)
+    }
+
+    pub(crate) fn plugin_name(&self) -> &str {
+        &self.name
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Current<W>> {
+        self.current.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn instantiate(&self, plugin: &Loaded) -> Result<Instance<W>, PluginError> {
+        let name = &self.name;
+        let instantiate_err =
+            |e: wasmtime::Error| PluginError::Instantiate { name: name.clone(), reason: describe(&e, &self.limits) };
+        let mut store = new_store(&self.engine, Arc::from(name.as_str()), &self.limits, &plugin.info.capabilities)
+            .map_err(instantiate_err)?;
+        let world = W::instantiate(&plugin.pre, &mut store)
+            .ok_or_else(|| PluginError::WrongKind {
+                name: name.clone(),
+                actual: plugin.info.kind.as_str(),
+                wanted: W::KIND.as_str(),
+            })?
+            .map_err(instantiate_err)?;
+        store.set_epoch_deadline(self.limits.deadline_ticks());
+        let config: Vec<(String, String)> = plugin.default_config.iter().chain(&self.config).cloned().collect();
+        world
+            .init(&mut store, &config)
+            .map_err(instantiate_err)?
+            .map_err(|reason| PluginError::InitRefused { name: name.clone(), reason })?;
+        Ok(Instance { store, world })
+    }
+
+    /// Runs `f` against the plugin under the deadline. `None` means "use the built-in": the plugin is quarantined,
+    /// unloaded, could not be instantiated, trapped, missed its deadline, or `f` refused its output
+    /// (`Ok(Err(why))`).
+    pub(crate) fn call<R>(
+        &self,
+        f: impl FnOnce(&W, &mut Store<StoreData>) -> wasmtime::Result<Result<R, String>>,
+    ) -> Option<R> {
+        let Some(plugin) = self.slot.current() else {
+            tracing::debug!(plugin = %self.name, subject = %self.subject, "plugin unloaded; using the built-in policy");
+            return None;
+        };
+        let health = Arc::clone(&plugin.health);
+        if health.admit() == Admission::Skip {
+            return None;
+        }
+        let mut current = self.lock();
+        if !Arc::ptr_eq(&current.plugin, &plugin) {
+            tracing::info!(plugin = %self.name, subject = %self.subject, "switching to the reloaded plugin");
+            *current = Current { plugin, instance: None };
+        }
+        if current.instance.is_none() {
+            match self.instantiate(&current.plugin) {
+                Ok(instance) => current.instance = Some(instance),
+                Err(e) => {
+                    drop(current);
+                    self.strike(&health, CallResult::Unavailable, &e.to_string());
+                    return None;
+                }
+            }
+        }
+        let mut slot = current;
+        let instance = slot.instance.as_mut()?;
+        instance.store.set_epoch_deadline(self.limits.deadline_ticks());
+        instance.store.data_mut().reset_log_budget();
+        match f(&instance.world, &mut instance.store) {
+            Ok(Ok(value)) => {
+                drop(slot);
+                health.record_ok();
+                Some(value)
+            }
+            Ok(Err(why)) => {
+                // The instance itself is sound, but a plugin that returned garbage once may hold bad state.
+                slot.instance = None;
+                drop(slot);
+                self.strike(&health, CallResult::Invalid, &format!("returned an invalid result: {why}"));
+                None
+            }
+            Err(e) => {
+                slot.instance = None;
+                drop(slot);
+                let result = match e.downcast_ref::<Trap>() {
+                    Some(Trap::Interrupt) => CallResult::Timeout,
+                    _ => CallResult::Trap,
+                };
+                self.strike(&health, result, &describe(&e, &self.limits));
+                None
+            }
+        }
+    }
+
+    fn strike(&self, health: &PluginHealth, result: CallResult, error: &str) {
+        tracing::warn!(plugin = %self.name, kind = %W::KIND, subject = %self.subject, %result,
+            "plugin failed, using the built-in policy for this decision: {error}");
+        health.record(result, Instant::now(), error);
+    }
+}
+
+/// A one-line account of a failed plugin call, naming the limit it hit.
+fn describe(e: &wasmtime::Error, limits: &SandboxLimits) -> String {
+    let chain = format!("{e:#}");
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => format!("missed its {:?} deadline", limits.deadline),
+        Some(Trap::StackOverflow) => "overflowed its stack (runaway recursion?)".to_owned(),
+        Some(Trap::UnreachableCodeReached) => format!("trapped (a panic or abort in the plugin): {chain}"),
+        _ if chain.contains("growing memory") || chain.contains("memory growth failure") => {
+            format!("hit its {} MiB memory cap: {chain}", limits.memory_bytes >> 20)
+        }
+        _ => format!("trapped: {chain}"),
+    }
+}
+
+/// `text` cut to [`MAX_TEXT`] bytes on a character boundary, marked with `…` when cut.
+pub(crate) fn clamp_text(mut text: String) -> String {
+    if text.len() > MAX_TEXT {
+        let mut cut = MAX_TEXT;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clamp_text_cuts_on_char_boundaries() {
+        assert_eq!(clamp_text("short".into()), "short");
+        let cut = clamp_text("é".repeat(MAX_TEXT));
+        assert!(cut.len() <= MAX_TEXT + '…'.len_utf8() && cut.ends_with('…'));
+    }
+}

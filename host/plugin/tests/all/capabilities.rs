@@ -1,0 +1,56 @@
+//! Capabilities: a plugin's manifest asks, the operator grants. Ungranted requests refuse the load with the missing
+//! capability named; granted ones work, and only as far as granted.
+
+use std::sync::Arc;
+
+use aegis_plugin::{Capabilities, PluginError, PluginHost, SandboxLimits};
+
+use crate::support::{BuiltIn, ask, config, install, service};
+
+#[test]
+fn ungranted_capabilities_refuse_the_load_and_granted_ones_work_as_far_as_granted() {
+    let plugins = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = std::fs::canonicalize(data.path()).unwrap();
+    std::fs::write(data_dir.join("status"), "green").unwrap();
+    install(plugins.path(), "hostile");
+    std::fs::write(
+        plugins.path().join("hostile.manifest.yaml"),
+        format!(
+            "kind: trip-predicate\nversion: 0.0.1-test\nconfig: {{mode: file, path: {}}}\n\
+             capabilities: {{env: [PATH], read-dirs: [{}]}}\n",
+            data_dir.join("status").display(),
+            data_dir.display()
+        ),
+    )
+    .unwrap();
+    let wasm = plugins.path().join("hostile.wasm");
+
+    let host = PluginHost::new(SandboxLimits::default()).unwrap();
+    let err = host.load_file(&wasm).unwrap_err();
+    assert!(matches!(err, PluginError::NotGranted { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("`hostile`") && msg.contains("env:PATH") && msg.contains("read-dirs:"), "{msg}");
+
+    host.grant("hostile", Capabilities { env: vec!["PATH".into()], ..Capabilities::default() });
+    let msg = host.load_file(&wasm).unwrap_err().to_string();
+    assert!(!msg.contains("env:PATH") && msg.contains("read-dirs:"), "{msg}");
+
+    host.grant("hostile", Capabilities { stderr: false, env: vec!["PATH".into()], read_dirs: vec![data_dir.clone()] });
+    let info = host.load_file(&wasm).unwrap();
+    assert_eq!(info.version.as_deref(), Some("0.0.1-test"));
+
+    // Manifest config supplies the defaults: read the granted file.
+    let granted = host.trip_predicate("hostile", service(), vec![], Arc::new(BuiltIn)).unwrap();
+    assert_eq!(
+        ask(&granted, &[true]).as_deref(),
+        Some(format!("LEAK: read 5 bytes of {}", data_dir.join("status").display()).as_str())
+    );
+    // Outside the granted directory nothing changes.
+    let outside =
+        host.trip_predicate("hostile", service(), config(&[("path", "/etc/hostname")]), Arc::new(BuiltIn)).unwrap();
+    assert!(ask(&outside, &[true]).unwrap().starts_with("denied"));
+    // Only the granted variable is visible.
+    let env = host.trip_predicate("hostile", service(), config(&[("mode", "env")]), Arc::new(BuiltIn)).unwrap();
+    assert_eq!(ask(&env, &[true]).as_deref(), Some("LEAK: [\"PATH\"]"));
+}

@@ -1,0 +1,56 @@
+//! Hot reload: bindings follow a changed plugin at their next call, a broken or kind-changing replacement keeps the
+//! running version, a deleted plugin falls back to the built-in, and a re-added one is used again.
+
+use std::sync::Arc;
+
+use aegis_plugin::{PluginError, PluginHost, SandboxLimits};
+
+use crate::support::{BuiltIn, ask, built_plugins, service};
+
+fn put(dir: &std::path::Path, crate_name: &str) {
+    let built = built_plugins().join(format!("{}.wasm", crate_name.replace('-', "_")));
+    std::fs::copy(built, dir.join("p.wasm")).unwrap();
+}
+
+#[test]
+fn reload_follows_changes_and_keeps_the_running_version_on_bad_replacements() {
+    let dir = tempfile::tempdir().unwrap();
+    put(dir.path(), "window-trip");
+    let host = PluginHost::new(SandboxLimits::default()).unwrap();
+    host.load_dir(dir.path()).unwrap();
+    // Empty config: window-trip trips at 5 of 10; hostile (mode `ok`) never trips.
+    let p = host.trip_predicate("p", service(), vec![], Arc::new(BuiltIn)).unwrap();
+    let failing = [false; 5];
+    assert_eq!(ask(&p, &failing).as_deref(), Some("5 of the last 5 probes failed or slow"));
+
+    let r = host.reload_dir(dir.path()).unwrap();
+    assert_eq!((r.unchanged.as_slice(), r.updated.len(), r.failed.len()), (&["p".to_owned()][..], 0, 0));
+
+    put(dir.path(), "hostile");
+    let r = host.reload_dir(dir.path()).unwrap();
+    assert_eq!(r.updated, ["p"]);
+    assert_eq!(ask(&p, &failing), None, "the binding switched to the new version");
+
+    std::fs::write(dir.path().join("p.wasm"), b"\0asm broken").unwrap();
+    let r = host.reload_dir(dir.path()).unwrap();
+    assert!(matches!(r.failed.as_slice(), [PluginError::Compile { .. }]), "{:?}", r.failed);
+    assert_eq!(ask(&p, &failing), None, "the previous version keeps running");
+
+    put(dir.path(), "escalating-restart");
+    let r = host.reload_dir(dir.path()).unwrap();
+    let [err] = r.failed.as_slice() else { panic!("{:?}", r.failed) };
+    assert!(err.to_string().contains("keeping the running version"), "{err}");
+    assert_eq!(ask(&p, &failing), None);
+
+    std::fs::remove_file(dir.path().join("p.wasm")).unwrap();
+    let r = host.reload_dir(dir.path()).unwrap();
+    assert_eq!(r.removed, ["p"]);
+    assert!(host.plugins().is_empty());
+    assert_eq!(ask(&p, &failing).as_deref(), Some("built-in"));
+    assert!(host.trip_predicate("p", service(), vec![], Arc::new(BuiltIn)).is_err());
+
+    put(dir.path(), "window-trip");
+    let r = host.reload_dir(dir.path()).unwrap();
+    assert_eq!(r.added, ["p"]);
+    assert_eq!(ask(&p, &failing).as_deref(), Some("5 of the last 5 probes failed or slow"));
+}
