@@ -96,6 +96,9 @@ services:
     let log = host.log_text();
     assert!(log.contains("3 of the last 4 probes failed"), "the WASM plugin's reason is logged; log:\n{log}");
     assert_eq!(scrape(&admin, "aegis_breaker_trips_total", "breaker=\"svc\",policy=\"window-trip\""), Some(1.0));
+    let plugin_ok = scrape(&admin, "aegis_plugin_calls_total", "plugin=\"window-trip\",result=\"ok\"");
+    assert!(plugin_ok.is_some_and(|n| n >= 3.0), "plugin calls are exported: {plugin_ok:?}");
+    assert_eq!(scrape(&admin, "aegis_plugin_quarantined", "plugin=\"window-trip\""), Some(0.0));
 
     assert!(
         wait_until(Duration::from_secs(10), || std::fs::read_to_string(&restarts)

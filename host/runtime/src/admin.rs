@@ -129,6 +129,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn metrics(Extract(state): Extract<AppState>) -> ApiResult {
+    state.shared.metrics.sync_plugins(&state.shared.plugins.stats());
     let text = state.shared.metrics.render().map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response())
 }

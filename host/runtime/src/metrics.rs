@@ -28,6 +28,10 @@ pub struct Metrics {
     pub notifications: IntCounterVec,
     /// 1 while Aegis has given up restarting the service (restart limit reached).
     pub gave_up: IntGaugeVec,
+    /// Plugin calls by result (ok, trap, timeout, invalid, unavailable, quarantined), from the plugin host.
+    pub plugin_calls: IntCounterVec,
+    /// 1 while a plugin is quarantined (its built-in policy is used).
+    pub plugin_quarantined: IntGaugeVec,
     uptime: Gauge,
     started: Instant,
 }
@@ -80,6 +84,16 @@ impl Metrics {
         let start_time = Gauge::new("aegis_start_time_seconds", "Start time of aegis-host since the Unix epoch")?;
         start_time.set(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()));
         registry.register(Box::new(start_time))?;
+        let plugin_calls = IntCounterVec::new(
+            Opts::new("aegis_plugin_calls_total", "Policy plugin calls, by result"),
+            &["plugin", "result"],
+        )?;
+        registry.register(Box::new(plugin_calls.clone()))?;
+        let plugin_quarantined = IntGaugeVec::new(
+            Opts::new("aegis_plugin_quarantined", "1 while the plugin is quarantined and its built-in policy is used"),
+            &["plugin"],
+        )?;
+        registry.register(Box::new(plugin_quarantined.clone()))?;
         let uptime = Gauge::new("aegis_uptime_seconds", "Seconds since aegis-host started")?;
         registry.register(Box::new(uptime.clone()))?;
         Ok(Metrics {
@@ -93,6 +107,8 @@ impl Metrics {
             restarts,
             notifications,
             gave_up,
+            plugin_calls,
+            plugin_quarantined,
             uptime,
             started: Instant::now(),
         })
@@ -109,6 +125,20 @@ impl Metrics {
         }
         self.service_up.with_label_values(&[service]);
         self.gave_up.with_label_values(&[service]);
+    }
+
+    /// Brings the plugin series up to date with the plugin host's cumulative statistics.
+    pub fn sync_plugins(&self, stats: &[aegis_plugin::PluginStats]) {
+        for s in stats {
+            for (result, total) in &s.calls {
+                let counter = self.plugin_calls.with_label_values(&[s.plugin.as_str(), result.as_str()]);
+                let seen = counter.get();
+                if *total > seen {
+                    counter.inc_by(total - seen);
+                }
+            }
+            self.plugin_quarantined.with_label_values(&[s.plugin.as_str()]).set(i64::from(s.quarantined));
+        }
     }
 
     /// The Prometheus text exposition of every metric.

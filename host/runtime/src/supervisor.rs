@@ -253,10 +253,17 @@ impl Supervisor {
         {
             tracing::warn!("admin and storage settings change only with a restart of aegis-host");
         }
-        match self.shared.plugins.load_dir(&new.plugins.dir) {
+        // Changed plugins are swapped in at their bindings' next call; a broken replacement keeps the old version.
+        match self.shared.plugins.reload_dir(&new.plugins.dir) {
             Ok(report) => {
+                tracing::info!(
+                    added = ?report.added,
+                    updated = ?report.updated,
+                    removed = ?report.removed,
+                    "plugins reloaded"
+                );
                 for error in &report.failed {
-                    tracing::error!("plugin skipped: {error}");
+                    tracing::error!("plugin not reloaded: {error}");
                 }
             }
             Err(e) => tracing::error!("plugins not reloaded: {e}"),
