@@ -3,38 +3,19 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use aegis_core::{Counts, Sample, TripContext, TripPredicate, Window, WindowKind};
 use aegis_plugin::{PluginHost, QuarantinePolicy, SandboxLimits, ServiceInfo};
 use tempfile::TempDir;
 
-/// Builds the plugin workspace for wasm32-wasip2 (once per test run) and returns its release output directory.
-pub fn built_plugins() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../plugins");
-        let target_dir = plugins.join("target");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
-            .current_dir(&plugins)
-            .args(["build", "--release", "--target", "wasm32-wasip2"])
-            .env("CARGO_TARGET_DIR", &target_dir)
-            .status()
-            .expect("run cargo to build the plugins");
-        assert!(status.success(), "building the plugin workspace failed: {status}");
-        target_dir.join("wasm32-wasip2").join("release")
-    })
-}
+/// The bundled plugins, built from source once per test run (shared with the end-to-end tests).
+pub use aegis_tests::built_plugins;
 
 /// Copies the plugin crate `crate_name` into `dir` as `<crate_name>.wasm`.
 pub fn install(dir: &Path, crate_name: &str) -> PathBuf {
-    let built = built_plugins().join(format!("{}.wasm", crate_name.replace('-', "_")));
-    let dest = dir.join(format!("{crate_name}.wasm"));
-    std::fs::copy(&built, &dest).unwrap_or_else(|e| panic!("copy {}: {e}", built.display()));
-    dest
+    aegis_tests::install_plugin(crate_name, dir)
 }
 
 /// A host with `plugins` loaded from a fresh plugin directory (kept alive by the returned `TempDir`).
