@@ -162,6 +162,11 @@ struct LastCheck {
     detail: String,
 }
 
+/// Successes ÷ requests of the breaker's current generation; `None` before the first request.
+fn success_rate(counts: &aegis_core::Counts) -> Option<f64> {
+    (counts.requests > 0).then(|| f64::from(counts.total_successes) / f64::from(counts.requests))
+}
+
 fn view(h: &ServiceHandle, now: Instant) -> ServiceView {
     let counts = h.breaker.counts();
     let (restarts, gave_up) = h.restart_status();
@@ -172,7 +177,7 @@ fn view(h: &ServiceHandle, now: Instant) -> ServiceView {
         state: h.breaker.state(now),
         trip_policy: h.trip_policy.clone(),
         on_failure: h.config.on_failure.as_str(),
-        success_rate: (counts.requests > 0).then(|| f64::from(counts.total_successes) / f64::from(counts.requests)),
+        success_rate: success_rate(&counts),
         requests: counts.requests,
         failures: counts.total_failures,
         consecutive_failures: counts.consecutive_failures,
@@ -217,10 +222,10 @@ async fn health(Extract(state): Extract<AppState>) -> Response {
     let mut services = BTreeMap::new();
     let mut healthy = 0;
     for (name, h) in state.all() {
-        let v = view(&h, now);
-        *states.entry(v.state.as_str()).or_insert(0) += 1;
-        healthy += usize::from(is_healthy(v.state));
-        services.insert(name, ServiceHealth { state: v.state, success_rate: v.success_rate });
+        let state = h.breaker.state(now);
+        *states.entry(state.as_str()).or_insert(0) += 1;
+        healthy += usize::from(is_healthy(state));
+        services.insert(name, ServiceHealth { state, success_rate: success_rate(&h.breaker.counts()) });
     }
     let total = services.len();
     let healthy_percent = if total == 0 { 100.0 } else { healthy as f64 * 100.0 / total as f64 };

@@ -65,7 +65,7 @@ struct ShutdownWire {
     stop_children: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct DefaultsWire {
     #[serde(default, deserialize_with = "opt_duration")]
@@ -588,8 +588,7 @@ impl Validator<'_> {
         let admin_token = env("AEGIS_ADMIN_TOKEN").or(token).filter(|t| !t.trim().is_empty());
         let storage_path = wire.storage.map_or_else(|| PathBuf::from("aegis.db"), |s| s.path);
         let stop_children_on_exit = wire.shutdown.is_none_or(|s| s.stop_children);
-        let mut defaults =
-            wire.defaults.unwrap_or(DefaultsWire { interval: None, timeout: None, retries: None, actions: None });
+        let mut defaults = wire.defaults.unwrap_or_default();
         // Seed 002's environment overrides beat the file's defaults; a service's own settings still win.
         if let Some(from_env) = self.env_breaker(env)? {
             let mut actions = defaults.actions.take().unwrap_or_default();
