@@ -109,6 +109,11 @@ services:
     assert!(body["error"].as_str().is_some_and(|e| e.contains("nope")), "{body}");
     let (code, body) = api.get("/api/v1/circuit-breakers/health");
     assert_eq!((code, body["status"].as_str()), (200, Some("healthy")), "{body}");
+    assert_eq!((body["healthy_percent"].as_f64(), body["total"].as_u64()), (Some(100.0), Some(1)), "{body}");
+    // Checks run through the breaker manager, which counts them.
+    let totals = &body["services"]["svc"]["totals"];
+    assert!(totals["success"].as_u64().is_some_and(|n| n >= 1) && totals["failed"] == 0, "{body}");
+    assert_eq!(body["services"]["svc"]["success_rate"], 1.0, "{body}");
 
     // Mutations need the token; bad bodies are 400.
     let force = "/api/v1/circuit-breakers/svc/force-state";
@@ -169,6 +174,14 @@ services:
     assert_eq!(api.service()["gave_up"], false);
     assert!(wait_until(Duration::from_secs(5), || api.service()["last_check"]["success"] == true));
     assert_eq!(state(), Some(0.0));
+
+    // reset-all goes through the breaker manager: a forced breaker is back to closed.
+    assert_eq!(api.post(force, Some("t0k3n"), Some(r#"{"state":"open"}"#)).0, 200);
+    assert_eq!(api.post("/api/v1/circuit-breakers/reset-all", None, None).0, 401);
+    let (code, body) = api.post("/api/v1/circuit-breakers/reset-all", Some("t0k3n"), None);
+    assert_eq!((code, body["reset"].as_u64()), (200, Some(1)), "{body}");
+    assert_eq!(api.service()["state"], "closed");
+    assert!(wait_until(Duration::from_secs(5), || state() == Some(0.0)));
     assert!(host.terminate(Duration::from_secs(10)).is_some_and(|s| s.success()));
 }
 

@@ -266,6 +266,12 @@ impl Manager {
         }
     }
 
+    /// Removes `name` from the registry (a service was removed from the config). Holders of its `Arc<Breaker>` keep
+    /// a working breaker; the manager just stops counting, listing and resetting it. False if there was none.
+    pub fn remove(&self, name: &str) -> bool {
+        self.write().remove(name).is_some()
+    }
+
     /// Names of all breakers, sorted.
     pub fn names(&self) -> Vec<String> {
         self.read().keys().cloned().collect()
@@ -455,6 +461,19 @@ mod tests {
     fn manager() -> Manager {
         let yaml = "history: 5\ndefaults:\n  failure_threshold: 2\n  timeout: 10s\nservices:\n  git:\n    failure_threshold: 1\n  off:\n    enabled: false\n";
         Manager::new(ManagerConfig::from_yaml(yaml).unwrap())
+    }
+
+    #[test]
+    fn removed_breakers_leave_the_registry_and_health() {
+        let t0 = Instant::now();
+        let m = manager();
+        m.breaker("git", t0);
+        m.breaker("minio", t0);
+        assert!(m.remove("git"));
+        assert!(!m.remove("git"));
+        assert_eq!(m.names(), ["minio"]);
+        assert_eq!(m.health(t0).total, 1);
+        assert!(m.reset("git", t0).is_err());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use aegis_core::{Force, Snapshot, State};
+use aegis_core::{Force, Snapshot, State, Totals};
 use axum::Router;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State as Extract};
@@ -148,6 +148,8 @@ struct ServiceView {
     failures: u32,
     consecutive_failures: u32,
     rejected: u32,
+    /// Lifetime checks through the breaker: total, success, failed, rejected.
+    totals: Option<Totals>,
     restarts: u64,
     gave_up: bool,
     /// While open: milliseconds until half-open.
@@ -167,8 +169,9 @@ fn success_rate(counts: &aegis_core::Counts) -> Option<f64> {
     (counts.requests > 0).then(|| f64::from(counts.total_successes) / f64::from(counts.requests))
 }
 
-fn view(h: &ServiceHandle, now: Instant) -> ServiceView {
+fn view(shared: &Shared, h: &ServiceHandle, now: Instant) -> ServiceView {
     let counts = h.breaker.counts();
+    let totals = shared.breakers.metrics(&h.config.name, now);
     let (restarts, gave_up) = h.restart_status();
     ServiceView {
         name: h.config.name.clone(),
@@ -182,6 +185,7 @@ fn view(h: &ServiceHandle, now: Instant) -> ServiceView {
         failures: counts.total_failures,
         consecutive_failures: counts.consecutive_failures,
         rejected: counts.rejected,
+        totals: totals.map(|m| m.totals),
         restarts,
         gave_up,
         open_remaining_ms: h
@@ -209,43 +213,41 @@ struct Health {
 #[derive(Serialize)]
 struct ServiceHealth {
     state: State,
+    /// Lifetime successes ÷ outcomes (0..=1); `None` before the first check.
     success_rate: Option<f64>,
-}
-
-fn is_healthy(state: State) -> bool {
-    matches!(state, State::Closed | State::ForcedClosed | State::Disabled)
+    /// Lifetime checks: total, success, failed, rejected.
+    totals: Totals,
 }
 
 async fn health(Extract(state): Extract<AppState>) -> Response {
-    let now = Instant::now();
-    let mut states = BTreeMap::new();
-    let mut services = BTreeMap::new();
-    let mut healthy = 0;
-    for (name, h) in state.all() {
-        let state = h.breaker.state(now);
-        *states.entry(state.as_str()).or_insert(0) += 1;
-        healthy += usize::from(is_healthy(state));
-        services.insert(name, ServiceHealth { state, success_rate: success_rate(&h.breaker.counts()) });
-    }
-    let total = services.len();
-    let healthy_percent = if total == 0 { 100.0 } else { healthy as f64 * 100.0 / total as f64 };
-    let status = match healthy {
-        h if h == total => "healthy",
+    let summary = state.shared.breakers.health(Instant::now());
+    let states = summary.by_state.iter().filter(|(_, n)| **n > 0).map(|(s, n)| (s.as_str(), *n)).collect();
+    let services = summary
+        .services
+        .iter()
+        .map(|(name, m)| {
+            let rate = m.success_rate.map(|percent| percent / 100.0);
+            (name.clone(), ServiceHealth { state: m.state, success_rate: rate, totals: m.totals })
+        })
+        .collect();
+    let status = match summary.healthy {
+        h if h == summary.total => "healthy",
         0 => "unhealthy",
         _ => "degraded",
     };
-    axum::Json(Health { status, healthy_percent, total, states, services }).into_response()
+    axum::Json(Health { status, healthy_percent: summary.overall_health, total: summary.total, states, services })
+        .into_response()
 }
 
 async fn services(Extract(state): Extract<AppState>) -> Response {
     let now = Instant::now();
-    let list: Vec<ServiceView> = state.all().values().map(|h| view(h, now)).collect();
+    let list: Vec<ServiceView> = state.all().values().map(|h| view(&state.shared, h, now)).collect();
     axum::Json(json!({ "services": list })).into_response()
 }
 
 async fn breaker(Extract(state): Extract<AppState>, Path(service): Path<String>) -> ApiResult {
     let h = state.service(&service)?;
-    Ok(axum::Json(view(&h, Instant::now())).into_response())
+    Ok(axum::Json(view(&state.shared, &h, Instant::now())).into_response())
 }
 
 #[derive(Deserialize)]
@@ -305,9 +307,12 @@ async fn reset(Extract(state): Extract<AppState>, Path(service): Path<String>, h
 async fn reset_all(Extract(state): Extract<AppState>, headers: HeaderMap) -> ApiResult {
     state.authorize(&headers)?;
     let now = Instant::now();
+    state.shared.breakers.reset_all(now);
     let all = state.all();
     for h in all.values() {
-        reset_one(&state, h, now);
+        h.clear_give_up(&state.shared);
+        h.persist_breaker(&state.shared);
+        state.shared.event(&h.config.name, "breaker-reset", "operator reset (all)");
     }
     Ok(axum::Json(json!({ "reset": all.len() })).into_response())
 }

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use aegis_core::{BackoffSettings, Jitter};
+use aegis_core::{BackoffSettings, BudgetSettings, Jitter};
 use aegis_plugin::SandboxLimits;
 use serde::Deserialize;
 
@@ -26,7 +26,7 @@ pub const DEFAULT_ADMIN_ADDRESS: &str = "127.0.0.1:9797";
 // ---------------------------------------------------------------------------------------------------------------
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct FileWire {
     #[serde(default)]
     admin: Option<AdminWire>,
@@ -40,7 +40,21 @@ struct FileWire {
     plugins: Option<PluginsWire>,
     #[serde(default)]
     notifications: Option<NotifyWire>,
+    #[serde(default)]
+    retry_budget: Option<RetryBudgetWire>,
     services: Vec<ServiceWire>,
+}
+
+/// Caps check retries across all services (Finagle/Envoy retry budget).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RetryBudgetWire {
+    #[serde(default)]
+    ratio: Option<f64>,
+    #[serde(default)]
+    min_per_second: Option<f64>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    window: Option<Duration>,
 }
 
 #[derive(Deserialize)]
@@ -378,6 +392,8 @@ pub struct Config {
     /// On SIGTERM: stop supervised processes (default) or leave them running.
     pub stop_children_on_exit: bool,
     pub plugins: PluginsConfig,
+    /// Shared budget for check retries: retries stay under `ratio` × checks (plus a small reserve).
+    pub retry_budget: BudgetSettings,
     pub services: Vec<ServiceConfig>,
 }
 
@@ -534,6 +550,7 @@ impl Config {
                 defaults: None,
                 plugins: None,
                 notifications: None,
+                retry_budget: None,
                 services,
             }
         } else {
@@ -596,6 +613,7 @@ impl Validator<'_> {
             defaults.actions = Some(actions);
         }
         let plugins = self.plugins(wire.plugins)?;
+        let retry_budget = self.retry_budget(wire.retry_budget)?;
         let default_webhook = match wire.notifications {
             Some(n) => Some(self.url("notifications.webhook", &n.webhook)?),
             None => None,
@@ -618,8 +636,20 @@ impl Validator<'_> {
             storage_path,
             stop_children_on_exit,
             plugins,
+            retry_budget,
             services,
         })
+    }
+
+    fn retry_budget(&self, wire: Option<RetryBudgetWire>) -> Result<BudgetSettings, ConfigError> {
+        let mut budget = BudgetSettings::default();
+        if let Some(w) = wire {
+            budget.ratio = w.ratio.unwrap_or(budget.ratio);
+            budget.min_per_second = w.min_per_second.unwrap_or(budget.min_per_second);
+            budget.window = w.window.unwrap_or(budget.window);
+        }
+        budget.validate().map_err(|e| self.invalid("retryBudget", e.to_string()))?;
+        Ok(budget)
     }
 
     /// `CIRCUIT_BREAKER_{ENABLED,THRESHOLD,TIMEOUT,SUCCESS_THRESHOLD}` as a defaults layer.

@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aegis_core::{
-    Backoff, Breaker, ConsecutiveFailures, Force, Settings, State, StateChange, TripPredicate, WindowKind,
+    Backoff, Breaker, CallError, ConsecutiveFailures, Force, Manager, ManagerConfig, Settings, State, StateChange,
+    TripPredicate, WindowKind,
 };
 use aegis_plugin::{PluginHost, ServiceInfo};
 use rand::SeedableRng;
@@ -27,7 +28,7 @@ use crate::action::{self, RestartOutcome, notify};
 use crate::config::{Config, OnFailure, ServiceConfig};
 use crate::error::RuntimeError;
 use crate::metrics::Metrics;
-use crate::probe::{Probe, ProbeResult};
+use crate::probe::{Probe, ProbeResult, RetryPolicy};
 use crate::process::{ManagedProcess, STOP_GRACE};
 use crate::store::{Event, Store};
 
@@ -126,6 +127,11 @@ pub struct Shared {
     pub client: reqwest::Client,
     pub plugins: PluginHost,
     pub store: Store,
+    /// Every service's breaker by name: checks run through it, and the admin API's health summary, counters and
+    /// reset-all come from it. Its in-memory history is off: events are kept in the store.
+    pub breakers: Manager,
+    /// Spacing and the shared budget of check retries.
+    pub retry: RetryPolicy,
 }
 
 impl Shared {
@@ -176,7 +182,9 @@ impl Supervisor {
         for error in &report.failed {
             tracing::error!("plugin skipped: {error}");
         }
-        let shared = Arc::new(Shared { metrics, client, plugins, store });
+        let breakers = Manager::new(ManagerConfig { history: 0, ..ManagerConfig::default() });
+        let retry = RetryPolicy::new(config.retry_budget);
+        let shared = Arc::new(Shared { metrics, client, plugins, store, breakers, retry });
         let services =
             config.services.iter().map(|s| build_service(&shared, s, None)).collect::<Result<Vec<_>, _>>()?;
         Ok(Supervisor { config, shared, services })
@@ -274,6 +282,7 @@ impl Supervisor {
             if let Some(service) = running.remove(&name) {
                 tracing::info!(service = %name, "removed by reload");
                 service.stop(true).await;
+                self.shared.breakers.remove(&name);
             }
         }
         let (mut added, mut changed) = (0, 0);
@@ -403,7 +412,7 @@ fn build_service(
         .window(WindowKind::Count(b.window_size))
         .trip_predicate(predicate)
         .on_state_change(listener);
-    let breaker = Arc::new(Breaker::new(settings));
+    let breaker = shared.breakers.register(settings, Instant::now());
     let saved = shared.store.load(&s.name)?;
     if let Some(snapshot) = &saved.breaker {
         breaker.restore(Instant::now(), snapshot);
@@ -491,17 +500,28 @@ async fn check_once(
 ) {
     let name = handle.config.name.as_str();
     let m = &shared.metrics;
-    let acquired = handle.breaker.try_acquire(Instant::now());
-    drain(handle, shared, changes, stop);
-    let permit = match acquired {
-        Ok(permit) => permit,
+    // The check runs through the manager's breaker: admission, the outcome and its duration, the lifetime counters.
+    // The trip predicate runs inside the recording; a plugin call is bounded by its epoch deadline.
+    let checked = shared
+        .breakers
+        .execute_async(name, &Instant::now, || async {
+            // Admitted: report a half-open transition before the check's own log lines.
+            drain(handle, shared, changes, stop);
+            let result =
+                handle.probe.check_with(handle.config.timeout, handle.config.retries, Some(&shared.retry)).await;
+            if result.success { Ok(result) } else { Err(result) }
+        })
+        .await;
+    let result = match checked {
+        Ok(result) | Err(CallError::Inner(result)) => result,
         Err(rejected) => {
+            drain(handle, shared, changes, stop);
             m.breaker_requests.with_label_values(&[name, "rejected"]).inc();
-            tracing::debug!("check skipped: {rejected}");
+            let why = if matches!(rejected, CallError::TooManyRequests) { "a trial is running" } else { "open" };
+            tracing::debug!("check skipped: the breaker is {why}");
             return;
         }
     };
-    let result = handle.probe.check(handle.config.timeout, handle.config.retries).await;
     let outcome = if result.success { "success" } else { "failure" };
     m.checks.with_label_values(&[name, outcome]).inc();
     m.breaker_requests.with_label_values(&[name, outcome]).inc();
@@ -518,8 +538,6 @@ async fn check_once(
             result.detail
         );
     }
-    // The trip predicate runs inside `record`; a plugin call is bounded by its epoch deadline.
-    handle.breaker.record(Instant::now(), permit, result.success, result.latency);
     drain(handle, shared, changes, stop);
     let disabled = handle.breaker.state(Instant::now()) == State::Disabled;
     *handle.last_check.lock().unwrap_or_else(|p| p.into_inner()) = Some(result.clone());

@@ -8,7 +8,10 @@ mod tcp;
 
 pub use http::HttpOptions;
 
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use aegis_core::{Backoff, BackoffSettings, BudgetSettings, Jitter, RetryBudget};
 
 use crate::config::ProbeConfig;
 
@@ -66,18 +69,71 @@ impl Probe {
         }
     }
 
-    /// A check: up to `1 + retries` attempts, stopping at the first success.
+    /// A check: up to `1 + retries` attempts, stopping at the first success, retrying at once.
     pub async fn check(&self, timeout: Duration, retries: u32) -> ProbeResult {
+        self.check_with(timeout, retries, None).await
+    }
+
+    /// A check whose retries are spaced by `policy`'s backoff and withdrawn from its shared budget: when the budget
+    /// is spent (many services failing at once) the check ends after the attempts made so far instead of amplifying
+    /// the load on whatever is failing.
+    pub async fn check_with(&self, timeout: Duration, retries: u32, policy: Option<&RetryPolicy>) -> ProbeResult {
         let mut attempts = 0;
+        let mut backoff = policy.map(|p| Backoff::new(p.backoff));
+        if let Some(p) = policy {
+            p.budget().record_request(Instant::now());
+        }
         loop {
             attempts += 1;
             let started = Instant::now();
-            let (success, detail) = self.attempt(timeout).await;
+            let (success, mut detail) = self.attempt(timeout).await;
             let latency = started.elapsed();
             if success || attempts > retries {
                 return ProbeResult { success, latency, detail, attempts };
             }
+            if let (Some(p), Some(b)) = (policy, backoff.as_mut()) {
+                if !p.budget().try_retry(Instant::now()) {
+                    detail.push_str(" (retry budget exhausted)");
+                    return ProbeResult { success, latency, detail, attempts };
+                }
+                let mut rng = <rand::rngs::SmallRng as rand::SeedableRng>::from_os_rng();
+                let delay = b.next_delay(Instant::now(), &mut rng);
+                tokio::time::sleep(delay).await;
+            }
         }
+    }
+}
+
+/// How a check's retries are spaced and rationed; one per supervisor, shared by every service.
+#[derive(Debug)]
+pub struct RetryPolicy {
+    /// Delay between attempts of one check.
+    pub backoff: BackoffSettings,
+    budget: Mutex<RetryBudget>,
+}
+
+impl RetryPolicy {
+    /// Retries spaced 100 ms doubling to 2 s with full jitter, budgeted by `budget`.
+    pub fn new(budget: BudgetSettings) -> Self {
+        RetryPolicy {
+            backoff: BackoffSettings {
+                initial: Duration::from_millis(100),
+                max: Duration::from_secs(2),
+                multiplier: 2.0,
+                jitter: Jitter::Full,
+                reset_after: None,
+            },
+            budget: Mutex::new(RetryBudget::new(budget)),
+        }
+    }
+
+    fn budget(&self) -> std::sync::MutexGuard<'_, RetryBudget> {
+        self.budget.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Original checks and retries inside the budget's window.
+    pub fn totals(&self) -> (u64, u64) {
+        self.budget().totals(Instant::now())
     }
 }
 

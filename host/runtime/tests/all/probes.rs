@@ -139,3 +139,36 @@ async fn script_exit_status_output_and_timeout_kill() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(!marker.exists(), "the background child was killed with the group");
 }
+
+#[tokio::test]
+async fn retries_are_spaced_by_backoff_and_rationed_by_the_shared_budget() {
+    use aegis_core::BudgetSettings;
+    use aegis_runtime::probe::RetryPolicy;
+
+    let base = http_server().await;
+    let down = http(&base, "/down", HttpOptions::default());
+
+    // A generous budget: every retry happens, each after a backoff delay (at most 100 ms, then 200 ms, full jitter).
+    let generous = RetryPolicy::new(BudgetSettings::default());
+    let r = down.check_with(T, 2, Some(&generous)).await;
+    assert_eq!(r.attempts, 3, "{r:?}");
+    assert_eq!(generous.totals(), (1, 2), "one check, two retries withdrawn");
+
+    // No reserve and no deposit: the first failure ends the check, and says why.
+    let spent = RetryPolicy::new(BudgetSettings { ratio: 0.0, min_per_second: 0.0, ..BudgetSettings::default() });
+    let r = down.check_with(T, 2, Some(&spent)).await;
+    assert_eq!(r.attempts, 1, "{r:?}");
+    assert!(r.detail.ends_with("(retry budget exhausted)"), "{r:?}");
+
+    // A 50 % budget without reserve: of ten failing checks asking for up to two retries each, at most five retries
+    // are granted in total.
+    let half = RetryPolicy::new(BudgetSettings { ratio: 0.5, min_per_second: 0.0, ..BudgetSettings::default() });
+    let mut attempts = 0;
+    for _ in 0..10 {
+        attempts += down.check_with(T, 2, Some(&half)).await.attempts;
+    }
+    let (checks, retries) = half.totals();
+    assert_eq!(checks, 10);
+    assert!(retries <= 5, "retries {retries} exceed half of the checks");
+    assert_eq!(attempts as u64, checks + retries);
+}
