@@ -7,13 +7,19 @@
 // Tests may unwrap: a panic is the failure report there. Library code may not (workspace lint).
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod alerting;
 pub mod backoff;
 pub mod breaker;
 pub mod clock;
+pub mod detect;
 pub mod error;
 pub mod manager;
 pub mod policy;
 
+pub use crate::alerting::{
+    AlertBook, AlertSpec, AlertState, BookSnapshot, LabelSet, Notice, NoticeKind, SourceKind, TrackedAlert,
+    alertmanager_v2_body, fingerprint, label_set,
+};
 pub use crate::backoff::{Backoff, BackoffSettings, BudgetSettings, Jitter, RetryBudget};
 pub use crate::breaker::{
     AnyOf, Breaker, ConsecutiveFailures, Counts, EvaluateOn, FailureRate, Force, Never, Permit, PermitGuard,
@@ -21,6 +27,7 @@ pub use crate::breaker::{
     TripPredicate, Window, WindowKind,
 };
 pub use crate::clock::{Clock, FakeClock};
+pub use crate::detect::{Direction, Ewma, RobustZ, Threshold};
 pub use crate::error::{
     CallError, ConfigError, ManagerError, Rejected, is_circuit_breaker_error, is_circuit_breaker_error_dyn,
 };
