@@ -30,6 +30,10 @@ run: build plugins
 test: toolchain
 	$(CARGO) build --workspace --bins --tests
 	cd plugins && CARGO_TARGET_DIR=target $(CARGO) test
+# The plugin tests again as WASI components, run by target/debug/aegis-host (`run`, see plugins/.cargo/config.toml).
+	cd plugins && CARGO_TARGET_DIR=target $(CARGO) test --target wasm32-wasip2
+	@$(CARGO) component --version >/dev/null 2>&1 || { echo "installing cargo-component (once, about 10 minutes on two cores)"; $(CARGO) install --locked cargo-component; }
+	cd plugins && CARGO_TARGET_DIR=target $(CARGO) component test
 	$(CARGO) test --workspace
 
 lint: toolchain

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `aegis-host` binary supervising the real example service, with the bundled plugins
 //! compiled from source. Everything listens on 127.0.0.1 and every process is stopped when its test ends.
 
+mod alerting;
 mod cli;
 mod operations;
 mod supervise;

@@ -214,3 +214,206 @@ services:
         "service {second} stopped with the host"
     );
 }
+
+/// `shutdown: {stopChildren: false}`: on SIGTERM aegis-host leaves its supervised process running (e.g. so it can be
+/// upgraded without downtime of the services it supervises).
+#[test]
+fn shutdown_can_leave_supervised_processes_running() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let admin = format!("127.0.0.1:{}", free_port());
+    let config = write_config(
+        tmp.path(),
+        &format!(
+            r#"
+admin: {{address: "{admin}"}}
+plugins: {{dir: "{plugins}"}}
+storage: {{path: "{db}"}}
+shutdown: {{stopChildren: false}}
+services:
+  - name: svc
+    type: http
+    endpoint: {base}/health
+    interval: 150ms
+    process:
+      command: ["{service}", "--port", "{port}"]
+"#,
+            plugins = tmp.path().join("no-plugins").display(),
+            db = tmp.path().join("aegis.db").display(),
+            service = binary("http-service").display(),
+        ),
+    );
+    let mut host = Proc::start(
+        &binary("aegis-host"),
+        &["--config", config.to_str().expect("utf-8 path")],
+        &tmp.path().join("aegis.log"),
+    );
+    let pid_of = || {
+        get_text(&format!("{base}/status"))
+            .and_then(|s| s.split("\"pid\":").nth(1)?.split([',', '}']).next()?.parse::<u32>().ok())
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || pid_of().is_some() && state(&admin) == Some(0.0)),
+        "service started by aegis; log:\n{}",
+        host.log_text()
+    );
+    let pid = pid_of().expect("pid");
+    let status = host.terminate(Duration::from_secs(15)).expect("aegis-host stops on SIGTERM");
+    assert!(status.success(), "clean exit: {status}");
+    std::thread::sleep(Duration::from_millis(500));
+    let still = pid_of();
+    // Clean up before asserting, so a failure does not leak the process.
+    let _ = std::process::Command::new("kill").arg(pid.to_string()).status();
+    assert_eq!(still, Some(pid), "the service outlived aegis-host; log:\n{}", host.log_text());
+    assert!(host.log_text().contains("leaving the supervised process running"), "{}", host.log_text());
+    assert!(wait_until(Duration::from_secs(5), || get_text(&format!("{base}/health")).is_none()), "cleaned up");
+}
+
+/// `actions.recoveryPolicy`: the bundled escalating-restart plugin decides instead of `onFailure` — one restart, then
+/// a notification carrying the plugin's message, then waiting instead of restarting in a loop.
+#[test]
+fn recovery_strategy_plugin_escalates_from_restart_to_notify() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let plugins = tmp.path().join("plugins");
+    install_plugin("escalating-restart", &plugins);
+    let port = free_port();
+    let service = Proc::start(&binary("http-service"), &["--port", &port.to_string()], &tmp.path().join("service.log"));
+    let base = format!("http://127.0.0.1:{port}");
+    let hook_port = free_port();
+    let hooks =
+        Proc::start(&binary("webhook-server"), &["--port", &hook_port.to_string()], &tmp.path().join("hooks.log"));
+    let hook_base = format!("http://127.0.0.1:{hook_port}");
+    assert!(wait_until(Duration::from_secs(10), || get_text(&format!("{base}/health")).is_some()
+        && get_text(&format!("{hook_base}/received")).is_some()));
+
+    let admin = format!("127.0.0.1:{}", free_port());
+    let restarts = tmp.path().join("restarts.log");
+    let config = write_config(
+        tmp.path(),
+        &format!(
+            r#"
+admin: {{address: "{admin}"}}
+plugins: {{dir: "{plugins}"}}
+storage: {{path: "{db}"}}
+notifications: {{webhook: "{hook_base}/hook"}}
+services:
+  - name: svc
+    type: http
+    endpoint: {base}/health
+    interval: 100ms
+    actions:
+      onFailure: restart
+      restart: {{command: "echo restarted >> {restarts}"}}
+      circuitBreaker: {{failureThreshold: 2, resetTimeout: 300ms}}
+      backoff: {{initialInterval: 10ms, maxInterval: 50ms}}
+      recoveryPolicy:
+        plugin: escalating-restart
+        config: {{restarts: 1, wait_ms: 60000}}
+"#,
+            plugins = plugins.display(),
+            db = tmp.path().join("aegis.db").display(),
+            restarts = restarts.display(),
+        ),
+    );
+    let mut host = Proc::start(
+        &binary("aegis-host"),
+        &["--config", config.to_str().expect("utf-8 path")],
+        &tmp.path().join("aegis.log"),
+    );
+    assert!(wait_until(Duration::from_secs(20), || state(&admin) == Some(0.0)), "up; log:\n{}", host.log_text());
+    assert!(host.log_text().contains("recovery strategy bound to plugin"), "{}", host.log_text());
+
+    post(&format!("{base}/down"));
+    let notified = || {
+        get_text(&format!("{hook_base}/received"))
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+            .into_iter()
+            .find(|n| n["event"] == "recovery-notify")
+    };
+    assert!(wait_until(Duration::from_secs(20), || notified().is_some()), "escalated; log:\n{}", host.log_text());
+    let message = notified().expect("notification")["reason"].as_str().unwrap_or_default().to_owned();
+    assert!(message.contains("still failing after 1 restart"), "the plugin's message is delivered: {message}");
+    // Escalated: it now waits (60 s) instead of restarting again.
+    std::thread::sleep(Duration::from_millis(1500));
+    let lines = std::fs::read_to_string(&restarts).unwrap_or_default().lines().count();
+    assert_eq!(lines, 1, "exactly one restart before escalating; log:\n{}", host.log_text());
+    assert!(host.log_text().contains("Wait"), "third decision waits; log:\n{}", host.log_text());
+    assert!(host.terminate(Duration::from_secs(10)).is_some_and(|s| s.success()));
+    drop((service, hooks));
+}
+
+/// The plugin directory is watched: an added plugin is loaded, a broken replacement is refused while the running
+/// version keeps deciding, and a removed one is unloaded — all without restarting aegis-host or missing a probe.
+#[test]
+fn plugin_directory_changes_are_picked_up_without_a_restart() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let plugins = tmp.path().join("plugins");
+    install_plugin("window-trip", &plugins);
+    let port = free_port();
+    let _service = Proc::start(&binary("http-service"), &["--port", &port.to_string()], &tmp.path().join("svc.log"));
+    let base = format!("http://127.0.0.1:{port}");
+    assert!(wait_until(Duration::from_secs(10), || get_text(&format!("{base}/health")).is_some()));
+    let admin = format!("127.0.0.1:{}", free_port());
+    let config = write_config(
+        tmp.path(),
+        &format!(
+            r#"
+admin: {{address: "{admin}"}}
+plugins: {{dir: "{plugins}", watchInterval: 100ms}}
+storage: {{path: "{db}"}}
+services:
+  - name: svc
+    type: http
+    endpoint: {base}/health
+    interval: 50ms
+    actions:
+      onFailure: ignore
+      circuitBreaker:
+        tripPolicy: {{plugin: window-trip, config: {{window: 4, failures: 3}}}}
+"#,
+            plugins = plugins.display(),
+            db = tmp.path().join("aegis.db").display(),
+        ),
+    );
+    let mut host = Proc::start(
+        &binary("aegis-host"),
+        &["--config", config.to_str().expect("utf-8 path")],
+        &tmp.path().join("aegis.log"),
+    );
+    let calls = || scrape(&admin, "aegis_plugin_calls_total", "plugin=\"window-trip\",result=\"ok\"").unwrap_or(0.0);
+    let checks = || scrape(&admin, "aegis_health_checks_total", "result=\"success\",service=\"svc\"").unwrap_or(0.0);
+    assert!(wait_until(Duration::from_secs(20), || calls() >= 1.0), "plugin deciding; log:\n{}", host.log_text());
+
+    // Added.
+    install_plugin("escalating-restart", &plugins);
+    assert!(
+        wait_until(Duration::from_secs(10), || host.log_text().contains("added=[\"escalating-restart\"]")),
+        "added plugin loaded; log:\n{}",
+        host.log_text()
+    );
+    // A broken replacement: refused, the running version keeps deciding, and probing goes on.
+    std::fs::write(plugins.join("window-trip.wasm"), b"\0asm\x0d\0\x01\0not a component").expect("overwrite");
+    assert!(
+        wait_until(Duration::from_secs(10), || host
+            .log_text()
+            .contains("plugin not reloaded, the running version stays")),
+        "broken replacement refused; log:\n{}",
+        host.log_text()
+    );
+    let (calls_before, checks_before) = (calls(), checks());
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(calls() >= calls_before + 5.0, "the old window-trip still decides: {calls_before} -> {}", calls());
+    // 50 ms interval: about 20 checks a second; a stall would show as far fewer.
+    assert!(checks() >= checks_before + 10.0, "probes kept their schedule: {checks_before} -> {}", checks());
+    // Removed.
+    std::fs::remove_file(plugins.join("escalating-restart.wasm")).expect("remove");
+    assert!(
+        wait_until(Duration::from_secs(10), || host.log_text().contains("removed=[\"escalating-restart\"]")),
+        "removed plugin unloaded; log:\n{}",
+        host.log_text()
+    );
+    assert!(host.terminate(Duration::from_secs(10)).is_some_and(|s| s.success()));
+}

@@ -169,9 +169,9 @@ pub fn post(url: &str) -> String {
 }
 
 /// The value of the sample `name{labels}` in Prometheus text, where `labels` is the exact label set as rendered,
-/// e.g. `breaker="svc"`.
+/// e.g. `breaker="svc"`; empty for a metric without labels.
 pub fn sample(metrics: &str, name: &str, labels: &str) -> Option<f64> {
-    let prefix = format!("{name}{{{labels}}} ");
+    let prefix = if labels.is_empty() { format!("{name} ") } else { format!("{name}{{{labels}}} ") };
     metrics.lines().find_map(|line| line.strip_prefix(&prefix)).and_then(|v| v.trim().parse().ok())
 }
 
@@ -190,5 +190,6 @@ mod tests {
         assert_eq!(sample(text, "x", "a=\"1\""), Some(2.0));
         assert_eq!(sample(text, "x", "a=\"1\",b=\"2\""), Some(3.0));
         assert_eq!(sample(text, "x", "a=\"2\""), None);
+        assert_eq!(sample(text, "y", ""), Some(4.0));
     }
 }

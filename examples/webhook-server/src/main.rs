@@ -1,4 +1,5 @@
-//! Example webhook receiver: accepts `POST /hook` (any JSON body), prints each one on a line, appends it to an
+//! Example webhook receiver: accepts `POST /hook` and `POST /api/v2/alerts` (Alertmanager's ingest path; any JSON
+//! body on either), prints each one on a line, appends it to an
 //! optional JSON-lines file, and lists what it received at `GET /received`. `POST /fail?count=N` makes the next N
 //! deliveries answer 503, to exercise retries.
 //!
@@ -65,6 +66,8 @@ async fn main() -> std::process::ExitCode {
     let state = Arc::new(Receiver { out: args.out, ..Receiver::default() });
     let app = Router::new()
         .route("/hook", post(hook))
+        // Alertmanager's alert-ingest endpoint, so Aegis' `alerting.alertmanager_url` can point here too.
+        .route("/api/v2/alerts", post(hook))
         .route("/received", get(received))
         .route("/fail", post(fail))
         .with_state(state);

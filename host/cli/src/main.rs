@@ -10,6 +10,8 @@ use clap::{Parser, Subcommand};
 
 /// Exit status for an invalid config or bad command-line input.
 const EXIT_CONFIG: u8 = 2;
+/// Exit status when a `run` guest traps: what a native process aborted by SIGABRT reports, as wasmtime's CLI does.
+const EXIT_TRAP: u8 = 134;
 
 #[derive(Parser, Debug)]
 #[command(name = "aegis-host", version, about = "Service supervisor and resilience engine with WASM policy plugins")]
@@ -31,6 +33,16 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// Run a WASI command component (e.g. a plugin's test binary) with this process's stdio, arguments and
+    /// environment, and exit with its status; the cargo runner of the plugin workspace.
+    Run {
+        /// The component (.wasm), then the guest's arguments (its argv[0] is the file name). A `--` before the file
+        /// is skipped, as `cargo component` passes one; everything after the file reaches the guest untouched,
+        /// `--` included.
+        // One positional, not two: clap keeps a `--` only inside a value list that allows hyphen values.
+        #[arg(required = true, value_name = "FILE [ARGS]", trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -50,6 +62,10 @@ fn main() -> ExitCode {
     match (cli.command, cli.config) {
         (Some(Command::CheckConfig { file }), _) => check_config(&file),
         (Some(Command::Plugin { command }), _) => plugin(command),
+        (Some(Command::Run { command }), _) => match command.split_first() {
+            Some((file, args)) => run_command(Path::new(file), args),
+            None => ExitCode::from(EXIT_CONFIG),
+        },
         (None, Some(file)) => run(&file),
         (None, None) => {
             eprintln!("aegis-host: nothing to do: pass --config <FILE> to supervise, or see --help");
@@ -122,7 +138,44 @@ fn check_config(file: &Path) -> ExitCode {
         if let Some(r) = &s.restart {
             println!("  restart command: {}", r.command);
         }
+        if let Some(p) = &s.recovery_policy {
+            println!("  recovery strategy: {}", p.plugin);
+        }
     }
+    let logs = &config.logs;
+    if logs.enabled && !logs.settings.files.is_empty() {
+        println!("logs: every {:?}, lines cut at {} bytes", logs.settings.poll_interval, logs.settings.max_line_bytes);
+        for f in &logs.settings.files {
+            println!("  file {} (service {})", f.path, f.service.as_deref().unwrap_or("-"));
+        }
+        for p in &logs.settings.patterns {
+            println!("  pattern {} [{}]: {}", p.name, p.severity, p.regex);
+        }
+        for name in &logs.plugins {
+            println!("  rule plugin {name}");
+        }
+    }
+    let a = &config.anomaly;
+    if a.enabled {
+        println!("anomaly_detection: every {:?}, history {}, detector {:?}", a.interval, a.history, a.detector);
+        for (service, t) in &a.thresholds {
+            println!(
+                "  {service}: latency > {:?} ms, error rate > {:?}, throughput < {:?}/s",
+                t.latency_ms, t.error_rate, t.throughput
+            );
+        }
+        for (service, p) in &a.scorers {
+            println!("  {service}: scorer plugin {}", p.plugin);
+        }
+    }
+    let al = &config.alerting;
+    println!(
+        "alerting: {} (repeat every {:?}, retries {:?}..{:?})",
+        if al.targets.is_empty() { "tracked, not sent".to_owned() } else { format!("{:?}", al.targets) },
+        al.repeat_interval,
+        al.retry_initial,
+        al.retry_max
+    );
     for warning in config.warnings() {
         eprintln!("warning: {warning}");
     }
@@ -185,6 +238,26 @@ fn plugin(command: PluginCommand) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+fn run_command(file: &Path, args: &[String]) -> ExitCode {
+    match aegis_plugin::run_command(file, args) {
+        // WASI exit statuses are 0..=255 in practice; anything else is reported as a plain failure.
+        Ok(status) => u8::try_from(status).map_or(ExitCode::FAILURE, ExitCode::from),
+        Err(e @ aegis_plugin::CommandError::Trap { .. }) => {
+            eprintln!("aegis-host: {e}");
+            ExitCode::from(EXIT_TRAP)
+        }
+        Err(e @ aegis_plugin::CommandError::Engine(_)) => {
+            eprintln!("aegis-host: {e}");
+            ExitCode::FAILURE
+        }
+        // The file itself is the problem: unreadable, not a component, or not a wasi:cli/command.
+        Err(e) => {
+            eprintln!("aegis-host: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
     }
 }
 

@@ -191,13 +191,47 @@ impl fmt::Debug for PluginHost {
     }
 }
 
+/// Plugin instances alive at once: one per bound policy (a service's trip predicate, recovery strategy, scorer; a
+/// log source's rule; the alert formatter), plus the instance a reload or trap is replacing.
+pub const POOLED_INSTANCES: u32 = 4096;
+
+/// The pooling allocator: slots for [`POOLED_INSTANCES`] components, each with a few core instances (a component
+/// built by `wasm32-wasip2` has its module, the WASI adapter and shims), memories of at most the sandbox's memory
+/// cap, and tables of at most its element cap. Slots are virtual reservations; only touched pages use memory.
+fn pooling(limits: &SandboxLimits) -> wasmtime::InstanceAllocationStrategy {
+    let mut pool = wasmtime::PoolingAllocationConfig::default();
+    pool.total_component_instances(POOLED_INSTANCES)
+        .total_core_instances(POOLED_INSTANCES * 4)
+        .total_memories(POOLED_INSTANCES * 2)
+        .total_tables(POOLED_INSTANCES * 4)
+        .max_memories_per_module(2)
+        .max_tables_per_module(4)
+        .max_memory_size(limits.memory_bytes)
+        .table_elements(limits.table_elements);
+    wasmtime::InstanceAllocationStrategy::Pooling(pool)
+}
+
 impl PluginHost {
     pub fn new(limits: SandboxLimits) -> Result<Self, PluginError> {
         let mut config = Config::new();
         config.epoch_interruption(true);
         // Component-model async bookkeeping costs ~0.7 µs a call and no policy needs it.
         config.concurrency_support(false);
-        let engine = Engine::new(&config).map_err(PluginError::Engine)?;
+        // A linear memory never grows past the sandbox cap, so reserve just that (and a small guard) instead of
+        // wasmtime's 4 GiB + 32 MiB per memory: it keeps thousands of pooled slots within a sane address range, at
+        // the cost of explicit bounds checks.
+        config.memory_reservation(u64::try_from(limits.memory_bytes).unwrap_or(u64::MAX));
+        config.memory_guard_size(64 << 10);
+        config.memory_reservation_for_growth(0);
+        // Instances come from a pre-reserved pool (a fresh Store after every trap makes instantiation hot). When
+        // the address space cannot be reserved (a tight `ulimit -v`), fall back to allocating on demand.
+        let engine = match Engine::new(config.clone().allocation_strategy(pooling(&limits))) {
+            Ok(engine) => engine,
+            Err(e) => {
+                tracing::warn!("pooling instance allocator unavailable ({e}); allocating plugin instances on demand");
+                Engine::new(&config).map_err(PluginError::Engine)?
+            }
+        };
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(PluginError::Engine)?;

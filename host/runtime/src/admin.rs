@@ -10,6 +10,7 @@
 //! - `POST /api/v1/circuit-breakers/{service}/reset`
 //! - `POST /api/v1/circuit-breakers/reset-all`
 //! - `GET  /api/v1/events?service=&limit=`
+//! - `GET  /api/v1/alerts?state=&service=`                  pending and firing alerts
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -65,6 +66,7 @@ fn router(state: AppState) -> Router {
         .route("/api/v1/circuit-breakers/{service}/force-state", post(force_state))
         .route("/api/v1/circuit-breakers/{service}/reset", post(reset))
         .route("/api/v1/events", get(events))
+        .route("/api/v1/alerts", get(alerts))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(state)
 }
@@ -341,4 +343,40 @@ async fn events(
         .events(service, limit)
         .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok(axum::Json(json!({ "events": events })).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlertQuery {
+    state: Option<String>,
+    service: Option<String>,
+}
+
+async fn alerts(
+    Extract(state): Extract<AppState>,
+    query: Result<Query<AlertQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult {
+    let Query(q) = query.map_err(|e| {
+        error(StatusCode::BAD_REQUEST, format!("bad query: {e} (expected ?state=pending|firing&service=NAME)"))
+    })?;
+    let wanted = match q.state.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s @ ("pending" | "firing")) => Some(s.to_owned()),
+        Some(other) => {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                format!("unknown state `{other}` (expected pending or firing)"),
+            ));
+        }
+    };
+    let service = q.service.filter(|s| !s.is_empty());
+    let list: Vec<_> = state
+        .shared
+        .alerts
+        .active()
+        .into_iter()
+        .filter(|a| wanted.as_deref().is_none_or(|w| a.state.as_str() == w))
+        .filter(|a| service.as_deref().is_none_or(|s| a.labels.get("service").map(String::as_str) == Some(s)))
+        .collect();
+    Ok(axum::Json(json!({ "alerts": list })).into_response())
 }

@@ -12,11 +12,18 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use aegis_core::{BackoffSettings, BudgetSettings, Jitter};
-use aegis_plugin::SandboxLimits;
+use aegis_plugin::{Capabilities, QuarantinePolicy, SandboxLimits};
 use serde::Deserialize;
 
+mod detection;
+
+pub use self::detection::{AlertRule, AlertTarget, AlertingConfig, AnomalyConfig, Detector, LogsConfig, Thresholds};
 use crate::error::ConfigError;
-use crate::probe::HttpOptions;
+use crate::probe::{HttpOptions, TlsOptions};
+
+/// Default `maxConcurrentChecks`: far above what a healthy host needs (checks take milliseconds), low enough to bound
+/// connections and memory when the host falls behind.
+pub const DEFAULT_MAX_CONCURRENT_CHECKS: usize = 64;
 
 /// Default admin (metrics + API) address: loopback only.
 pub const DEFAULT_ADMIN_ADDRESS: &str = "127.0.0.1:9797";
@@ -42,6 +49,17 @@ struct FileWire {
     notifications: Option<NotifyWire>,
     #[serde(default)]
     retry_budget: Option<RetryBudgetWire>,
+    /// Checks in flight at once, across all services.
+    #[serde(default)]
+    max_concurrent_checks: Option<usize>,
+    #[serde(default)]
+    logs: Option<detection::LogsWire>,
+    #[serde(default, rename = "anomaly_detection")]
+    anomaly_detection: Option<detection::AnomalyWire>,
+    #[serde(default)]
+    alerting: Option<detection::AlertingWire>,
+    /// Optional: a file may only monitor logs (seed 004's example).
+    #[serde(default)]
     services: Vec<ServiceWire>,
 }
 
@@ -101,6 +119,43 @@ struct PluginsWire {
     deadline: Option<Duration>,
     #[serde(default)]
     memory_limit_mib: Option<u32>,
+    /// Where compiled plugins are cached (never inside `dir`).
+    #[serde(default)]
+    cache_dir: Option<PathBuf>,
+    #[serde(default)]
+    quarantine: Option<QuarantineWire>,
+    /// Capabilities granted per plugin name; a plugin whose manifest asks for more is not loaded.
+    #[serde(default)]
+    grants: BTreeMap<String, GrantWire>,
+    /// Watch the plugin directory and reload changed, added and removed plugins (default true).
+    #[serde(default)]
+    watch: Option<bool>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    watch_interval: Option<Duration>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct QuarantineWire {
+    #[serde(default)]
+    strikes: Option<u32>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    window: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    cool_down: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    max_cool_down: Option<Duration>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct GrantWire {
+    #[serde(default)]
+    stderr: bool,
+    #[serde(default)]
+    env: Vec<String>,
+    #[serde(default)]
+    read_dirs: Vec<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -137,6 +192,20 @@ struct HttpWire {
     expected_status: Option<OneOrMany>,
     #[serde(default)]
     body_regex: Option<String>,
+    #[serde(default)]
+    tls: Option<TlsWire>,
+}
+
+/// TLS settings of an `https://` check.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct TlsWire {
+    /// PEM file of the CA certificate(s) to trust for this service, instead of the system roots.
+    #[serde(default)]
+    ca_file: Option<PathBuf>,
+    /// Skip certificate verification entirely (test setups only; logged as a warning).
+    #[serde(default)]
+    insecure_skip_verify: bool,
 }
 
 #[derive(Deserialize)]
@@ -179,6 +248,9 @@ struct ActionsWire {
     notify: Option<NotifyWire>,
     #[serde(default)]
     restart_limit: Option<RestartLimitWire>,
+    /// A recovery-strategy plugin deciding restart / notify / ignore / wait instead of the fixed `onFailure`.
+    #[serde(default)]
+    recovery_policy: Option<PolicyWire>,
 }
 
 impl ActionsWire {
@@ -192,6 +264,7 @@ impl ActionsWire {
             restart: self.restart.or(d.restart),
             notify: self.notify.or(d.notify),
             restart_limit: self.restart_limit.or(d.restart_limit),
+            recovery_policy: self.recovery_policy.or(d.recovery_policy),
         }
     }
 }
@@ -394,13 +467,24 @@ pub struct Config {
     pub plugins: PluginsConfig,
     /// Shared budget for check retries: retries stay under `ratio` × checks (plus a small reserve).
     pub retry_budget: BudgetSettings,
+    /// Checks in flight at once, across all services; a due check waits for a slot.
+    pub max_concurrent_checks: usize,
     pub services: Vec<ServiceConfig>,
+    pub logs: LogsConfig,
+    pub anomaly: AnomalyConfig,
+    pub alerting: AlertingConfig,
 }
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct PluginsConfig {
     pub dir: PathBuf,
     pub limits: SandboxLimits,
+    /// `None`: `aegis-plugin-cache/` beside the state database.
+    pub cache_dir: Option<PathBuf>,
+    pub quarantine: QuarantinePolicy,
+    pub grants: BTreeMap<String, Capabilities>,
+    /// How often the plugin directory is checked for changes; `None`: only SIGHUP reloads plugins.
+    pub watch: Option<Duration>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -440,6 +524,8 @@ impl PartialEq for HttpOptions {
             && self.headers == other.headers
             && self.expected_status == other.expected_status
             && self.body.as_ref().map(regex::Regex::as_str) == other.body.as_ref().map(regex::Regex::as_str)
+            && self.tls.as_ref().map(|t| (&t.ca_file, t.insecure_skip_verify))
+                == other.tls.as_ref().map(|t| (&t.ca_file, t.insecure_skip_verify))
     }
 }
 
@@ -467,6 +553,8 @@ pub struct ServiceConfig {
     pub restart: Option<RestartCommand>,
     pub restart_limit: Option<RestartLimit>,
     pub notify_webhook: Option<String>,
+    /// A recovery-strategy plugin; `None`: `on_failure` decides.
+    pub recovery_policy: Option<PluginRef>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -493,11 +581,13 @@ pub struct BreakerConfig {
     pub success_threshold: u32,
     pub slow_call_duration: Option<Duration>,
     pub window_size: u32,
-    pub trip_policy: Option<TripPolicy>,
+    pub trip_policy: Option<PluginRef>,
 }
 
+/// A plugin bound to one service (or log source, or receiver), with its `config:` map.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TripPolicy {
+pub struct PluginRef {
+    /// The plugin's name (its file stem or manifest name).
     pub plugin: String,
     pub config: Vec<(String, String)>,
 }
@@ -551,6 +641,10 @@ impl Config {
                 plugins: None,
                 notifications: None,
                 retry_budget: None,
+                max_concurrent_checks: None,
+                logs: None,
+                anomaly_detection: None,
+                alerting: None,
                 services,
             }
         } else {
@@ -565,7 +659,8 @@ impl Config {
 
     /// Things that are allowed but probably not what the operator meant.
     pub fn warnings(&self) -> Vec<String> {
-        self.services
+        let mut warnings: Vec<String> = self
+            .services
             .iter()
             .filter(|s| s.on_failure == OnFailure::Restart && s.restart.is_none() && s.process.is_none())
             .map(|s| {
@@ -575,7 +670,13 @@ impl Config {
                     s.name
                 )
             })
-            .collect()
+            .collect();
+        warnings.extend(self.logs.warnings.iter().cloned());
+        warnings.extend(self.anomaly.warnings.iter().cloned());
+        if self.services.is_empty() && !self.logs.enabled {
+            warnings.push("no services and no logs: nothing to supervise".to_owned());
+        }
+        warnings
     }
 }
 
@@ -614,6 +715,11 @@ impl Validator<'_> {
         }
         let plugins = self.plugins(wire.plugins)?;
         let retry_budget = self.retry_budget(wire.retry_budget)?;
+        let max_concurrent_checks = match wire.max_concurrent_checks {
+            None => DEFAULT_MAX_CONCURRENT_CHECKS,
+            Some(0) => return Err(self.invalid("maxConcurrentChecks", "must be at least 1")),
+            Some(n) => n,
+        };
         let default_webhook = match wire.notifications {
             Some(n) => Some(self.url("notifications.webhook", &n.webhook)?),
             None => None,
@@ -629,6 +735,10 @@ impl Validator<'_> {
             }
             services.push(service);
         }
+        let names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
+        let logs = self.logs(wire.logs, &names)?;
+        let anomaly = self.anomaly(wire.anomaly_detection, &names)?;
+        let alerting = self.alerting(wire.alerting, default_webhook.as_deref())?;
         Ok(Config {
             source: self.file.to_owned(),
             admin_address,
@@ -637,7 +747,11 @@ impl Validator<'_> {
             stop_children_on_exit,
             plugins,
             retry_budget,
+            max_concurrent_checks,
             services,
+            logs,
+            anomaly,
+            alerting,
         })
     }
 
@@ -687,26 +801,71 @@ impl Validator<'_> {
     }
 
     fn plugins(&self, wire: Option<PluginsWire>) -> Result<PluginsConfig, ConfigError> {
-        let mut limits = SandboxLimits::default();
-        let mut dir = PathBuf::from("plugins");
-        if let Some(p) = wire {
-            if let Some(d) = p.dir {
-                dir = d;
+        let mut c = PluginsConfig {
+            dir: PathBuf::from("plugins"),
+            limits: SandboxLimits::default(),
+            cache_dir: None,
+            quarantine: QuarantinePolicy::default(),
+            grants: BTreeMap::new(),
+            watch: Some(Duration::from_secs(1)),
+        };
+        let Some(p) = wire else { return Ok(c) };
+        if let Some(d) = p.dir {
+            c.dir = d;
+        }
+        if let Some(deadline) = p.deadline {
+            if deadline.is_zero() {
+                return Err(self.invalid("plugins.deadline", "must be greater than zero"));
             }
-            if let Some(deadline) = p.deadline {
-                if deadline.is_zero() {
-                    return Err(self.invalid("plugins.deadline", "must be greater than zero"));
-                }
-                limits.deadline = deadline;
+            c.limits.deadline = deadline;
+        }
+        if let Some(mib) = p.memory_limit_mib {
+            if mib == 0 {
+                return Err(self.invalid("plugins.memoryLimitMib", "must be at least 1"));
             }
-            if let Some(mib) = p.memory_limit_mib {
-                if mib == 0 {
-                    return Err(self.invalid("plugins.memoryLimitMib", "must be at least 1"));
-                }
-                limits.memory_bytes = (mib as usize) << 20;
+            c.limits.memory_bytes = (mib as usize) << 20;
+        }
+        if let Some(dir) = p.cache_dir {
+            if dir == c.dir {
+                return Err(self.invalid("plugins.cacheDir", "must not be the plugin directory"));
+            }
+            c.cache_dir = Some(dir);
+        }
+        if let Some(q) = p.quarantine {
+            let d = QuarantinePolicy::default();
+            c.quarantine = QuarantinePolicy {
+                strikes: q.strikes.unwrap_or(d.strikes),
+                window: q.window.unwrap_or(d.window),
+                cool_down: q.cool_down.unwrap_or(d.cool_down),
+                max_cool_down: q.max_cool_down.unwrap_or(d.max_cool_down),
+            };
+            if c.quarantine.strikes == 0 || c.quarantine.window.is_zero() || c.quarantine.cool_down.is_zero() {
+                return Err(self.invalid("plugins.quarantine", "strikes, window and coolDown must be positive"));
+            }
+            if c.quarantine.max_cool_down < c.quarantine.cool_down {
+                return Err(self.invalid("plugins.quarantine.maxCoolDown", "must not be shorter than coolDown"));
             }
         }
-        Ok(PluginsConfig { dir, limits })
+        if p.watch == Some(false) {
+            c.watch = None;
+        } else if let Some(every) = p.watch_interval {
+            if every.is_zero() {
+                return Err(self.invalid("plugins.watchInterval", "must be greater than zero"));
+            }
+            c.watch = Some(every);
+        }
+        for (name, g) in p.grants {
+            for dir in &g.read_dirs {
+                if !dir.is_absolute() {
+                    return Err(self.invalid(
+                        format!("plugins.grants.{name}.readDirs"),
+                        format!("{} must be an absolute path", dir.display()),
+                    ));
+                }
+            }
+            c.grants.insert(name, Capabilities { stderr: g.stderr, env: g.env, read_dirs: g.read_dirs });
+        }
+        Ok(c)
     }
 
     fn url(&self, field: &str, raw: &str) -> Result<String, ConfigError> {
@@ -816,6 +975,13 @@ impl Validator<'_> {
                 "`notify` needs a webhook: set `actions.notify.webhook` or a top-level `notifications.webhook`",
             ));
         }
+        let recovery_policy = match actions.recovery_policy {
+            None => None,
+            Some(p) => {
+                let config = self.plugin_config(&at("actions.recoveryPolicy.config"), p.config)?;
+                Some(PluginRef { plugin: p.plugin, config })
+            }
+        };
         Ok(ServiceConfig {
             name: s.name,
             endpoint: s.endpoint,
@@ -830,6 +996,7 @@ impl Validator<'_> {
             restart,
             restart_limit,
             notify_webhook,
+            recovery_policy,
         })
     }
 
@@ -874,7 +1041,31 @@ impl Validator<'_> {
                     .map_err(|e| self.invalid(at("http.bodyRegex"), format!("invalid regex: {e}")))?,
             ),
         };
-        Ok(HttpOptions { method, headers, expected_status, body })
+        let tls = match w.tls {
+            None => None,
+            Some(t) => Some(self.tls(at, t)?),
+        };
+        Ok(HttpOptions { method, headers, expected_status, body, tls })
+    }
+
+    /// Reads and parses the CA file now, so a bad file is a config error naming the field, not a failing check.
+    fn tls(&self, at: &dyn Fn(&str) -> String, wire: TlsWire) -> Result<TlsOptions, ConfigError> {
+        let mut ca = Vec::new();
+        if let Some(path) = &wire.ca_file {
+            let field = at("http.tls.caFile");
+            let pem = std::fs::read(path)
+                .map_err(|e| self.invalid(field.clone(), format!("cannot read {}: {e}", path.display())))?;
+            ca = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                self.invalid(field.clone(), format!("{} is not a PEM certificate bundle: {e}", path.display()))
+            })?;
+            if ca.is_empty() {
+                return Err(self.invalid(field, format!("{} holds no PEM certificate", path.display())));
+            }
+        }
+        if wire.insecure_skip_verify && wire.ca_file.is_some() {
+            return Err(self.invalid(at("http.tls"), "caFile and insecureSkipVerify exclude each other"));
+        }
+        Ok(TlsOptions { ca_file: wire.ca_file, ca, insecure_skip_verify: wire.insecure_skip_verify })
     }
 
     fn breaker(&self, at: &dyn Fn(&str) -> String, wire: Option<BreakerWire>) -> Result<BreakerConfig, ConfigError> {
@@ -904,24 +1095,34 @@ impl Validator<'_> {
             b.window_size = n;
         }
         if let Some(p) = w.trip_policy {
-            let mut config = Vec::with_capacity(p.config.len());
-            for (key, value) in p.config {
-                let value = match value {
-                    serde_yaml::Value::String(s) => s,
-                    serde_yaml::Value::Number(n) => n.to_string(),
-                    serde_yaml::Value::Bool(b) => b.to_string(),
-                    other => {
-                        return Err(self.invalid(
-                            at(&format!("actions.circuitBreaker.tripPolicy.config.{key}")),
-                            format!("expected a string, number or boolean, got {}", describe(&other)),
-                        ));
-                    }
-                };
-                config.push((key, value));
-            }
-            b.trip_policy = Some(TripPolicy { plugin: p.plugin, config });
+            let config = self.plugin_config(&at("actions.circuitBreaker.tripPolicy.config"), p.config)?;
+            b.trip_policy = Some(PluginRef { plugin: p.plugin, config });
         }
         Ok(b)
+    }
+
+    /// A plugin's `config:` map: scalars become strings (the WIT `init` takes string pairs).
+    fn plugin_config(
+        &self,
+        field: &str,
+        map: BTreeMap<String, serde_yaml::Value>,
+    ) -> Result<Vec<(String, String)>, ConfigError> {
+        let mut config = Vec::with_capacity(map.len());
+        for (key, value) in map {
+            let value = match value {
+                serde_yaml::Value::String(s) => s,
+                serde_yaml::Value::Number(n) => n.to_string(),
+                serde_yaml::Value::Bool(b) => b.to_string(),
+                other => {
+                    return Err(self.invalid(
+                        format!("{field}.{key}"),
+                        format!("expected a string, number or boolean, got {}", describe(&other)),
+                    ));
+                }
+            };
+            config.push((key, value));
+        }
+        Ok(config)
     }
 
     fn backoff(
@@ -1083,11 +1284,92 @@ services:
             let path = entry.expect("dir entry").path();
             if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
                 let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
-                assert!(!config.services.is_empty(), "{} has services", path.display());
+                assert!(!config.services.is_empty() || config.logs.enabled, "{} has work", path.display());
                 parsed += 1;
             }
         }
         assert!(parsed >= 3, "parsed {parsed} files");
+    }
+
+    #[test]
+    fn seed_004_example_parses_as_written() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
+        let c = Config::load(&dir.join("seed-004-detection.yaml")).expect("parses");
+        assert!(c.services.is_empty() && c.logs.enabled && c.anomaly.enabled);
+        assert_eq!(c.logs.settings.poll_interval, Duration::from_secs(60));
+        let f = &c.logs.settings.files[0];
+        assert_eq!((f.service.as_deref(), f.path.as_str()), (Some("example-service"), "/path/to/example-service.log"));
+        let p = &c.logs.settings.patterns[0];
+        assert_eq!((p.name.as_str(), p.severity), ("OutOfMemory", aegis_core::policy::Severity::Critical));
+        assert!(regex::Regex::new(&p.regex).expect("regex").is_match("java.lang.OutOfMemoryError: heap"));
+        assert_eq!((c.anomaly.interval, c.anomaly.history), (Duration::from_secs(30), 100));
+        let t = &c.anomaly.thresholds["example-service"];
+        assert_eq!((t.latency_ms, t.error_rate, t.throughput), (Some(500.0), Some(0.05), Some(10.0)));
+        let warnings = c.warnings();
+        assert!(warnings.iter().any(|w| w.contains("logs.files[0].service") && w.contains("example-service")));
+        // Alerts are tracked but go nowhere without an `alerting:` section.
+        assert!(c.alerting.targets.is_empty());
+    }
+
+    #[test]
+    fn detection_sections_validate_and_name_the_field() {
+        let base =
+            "services:\n  - name: web\n    type: tcp\n    endpoint: 127.0.0.1:1\n    actions: {onFailure: ignore}\n";
+        let bad = [
+            ("logs:\n  patterns:\n    - {name: x, pattern: \"(\"}\n", "logs.patterns[0].pattern"),
+            ("logs:\n  patterns:\n    - {name: x, pattern: a, severity: LOUD}\n", "logs.patterns[0].severity"),
+            ("logs:\n  files:\n    - {path: \"[\"}\n", "logs.files[0].path"),
+            ("logs:\n  scan_interval: 0s\n", "logs.scan_interval"),
+            (
+                "anomaly_detection:\n  thresholds:\n    error_rate:\n      - {service: web, value: 5}\n",
+                "error_rate[0].value",
+            ),
+            ("anomaly_detection:\n  detector: magic\n", "anomaly_detection.detector"),
+            ("alerting:\n  webhook: ftp://x/\n", "alerting.webhook"),
+            ("alerting:\n  retry_initial: 1m\n  retry_max: 1s\n", "alerting.retry_initial"),
+            ("alerting:\n  rules:\n    anomaly: {severity: meh}\n", "alerting.rules.anomaly.severity"),
+            ("alerting:\n  rules:\n    nope: {}\n", "nope"),
+        ];
+        for (section, field) in bad {
+            let e = parse(&format!("{base}{section}")).expect_err(section).to_string();
+            assert!(e.contains(field), "{section}: {e}");
+        }
+        let good = format!(
+            "{base}notifications: {{webhook: \"http://127.0.0.1:9/hook\"}}\nalerting:\n  alertmanager_url: http://127.0.0.1:9093/\n  \
+             repeat_interval: 1h\n  rules:\n    anomaly: {{for: 1m, keep_firing_for: 2m, severity: critical}}\n\
+             anomaly_detection:\n  detector: ewma\n  scorers:\n    - {{service: web, plugin: ewma-latency, config: {{alpha: 0.3}}}}\n"
+        );
+        let c = parse(&good).expect("valid");
+        assert_eq!(
+            c.alerting.targets,
+            [
+                AlertTarget::Webhook("http://127.0.0.1:9/hook".into()),
+                AlertTarget::Alertmanager("http://127.0.0.1:9093".into())
+            ]
+        );
+        assert_eq!(
+            (c.alerting.anomaly.for_, c.alerting.anomaly.keep_firing_for),
+            (Duration::from_secs(60), Duration::from_secs(120))
+        );
+        assert_eq!(c.alerting.anomaly.severity, aegis_core::policy::Severity::Critical);
+        assert_eq!(c.anomaly.detector, Detector::Ewma);
+        assert_eq!(c.anomaly.scorers["web"].config, [("alpha".to_owned(), "0.3".to_owned())]);
+    }
+
+    #[test]
+    fn plugin_sandbox_settings_parse() {
+        let text = "plugins:\n  dir: p\n  cacheDir: /var/cache/aegis\n  quarantine: {strikes: 5, window: 1m, coolDown: 10s}\n  \
+                    grants:\n    reader: {stderr: true, env: [TZ], readDirs: [/etc/aegis]}\nservices: []\n";
+        let c = parse(text).expect("valid");
+        assert_eq!(c.plugins.cache_dir.as_deref(), Some(Path::new("/var/cache/aegis")));
+        assert_eq!((c.plugins.quarantine.strikes, c.plugins.quarantine.cool_down), (5, Duration::from_secs(10)));
+        let g = &c.plugins.grants["reader"];
+        assert!(g.stderr && g.env == ["TZ"] && g.read_dirs == [PathBuf::from("/etc/aegis")]);
+        let e =
+            parse("plugins:\n  grants:\n    x: {readDirs: [rel]}\nservices: []\n").expect_err("relative").to_string();
+        assert!(e.contains("plugins.grants.x.readDirs"), "{e}");
+        let e = parse("plugins:\n  quarantine: {strikes: 0}\nservices: []\n").expect_err("zero").to_string();
+        assert!(e.contains("plugins.quarantine"), "{e}");
     }
 
     #[test]

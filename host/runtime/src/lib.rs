@@ -3,8 +3,11 @@
 
 pub mod action;
 pub mod admin;
+pub mod alerts;
+pub mod anomaly;
 pub mod config;
 pub mod error;
+pub mod logs;
 pub mod metrics;
 pub mod probe;
 pub mod process;

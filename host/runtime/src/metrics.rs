@@ -3,7 +3,8 @@
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 use crate::error::RuntimeError;
@@ -32,6 +33,18 @@ pub struct Metrics {
     pub plugin_calls: IntCounterVec,
     /// 1 while a plugin is quarantined (its built-in policy is used).
     pub plugin_quarantined: IntGaugeVec,
+    /// Log lines matched, by rule and severity.
+    pub log_matches: IntCounterVec,
+    /// Log lines read, by service (`-` for files of no service).
+    pub log_lines: IntCounterVec,
+    /// The newest anomaly score per service and metric (0 when nothing is anomalous).
+    pub anomaly_score: GaugeVec,
+    /// Active alerts by state (pending, firing).
+    pub alerts: IntGaugeVec,
+    /// Alert notification deliveries by target kind and result (success, failure).
+    pub alert_deliveries: IntCounterVec,
+    /// Notifications waiting in the durable outbox.
+    pub outbox_pending: IntGauge,
     uptime: Gauge,
     started: Instant,
 }
@@ -94,6 +107,29 @@ impl Metrics {
             &["plugin"],
         )?;
         registry.register(Box::new(plugin_quarantined.clone()))?;
+        let log_matches = IntCounterVec::new(
+            Opts::new("aegis_log_matches_total", "Log lines matched by a rule, by rule and severity"),
+            &["rule", "severity"],
+        )?;
+        registry.register(Box::new(log_matches.clone()))?;
+        let log_lines =
+            IntCounterVec::new(Opts::new("aegis_log_lines_total", "Log lines read, by service"), &["service"])?;
+        registry.register(Box::new(log_lines.clone()))?;
+        let anomaly_score = GaugeVec::new(
+            Opts::new("aegis_anomaly_score", "Newest anomaly score per service and metric (0: not anomalous)"),
+            &["service", "metric"],
+        )?;
+        registry.register(Box::new(anomaly_score.clone()))?;
+        let alerts = IntGaugeVec::new(Opts::new("aegis_alerts", "Active alerts, by state"), &["state"])?;
+        registry.register(Box::new(alerts.clone()))?;
+        let alert_deliveries = IntCounterVec::new(
+            Opts::new("aegis_alert_deliveries_total", "Alert notification deliveries, by target and result"),
+            &["target", "result"],
+        )?;
+        registry.register(Box::new(alert_deliveries.clone()))?;
+        let outbox_pending =
+            IntGauge::new("aegis_alert_outbox_pending", "Alert notifications waiting in the durable outbox")?;
+        registry.register(Box::new(outbox_pending.clone()))?;
         let uptime = Gauge::new("aegis_uptime_seconds", "Seconds since aegis-host started")?;
         registry.register(Box::new(uptime.clone()))?;
         Ok(Metrics {
@@ -109,6 +145,12 @@ impl Metrics {
             gave_up,
             plugin_calls,
             plugin_quarantined,
+            log_matches,
+            log_lines,
+            anomaly_score,
+            alerts,
+            alert_deliveries,
+            outbox_pending,
             uptime,
             started: Instant::now(),
         })

@@ -55,7 +55,9 @@ impl ManagedProcess {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
-            .kill_on_drop(true);
+            // Not killed when the `Child` is dropped at runtime shutdown: stopping is explicit (`stop`), so that
+            // `shutdown.stopChildren: false` can leave the process running.
+            .kill_on_drop(false);
         if let Some(cwd) = &self.config.cwd {
             command.current_dir(cwd);
         }
@@ -98,7 +100,9 @@ impl ManagedProcess {
     }
 
     /// Forgets the process without stopping it (shutdown with `stopChildren: false`): it keeps running in its own
-    /// process group after the host exits.
+    /// process group after the host exits. Its stdout and stderr were pipes to the host: after the host is gone a
+    /// write there fails with EPIPE (or SIGPIPE for programs that do not ignore it), so a service meant to outlive
+    /// the host should log to a file.
     pub async fn detach(&self) {
         let mut running = self.running.lock().await;
         if let Some(r) = running.take() {

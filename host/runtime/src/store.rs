@@ -38,6 +38,23 @@ pub struct Event {
     pub message: String,
 }
 
+/// A notification waiting for delivery (the durable outbox): it is written before the first attempt and deleted only
+/// after the receiver accepted it, so a receiver that is down, or a restart of aegis-host, delays it but never loses it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboxEntry {
+    pub id: i64,
+    /// `fingerprint@startsAt`: the same alert notification sent twice carries the same key (at-least-once delivery).
+    pub idempotency_key: String,
+    /// The URL to POST to.
+    pub target: String,
+    pub content_type: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub created_ms: i64,
+    pub attempts: u32,
+    pub next_attempt_ms: i64,
+}
+
 /// What is remembered about one service across restarts of the host.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceState {
@@ -90,7 +107,22 @@ impl Store {
                  service TEXT NOT NULL,
                  kind TEXT NOT NULL,
                  message TEXT NOT NULL);
-             CREATE INDEX IF NOT EXISTS events_by_service ON events (service, id);";
+             CREATE INDEX IF NOT EXISTS events_by_service ON events (service, id);
+             CREATE TABLE IF NOT EXISTS outbox (
+                 id INTEGER PRIMARY KEY AUTOINCREMENT,
+                 idempotency_key TEXT NOT NULL,
+                 target TEXT NOT NULL,
+                 content_type TEXT NOT NULL,
+                 headers TEXT NOT NULL,
+                 body BLOB NOT NULL,
+                 created_ms INTEGER NOT NULL,
+                 attempts INTEGER NOT NULL DEFAULT 0,
+                 next_attempt_ms INTEGER NOT NULL,
+                 last_error TEXT);
+             CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_attempt_ms);
+             CREATE TABLE IF NOT EXISTS state (
+                 key TEXT PRIMARY KEY,
+                 value TEXT NOT NULL);";
         conn.execute_batch(setup).map_err(|e| match e.sqlite_error_code() {
             Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => {
                 open_err(format!("not an Aegis database, or corrupt ({e}); move it away to start with a fresh one"))
@@ -169,6 +201,100 @@ impl Store {
             recent_restarts_ms: serde_json::from_str(&recent).unwrap_or_default(),
             gave_up,
         })
+    }
+
+    /// Queues a notification for delivery now.
+    pub fn enqueue(
+        &self,
+        idempotency_key: &str,
+        target: &str,
+        content_type: &str,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> Result<i64, StoreError> {
+        let headers = serde_json::to_string(headers).map_err(|e| self.query_err(e))?;
+        let now = now_ms();
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO outbox (idempotency_key, target, content_type, headers, body, created_ms, next_attempt_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+            params![idempotency_key, target, content_type, headers, body, now],
+        )
+        .map_err(|e| self.query_err(e))?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// Notifications due at `now_ms`, oldest first (so a receiver sees an alert's firing before its resolution).
+    pub fn due(&self, now_ms: i64, limit: u32) -> Result<Vec<OutboxEntry>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT id, idempotency_key, target, content_type, headers, body, created_ms, attempts, next_attempt_ms
+                 FROM outbox WHERE next_attempt_ms <= ?1 ORDER BY id LIMIT ?2",
+            )
+            .map_err(|e| self.query_err(e))?;
+        let rows = stmt
+            .query_map(params![now_ms, limit], |r| {
+                let headers: String = r.get(4)?;
+                Ok(OutboxEntry {
+                    id: r.get(0)?,
+                    idempotency_key: r.get(1)?,
+                    target: r.get(2)?,
+                    content_type: r.get(3)?,
+                    headers: serde_json::from_str(&headers).unwrap_or_default(),
+                    body: r.get(5)?,
+                    created_ms: r.get(6)?,
+                    attempts: r.get(7)?,
+                    next_attempt_ms: r.get(8)?,
+                })
+            })
+            .map_err(|e| self.query_err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.query_err(e))
+    }
+
+    /// The receiver accepted entry `id`.
+    pub fn delivered(&self, id: i64) -> Result<(), StoreError> {
+        self.conn().execute("DELETE FROM outbox WHERE id = ?1", [id]).map_err(|e| self.query_err(e))?;
+        Ok(())
+    }
+
+    /// Delivery of `id` failed; try again at `next_attempt_ms`.
+    pub fn retry_later(&self, id: i64, next_attempt_ms: i64, error: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt_ms = ?2, last_error = ?3 WHERE id = ?1",
+                params![id, next_attempt_ms, error],
+            )
+            .map_err(|e| self.query_err(e))?;
+        Ok(())
+    }
+
+    /// Entries waiting (due or not), and the earliest next attempt.
+    pub fn outbox_status(&self) -> Result<(u64, Option<i64>), StoreError> {
+        self.conn()
+            .query_row("SELECT COUNT(*), MIN(next_attempt_ms) FROM outbox", [], |r| {
+                Ok((u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0), r.get(1)?))
+            })
+            .map_err(|e| self.query_err(e))
+    }
+
+    /// Saves a named piece of state (JSON), e.g. the active alerts.
+    pub fn put_state(&self, key: &str, json: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT INTO state (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                params![key, json],
+            )
+            .map_err(|e| self.query_err(e))?;
+        Ok(())
+    }
+
+    /// A named piece of state saved with [`Self::put_state`].
+    pub fn get_state(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.conn()
+            .query_row("SELECT value FROM state WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.query_err(e))
     }
 
     /// Appends an event and returns it with its id and time.

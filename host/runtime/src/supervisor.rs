@@ -10,10 +10,12 @@
 //! Breaker states, restart counters and events go to the store as they happen and are restored at start.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
+use aegis_core::policy::{Failure, FixedAction, RecoveryAction, RecoveryStrategy, Severity};
 use aegis_core::{
     Backoff, Breaker, CallError, ConsecutiveFailures, Force, Manager, ManagerConfig, Settings, State, StateChange,
     TripPredicate, WindowKind,
@@ -24,7 +26,11 @@ use rand::rngs::SmallRng;
 use tokio::sync::{mpsc, watch};
 use tokio::time::MissedTickBehavior;
 
+use aegis_core::alerting::{LabelSet, label_set};
+
 use crate::action::{self, RestartOutcome, notify};
+use crate::alerts::{Alerting, Source};
+use crate::anomaly::{AnomalyDetector, CheckWindow};
 use crate::config::{Config, OnFailure, ServiceConfig};
 use crate::error::RuntimeError;
 use crate::metrics::Metrics;
@@ -56,7 +62,20 @@ pub struct ServiceHandle {
     recovering: AtomicBool,
     last_check: Mutex<Option<ProbeResult>>,
     restarts: Mutex<RestartBook>,
+    /// A recovery-strategy plugin and its name; `None`: the fixed `onFailure`.
+    recovery: Option<(Arc<dyn RecoveryStrategy>, String)>,
+    /// A strategy decision is under way (or waiting out its `wait`).
+    deciding: AtomicBool,
+    /// Decisions since the service last recovered (the strategy's `attempt`).
+    decisions: AtomicU32,
+    /// Recent failed checks, oldest first, for the strategy.
+    failures: Mutex<VecDeque<Failure>>,
+    /// Checks since the last anomaly evaluation.
+    window: Mutex<CheckWindow>,
 }
+
+/// Failed checks kept for a recovery strategy.
+const FAILURE_HISTORY: usize = 32;
 
 /// Restart bookkeeping for the restart limit; persisted.
 #[derive(Debug, Default)]
@@ -96,7 +115,13 @@ impl ServiceHandle {
             book.recent_ms.clear();
             shared.metrics.gave_up.with_label_values(&[&self.config.name]).set(0);
             persist_restarts(shared, &self.config.name, &book);
+            shared.alerts.clear(Source::GaveUp, &service_label(&self.config.name));
         }
+    }
+
+    /// The checks since the last call (for anomaly detection), resetting the count.
+    pub fn take_window(&self) -> CheckWindow {
+        std::mem::take(&mut *self.window.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Saves the breaker's state (after a transition or an operator action).
@@ -132,6 +157,17 @@ pub struct Shared {
     pub breakers: Manager,
     /// Spacing and the shared budget of check retries.
     pub retry: RetryPolicy,
+    /// Active alerts and their delivery.
+    pub alerts: Alerting,
+    /// Metric series and scorers of every service.
+    pub anomaly: Mutex<AnomalyDetector>,
+    /// Checks in flight at once (`maxConcurrentChecks`). When the host is CPU-bound, thousands of due checks would
+    /// otherwise all be in flight together, each holding a connection and its buffers.
+    pub check_slots: tokio::sync::Semaphore,
+}
+
+fn service_label(service: &str) -> LabelSet {
+    label_set([("service", service)])
 }
 
 impl Shared {
@@ -174,7 +210,16 @@ impl Supervisor {
             .map_err(|e| RuntimeError::HttpClient(crate::probe::error_chain(&e)))?;
         let metrics = Metrics::new()?;
         let store = Store::open(&config.storage_path)?;
-        let plugins = PluginHost::new(config.plugins.limits)?;
+        // Compiled plugins are cached beside the state database unless `plugins.cacheDir` says otherwise.
+        let cache_dir = config.plugins.cache_dir.clone().unwrap_or_else(|| {
+            config.storage_path.parent().unwrap_or(std::path::Path::new("")).join("aegis-plugin-cache")
+        });
+        let plugins = PluginHost::new(config.plugins.limits)?
+            .with_quarantine(config.plugins.quarantine)
+            .with_cache_dir(cache_dir);
+        for (name, capabilities) in &config.plugins.grants {
+            plugins.grant(name, capabilities.clone());
+        }
         let report = plugins.load_dir(&config.plugins.dir)?;
         for info in &report.loaded {
             tracing::info!(plugin = %info.name, kind = %info.kind, path = %info.path.display(), "plugin loaded");
@@ -184,7 +229,11 @@ impl Supervisor {
         }
         let breakers = Manager::new(ManagerConfig { history: 0, ..ManagerConfig::default() });
         let retry = RetryPolicy::new(config.retry_budget);
-        let shared = Arc::new(Shared { metrics, client, plugins, store, breakers, retry });
+        let alerts = Alerting::new(config.alerting.clone(), &store, &plugins);
+        let anomaly = Mutex::new(AnomalyDetector::new(config.anomaly.clone()));
+        let check_slots = tokio::sync::Semaphore::new(config.max_concurrent_checks);
+        let shared =
+            Arc::new(Shared { metrics, client, plugins, store, breakers, retry, alerts, anomaly, check_slots });
         let services =
             config.services.iter().map(|s| build_service(&shared, s, None)).collect::<Result<Vec<_>, _>>()?;
         Ok(Supervisor { config, shared, services })
@@ -219,6 +268,27 @@ impl Supervisor {
             admin_stop_rx,
         ));
 
+        // Alert evaluation and delivery, anomaly detection and log tailing run beside the service tasks.
+        let (tasks_stop, tasks_stop_rx) = watch::channel(false);
+        let mut tasks = vec![
+            tokio::spawn(crate::alerts::run_evaluation(Arc::clone(&self.shared), tasks_stop_rx.clone())),
+            tokio::spawn(crate::alerts::run_delivery(Arc::clone(&self.shared), tasks_stop_rx.clone())),
+        ];
+        if let Some(every) = self.config.plugins.watch {
+            let dir = self.config.plugins.dir.clone();
+            tasks.push(tokio::spawn(watch_plugins(Arc::clone(&self.shared), dir, every, tasks_stop_rx.clone())));
+        }
+        let lines = self.start_logs(&mut tasks, &tasks_stop_rx);
+        if self.config.anomaly.enabled {
+            tasks.push(tokio::spawn(crate::anomaly::run(
+                Arc::clone(&self.shared),
+                Arc::clone(&registry),
+                lines,
+                self.config.anomaly.interval,
+                tasks_stop_rx.clone(),
+            )));
+        }
+
         let mut running = BTreeMap::new();
         for (handle, changes) in std::mem::take(&mut self.services) {
             running.insert(handle.config.name.clone(), start_service(&self.shared, handle, changes).await);
@@ -241,9 +311,60 @@ impl Supervisor {
         for (_, service) in std::mem::take(&mut running) {
             service.stop(self.config.stop_children_on_exit).await;
         }
+        let _ = tasks_stop.send(true);
+        for task in tasks {
+            let _ = task.await;
+        }
         let _ = admin_stop.send(true);
         let _ = admin.await;
         Ok(())
+    }
+
+    /// Starts tailing the configured log files (built-in patterns plus log-rule plugins) and the task that turns
+    /// matches into metrics, events and alerts. Returns the per-service line counts for throughput anomalies.
+    fn start_logs(
+        &self,
+        tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+        stop: &watch::Receiver<bool>,
+    ) -> crate::anomaly::LineSource {
+        let none: crate::anomaly::LineSource = Arc::new(|_: &str| None);
+        let logs = &self.config.logs;
+        if !logs.enabled || logs.settings.files.is_empty() {
+            return none;
+        }
+        let mut rules = match crate::logs::RuleSet::new(&logs.settings.patterns) {
+            Ok(rules) => rules,
+            Err(e) => {
+                tracing::error!("log monitoring disabled: {e}");
+                return none;
+            }
+        };
+        for name in &logs.plugins {
+            // A quarantined or failing plugin matches nothing rather than everything.
+            let fallback: Arc<dyn aegis_core::policy::LogRule> =
+                Arc::new(aegis_core::policy::Contains::new(name.clone(), Severity::Info, Vec::<String>::new()));
+            match self.shared.plugins.log_rule(name, "logs", Vec::new(), fallback) {
+                Ok(rule) => {
+                    tracing::info!(plugin = %name, "log rule bound to plugin");
+                    rules = rules.with_rule(Arc::new(rule), None);
+                }
+                Err(e) => tracing::error!("log rule plugin skipped: {e}"),
+            }
+        }
+        let (sink, matches) = mpsc::channel(1024);
+        let monitor = crate::logs::spawn(logs.settings.clone(), Arc::new(rules), sink, stop.clone());
+        tracing::info!(files = logs.settings.files.len(), patterns = logs.settings.patterns.len(), "tailing logs");
+        tasks.push(monitor.task);
+        tasks.push(tokio::spawn(consume_log_matches(
+            Arc::clone(&self.shared),
+            matches,
+            Arc::clone(&monitor.counts),
+            stop.clone(),
+        )));
+        let counts = monitor.counts;
+        let with_files: std::collections::BTreeSet<String> =
+            logs.settings.files.iter().filter_map(|f| f.service.clone()).collect();
+        Arc::new(move |service: &str| with_files.contains(service).then(|| counts.lines(service)))
     }
 
     async fn reload(&mut self, running: &mut BTreeMap<String, RunningService>) {
@@ -255,27 +376,16 @@ impl Supervisor {
                 return;
             }
         };
+        if new.logs != self.config.logs || new.anomaly != self.config.anomaly || new.alerting != self.config.alerting {
+            tracing::warn!("logs, anomaly_detection and alerting settings change only with a restart of aegis-host");
+        }
         if new.admin_address != self.config.admin_address
             || new.storage_path != self.config.storage_path
             || new.admin_token != self.config.admin_token
         {
             tracing::warn!("admin and storage settings change only with a restart of aegis-host");
         }
-        // Changed plugins are swapped in at their bindings' next call; a broken replacement keeps the old version.
-        match self.shared.plugins.reload_dir(&new.plugins.dir) {
-            Ok(report) => {
-                tracing::info!(
-                    added = ?report.added,
-                    updated = ?report.updated,
-                    removed = ?report.removed,
-                    "plugins reloaded"
-                );
-                for error in &report.failed {
-                    tracing::error!("plugin not reloaded: {error}");
-                }
-            }
-            Err(e) => tracing::error!("plugins not reloaded: {e}"),
-        }
+        reload_plugins(&self.shared, new.plugins.dir.clone()).await;
         let wanted: BTreeMap<&str, &ServiceConfig> = new.services.iter().map(|s| (s.name.as_str(), s)).collect();
         let gone: Vec<String> = running.keys().filter(|n| !wanted.contains_key(n.as_str())).cloned().collect();
         for name in gone {
@@ -283,6 +393,7 @@ impl Supervisor {
                 tracing::info!(service = %name, "removed by reload");
                 service.stop(true).await;
                 self.shared.breakers.remove(&name);
+                self.shared.anomaly.lock().unwrap_or_else(|p| p.into_inner()).unbind(&name);
             }
         }
         let (mut added, mut changed) = (0, 0);
@@ -319,8 +430,123 @@ impl Supervisor {
             admin_address: self.config.admin_address,
             admin_token: self.config.admin_token.clone(),
             storage_path: self.config.storage_path.clone(),
+            logs: self.config.logs.clone(),
+            anomaly: self.config.anomaly.clone(),
+            alerting: self.config.alerting.clone(),
             ..new
         };
+    }
+}
+
+/// Events recorded per rule and second; a log flood still counts every match (metric) and alerts once, but does
+/// not flood the event history.
+const LOG_EVENTS_PER_RULE_PER_SECOND: u32 = 10;
+
+/// Turns log matches into `aegis_log_matches_total`, events and alerts, and keeps `aegis_log_lines_total` in step
+/// with the tailers' counts.
+async fn consume_log_matches(
+    shared: Arc<Shared>,
+    mut matches: mpsc::Receiver<crate::logs::LogMatch>,
+    counts: Arc<crate::logs::LineCounts>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut budget: BTreeMap<String, (u64, u32)> = BTreeMap::new();
+    let mut sync = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        let m = tokio::select! {
+            m = matches.recv() => match m {
+                Some(m) => m,
+                None => break,
+            },
+            _ = sync.tick() => {
+                for (service, total) in counts.snapshot() {
+                    let counter = shared.metrics.log_lines.with_label_values(&[&service]);
+                    counter.inc_by(total.saturating_sub(counter.get()));
+                }
+                continue;
+            }
+            _ = stop.changed() => break,
+        };
+        let severity = m.severity.as_str();
+        shared.metrics.log_matches.with_label_values(&[&m.rule, severity]).inc();
+        let service = m.service.clone().unwrap_or_else(|| "-".to_owned());
+        let second = m.at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let slot = budget.entry(m.rule.clone()).or_insert((second, 0));
+        if slot.0 != second {
+            *slot = (second, 0);
+        }
+        slot.1 += 1;
+        if slot.1 <= LOG_EVENTS_PER_RULE_PER_SECOND {
+            let message = format!("[{}] {}: {}", m.rule, m.path.display(), m.line);
+            shared.event(&service, "log-match", &message);
+            tracing::warn!(rule = %m.rule, severity, path = %m.path.display(), "log match: {}", m.line);
+        }
+        let mut labels = label_set([("rule", m.rule.as_str()), ("path", &m.path.display().to_string())]);
+        if let Some(s) = &m.service {
+            labels.insert("service".to_owned(), s.clone());
+        }
+        let summary = m.description.clone().unwrap_or_else(|| format!("log lines match {}", m.rule));
+        shared.alerts.log_match(&m.rule, m.severity, labels, label_set([("summary", summary), ("line", m.line)]));
+    }
+}
+
+/// Reloads the plugin directory on a blocking thread (compiling a plugin takes milliseconds to seconds). Changed
+/// plugins are swapped in at their bindings' next call; a broken replacement keeps the old version running.
+async fn reload_plugins(shared: &Arc<Shared>, dir: PathBuf) {
+    let s = Arc::clone(shared);
+    let shown = dir.display().to_string();
+    match tokio::task::spawn_blocking(move || s.plugins.reload_dir(&dir)).await {
+        Ok(Ok(report)) => {
+            if !(report.added.is_empty() && report.updated.is_empty() && report.removed.is_empty()) {
+                tracing::info!(
+                    added = ?report.added,
+                    updated = ?report.updated,
+                    removed = ?report.removed,
+                    "plugins reloaded"
+                );
+            }
+            for error in &report.failed {
+                tracing::error!("plugin not reloaded, the running version stays: {error}");
+            }
+        }
+        Ok(Err(e)) => tracing::error!("plugins in {shown} not reloaded: {e}"),
+        Err(e) => tracing::error!("plugin reload task failed: {e}"),
+    }
+}
+
+/// Name, size and modification time of every `.wasm` in `dir`: a change means a plugin was added, replaced or
+/// removed. An unreadable directory reads as empty (and is reported by the reload it triggers).
+fn plugin_dir_signature(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "wasm"))
+        .map(|e| {
+            let meta = e.metadata().ok();
+            (e.path(), meta.as_ref().map_or(0, |m| m.len()), meta.and_then(|m| m.modified().ok()))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Polls the plugin directory (portable, and immune to the editors and `cp` variants that defeat inotify) and
+/// reloads it when a `.wasm` appeared, changed or disappeared. Probes keep running meanwhile: bindings switch to the
+/// new version at their next call.
+async fn watch_plugins(shared: Arc<Shared>, dir: PathBuf, every: Duration, mut stop: watch::Receiver<bool>) {
+    let mut last = plugin_dir_signature(&dir);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => break,
+        }
+        let now = plugin_dir_signature(&dir);
+        if now != last {
+            tracing::info!(dir = %dir.display(), "plugin directory changed; reloading");
+            reload_plugins(&shared, dir.clone()).await;
+            last = now;
+        }
     }
 }
 
@@ -399,6 +625,20 @@ fn build_service(
             }
         }
     };
+    let recovery = s.recovery_policy.as_ref().and_then(|policy| {
+        let info = ServiceInfo { name: s.name.clone(), kind: s.probe.kind().to_owned(), endpoint: s.endpoint.clone() };
+        let fixed: Arc<dyn RecoveryStrategy> = Arc::new(FixedAction(fixed_action(s.on_failure)));
+        match shared.plugins.recovery_strategy(&policy.plugin, info, policy.config.clone(), fixed) {
+            Ok(p) => {
+                tracing::info!(service = %s.name, plugin = %policy.plugin, "recovery strategy bound to plugin");
+                Some((Arc::new(p) as Arc<dyn RecoveryStrategy>, policy.plugin.clone()))
+            }
+            Err(e) => {
+                tracing::error!(service = %s.name, "{e}; using onFailure `{}`", s.on_failure.as_str());
+                None
+            }
+        }
+    });
     let (tx, mut rx) = mpsc::unbounded_channel();
     let listener = Arc::new(move |change: &StateChange| {
         let _ = tx.send(Transition { from: change.from, to: change.to, reason: change.reason.clone() });
@@ -443,7 +683,33 @@ fn build_service(
             recent_ms: saved.recent_restarts_ms.into_iter().collect(),
             gave_up: saved.gave_up,
         }),
+        recovery,
+        deciding: AtomicBool::new(false),
+        decisions: AtomicU32::new(0),
+        failures: Mutex::new(VecDeque::with_capacity(FAILURE_HISTORY)),
+        window: Mutex::new(CheckWindow::default()),
     };
+    // Level alerts restored from the store follow the restored state: still open (or given up) keeps them, anything
+    // else clears them.
+    let labels = service_label(&s.name);
+    if handle.breaker.state(Instant::now()) == State::Open {
+        shared.alerts.raise(
+            Source::BreakerOpen,
+            labels.clone(),
+            label_set([("summary", "open when aegis-host started")]),
+        );
+    } else {
+        shared.alerts.clear(Source::BreakerOpen, &labels);
+    }
+    if saved.gave_up {
+        shared.alerts.raise(Source::GaveUp, labels.clone(), label_set([("summary", "restart limit reached")]));
+    } else {
+        shared.alerts.clear(Source::GaveUp, &labels);
+    }
+    {
+        let info = ServiceInfo { name: s.name.clone(), kind: s.probe.kind().to_owned(), endpoint: s.endpoint.clone() };
+        shared.anomaly.lock().unwrap_or_else(|p| p.into_inner()).bind(&info, &shared.plugins);
+    }
     Ok((Arc::new(handle), rx))
 }
 
@@ -502,13 +768,19 @@ async fn check_once(
     let m = &shared.metrics;
     // The check runs through the manager's breaker: admission, the outcome and its duration, the lifetime counters.
     // The trip predicate runs inside the recording; a plugin call is bounded by its epoch deadline.
+    // A closed semaphore is never closed here; without a slot the check would only run unbounded.
+    let _slot = shared.check_slots.acquire().await.ok();
+    let mut trial = false;
     let checked = shared
         .breakers
         .execute_async(name, &Instant::now, || async {
             // Admitted: report a half-open transition before the check's own log lines.
             drain(handle, shared, changes, stop);
-            let result =
-                handle.probe.check_with(handle.config.timeout, handle.config.retries, Some(&shared.retry)).await;
+            trial = handle.breaker.state(Instant::now()) == State::HalfOpen;
+            // Boxed: the probe's future (an HTTP request is several KiB) then takes memory only while a check is in
+            // flight, instead of being part of every service task's state between checks.
+            let check = handle.probe.check_with(handle.config.timeout, handle.config.retries, Some(&shared.retry));
+            let result = Box::pin(check).await;
             if result.success { Ok(result) } else { Err(result) }
         })
         .await;
@@ -528,8 +800,11 @@ async fn check_once(
     m.check_duration.with_label_values(&[name]).observe(result.latency.as_secs_f64());
     m.service_up.with_label_values(&[name]).set(i64::from(result.success));
     let latency_ms = result.latency.as_secs_f64() * 1000.0;
-    if result.success {
-        tracing::info!(latency_ms = format_args!("{latency_ms:.1}"), "probe ok: {}", result.detail);
+    if result.success && trial {
+        tracing::info!(latency_ms = format_args!("{latency_ms:.1}"), "probe ok (half-open trial): {}", result.detail);
+    } else if result.success {
+        // Debug: with thousands of services a line per healthy check would drown everything else.
+        tracing::debug!(latency_ms = format_args!("{latency_ms:.1}"), "probe ok: {}", result.detail);
     } else {
         tracing::warn!(
             latency_ms = format_args!("{latency_ms:.1}"),
@@ -541,6 +816,14 @@ async fn check_once(
     drain(handle, shared, changes, stop);
     let disabled = handle.breaker.state(Instant::now()) == State::Disabled;
     *handle.last_check.lock().unwrap_or_else(|p| p.into_inner()) = Some(result.clone());
+    handle.window.lock().unwrap_or_else(|p| p.into_inner()).record(result.success, latency_ms);
+    if !result.success {
+        let mut failures = handle.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if failures.len() == FAILURE_HISTORY {
+            failures.pop_front();
+        }
+        failures.push_back(Failure { at_ms: u64::try_from(unix_ms()).unwrap_or(0), detail: result.detail.clone() });
+    }
     if disabled && !result.success {
         start_recovery(handle, shared, &result.detail, stop);
     }
@@ -558,6 +841,21 @@ fn on_transition(handle: &Arc<ServiceHandle>, shared: &Arc<Shared>, t: Transitio
     };
     shared.event(name, kind, &format!("{} -> {}: {}", t.from, t.to, t.reason));
     match t.to {
+        State::Open => shared.alerts.raise(
+            Source::BreakerOpen,
+            service_label(name),
+            label_set([
+                ("summary", format!("circuit breaker of {name} opened")),
+                ("description", t.reason.clone()),
+                ("endpoint", handle.config.endpoint.clone()),
+            ]),
+        ),
+        State::Closed | State::ForcedClosed | State::Disabled => {
+            shared.alerts.clear(Source::BreakerOpen, &service_label(name));
+        }
+        State::HalfOpen | State::ForcedOpen => {}
+    }
+    match t.to {
         State::Open => {
             tracing::warn!(from = %t.from, "circuit breaker OPEN: {}", t.reason);
             if t.from == State::Closed {
@@ -567,6 +865,7 @@ fn on_transition(handle: &Arc<ServiceHandle>, shared: &Arc<Shared>, t: Transitio
             start_recovery(handle, shared, &t.reason, stop);
         }
         State::Closed if t.from == State::HalfOpen => {
+            handle.decisions.store(0, Ordering::Release);
             tracing::info!("circuit breaker CLOSED: service recovered ({})", t.reason);
             notify_if_configured(handle, shared, "breaker-closed", t.to, &t.reason);
         }
@@ -574,94 +873,168 @@ fn on_transition(handle: &Arc<ServiceHandle>, shared: &Arc<Shared>, t: Transitio
     }
 }
 
-/// Runs the service's recovery action once, after its backoff delay. At most one recovery runs per service.
-fn start_recovery(handle: &Arc<ServiceHandle>, shared: &Arc<Shared>, reason: &str, stop: &watch::Receiver<bool>) {
-    match handle.config.on_failure {
-        OnFailure::Ignore => {
-            tracing::info!("onFailure is `ignore`: no action ({reason})");
-        }
-        // The breaker-opened notification was sent with the transition: that is the whole action.
-        OnFailure::Notify => tracing::info!("onFailure is `notify`: no restart ({reason})"),
-        OnFailure::Restart => {
-            if handle.restarts().gave_up {
-                tracing::debug!("gave up restarting; waiting for an operator reset");
-                return;
-            }
-            if handle.recovering.swap(true, Ordering::AcqRel) {
-                tracing::debug!("restart already pending");
-                return;
-            }
-            if let Some(message) = restart_limit_reached(handle, shared) {
-                handle.recovering.store(false, Ordering::Release);
-                tracing::error!("{message}");
-                shared.event(&handle.config.name, "gave-up", &message);
-                notify_if_configured(handle, shared, "gave-up", State::Open, &message);
-                return;
-            }
-            let (delay, attempt) = handle.next_delay();
-            tracing::warn!(attempt, "restarting in {}", humantime::format_duration(round_ms(delay)));
-            let handle = Arc::clone(handle);
-            let shared = Arc::clone(shared);
-            let mut stop = stop.clone();
-            tokio::spawn(async move {
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = stop.changed() => {
-                        handle.recovering.store(false, Ordering::Release);
-                        return;
-                    }
-                }
-                let name = handle.config.name.as_str();
-                let result = action::restart(&handle.config, handle.process.as_ref()).await;
-                let label = match &result {
-                    Ok(RestartOutcome::Respawned { pid }) => {
-                        tracing::warn!(service = name, pid, attempt, "restarted: process respawned");
-                        "success"
-                    }
-                    Ok(RestartOutcome::CommandSucceeded { output }) => {
-                        tracing::warn!(service = name, attempt, "restarted: restart command succeeded: {output}");
-                        "success"
-                    }
-                    Ok(RestartOutcome::NothingToRestart) => {
-                        tracing::error!(
-                            service = name,
-                            "restart requested, but the service has no process or restart command"
-                        );
-                        "skipped"
-                    }
-                    Err(e) => {
-                        tracing::error!(service = name, attempt, "restart failed: {e}");
-                        "failure"
-                    }
-                };
-                shared.metrics.restarts.with_label_values(&[name, label]).inc();
-                match &result {
-                    Ok(RestartOutcome::NothingToRestart) => {}
-                    Ok(outcome) => {
-                        let message = format!("attempt {attempt}: {outcome}");
-                        shared.event(name, "restart", &message);
-                        notify_if_configured(
-                            &handle,
-                            &shared,
-                            "restarted",
-                            handle.breaker.state(Instant::now()),
-                            &message,
-                        );
-                    }
-                    Err(e) => {
-                        shared.event(name, "restart-failed", &format!("attempt {attempt}: {e}"));
-                    }
-                }
-                if !matches!(result, Ok(RestartOutcome::NothingToRestart)) {
-                    let mut book = handle.restarts();
-                    book.total += 1;
-                    book.recent_ms.push_back(unix_ms());
-                    persist_restarts(&shared, name, &book);
-                }
-                handle.recovering.store(false, Ordering::Release);
-            });
-        }
+fn fixed_action(on_failure: OnFailure) -> RecoveryAction {
+    match on_failure {
+        OnFailure::Restart => RecoveryAction::Restart,
+        OnFailure::Notify => RecoveryAction::Notify(None),
+        OnFailure::Ignore => RecoveryAction::Ignore,
     }
+}
+
+/// Recovers a failing service: by its recovery-strategy plugin's decision when it has one, else by `onFailure`.
+fn start_recovery(handle: &Arc<ServiceHandle>, shared: &Arc<Shared>, reason: &str, stop: &watch::Receiver<bool>) {
+    match &handle.recovery {
+        None => match handle.config.on_failure {
+            OnFailure::Ignore => tracing::info!("onFailure is `ignore`: no action ({reason})"),
+            // The breaker-opened notification was sent with the transition: that is the whole action.
+            OnFailure::Notify => tracing::info!("onFailure is `notify`: no restart ({reason})"),
+            OnFailure::Restart => restart_after_backoff(handle, shared, stop),
+        },
+        Some((strategy, plugin)) => decide_recovery(handle, shared, Arc::clone(strategy), plugin.clone(), stop),
+    }
+}
+
+/// Asks the strategy (on a blocking thread: a plugin call may take up to its deadline) and acts on the answer. One
+/// decision at a time per service; `wait` asks again later if the service has not recovered by then.
+fn decide_recovery(
+    handle: &Arc<ServiceHandle>,
+    shared: &Arc<Shared>,
+    strategy: Arc<dyn RecoveryStrategy>,
+    plugin: String,
+    stop: &watch::Receiver<bool>,
+) {
+    if handle.deciding.swap(true, Ordering::AcqRel) {
+        tracing::debug!("a recovery decision is already under way");
+        return;
+    }
+    let (handle, shared, mut stop) = (Arc::clone(handle), Arc::clone(shared), stop.clone());
+    tokio::spawn(async move {
+        let name = handle.config.name.clone();
+        let attempt = handle.decisions.fetch_add(1, Ordering::AcqRel);
+        let history: Vec<Failure> = handle.failures.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
+        let decided = tokio::task::spawn_blocking(move || strategy.decide(&history, attempt)).await;
+        let action = decided.unwrap_or_else(|e| {
+            tracing::error!(service = %name, "recovery strategy task failed: {e}; using onFailure");
+            fixed_action(handle.config.on_failure)
+        });
+        tracing::info!(service = %name, plugin = %plugin, attempt, ?action, "recovery strategy decided");
+        shared.event(&name, "recovery-decision", &format!("{plugin}: {action:?} (attempt {attempt})"));
+        let wait = match action {
+            RecoveryAction::Restart => {
+                restart_after_backoff(&handle, &shared, &stop);
+                None
+            }
+            RecoveryAction::Notify(message) => {
+                let message = message.unwrap_or_else(|| format!("{name} is failing"));
+                tracing::warn!(service = %name, "recovery strategy asks to notify: {message}");
+                let state = handle.breaker.state(Instant::now());
+                notify_if_configured(&handle, &shared, "recovery-notify", state, &message);
+                None
+            }
+            RecoveryAction::Ignore => None,
+            RecoveryAction::Wait(d) => Some(d),
+        };
+        let Some(wait) = wait else {
+            handle.deciding.store(false, Ordering::Release);
+            return;
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => {
+                handle.deciding.store(false, Ordering::Release);
+                return;
+            }
+        }
+        handle.deciding.store(false, Ordering::Release);
+        if !is_passing(handle.breaker.state(Instant::now())) {
+            start_recovery(&handle, &shared, "still failing after the strategy's wait", &stop);
+        }
+    });
+}
+
+/// Whether the breaker lets checks through as healthy.
+fn is_passing(state: State) -> bool {
+    matches!(state, State::Closed | State::ForcedClosed)
+}
+
+/// Runs the restart once, after its backoff delay. At most one restart is pending per service.
+fn restart_after_backoff(handle: &Arc<ServiceHandle>, shared: &Arc<Shared>, stop: &watch::Receiver<bool>) {
+    if handle.restarts().gave_up {
+        tracing::debug!("gave up restarting; waiting for an operator reset");
+        return;
+    }
+    if handle.recovering.swap(true, Ordering::AcqRel) {
+        tracing::debug!("restart already pending");
+        return;
+    }
+    if let Some(message) = restart_limit_reached(handle, shared) {
+        handle.recovering.store(false, Ordering::Release);
+        tracing::error!("{message}");
+        shared.event(&handle.config.name, "gave-up", &message);
+        shared.alerts.raise(
+            Source::GaveUp,
+            service_label(&handle.config.name),
+            label_set([
+                ("summary", format!("gave up restarting {}", handle.config.name)),
+                ("description", message.clone()),
+            ]),
+        );
+        notify_if_configured(handle, shared, "gave-up", State::Open, &message);
+        return;
+    }
+    let (delay, attempt) = handle.next_delay();
+    tracing::warn!(attempt, "restarting in {}", humantime::format_duration(round_ms(delay)));
+    let handle = Arc::clone(handle);
+    let shared = Arc::clone(shared);
+    let mut stop = stop.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.changed() => {
+                handle.recovering.store(false, Ordering::Release);
+                return;
+            }
+        }
+        let name = handle.config.name.as_str();
+        let result = action::restart(&handle.config, handle.process.as_ref()).await;
+        let label = match &result {
+            Ok(RestartOutcome::Respawned { pid }) => {
+                tracing::warn!(service = name, pid, attempt, "restarted: process respawned");
+                "success"
+            }
+            Ok(RestartOutcome::CommandSucceeded { output }) => {
+                tracing::warn!(service = name, attempt, "restarted: restart command succeeded: {output}");
+                "success"
+            }
+            Ok(RestartOutcome::NothingToRestart) => {
+                tracing::error!(service = name, "restart requested, but the service has no process or restart command");
+                "skipped"
+            }
+            Err(e) => {
+                tracing::error!(service = name, attempt, "restart failed: {e}");
+                "failure"
+            }
+        };
+        shared.metrics.restarts.with_label_values(&[name, label]).inc();
+        match &result {
+            Ok(RestartOutcome::NothingToRestart) => {}
+            Ok(outcome) => {
+                let message = format!("attempt {attempt}: {outcome}");
+                shared.event(name, "restart", &message);
+                notify_if_configured(&handle, &shared, "restarted", handle.breaker.state(Instant::now()), &message);
+            }
+            Err(e) => {
+                shared.event(name, "restart-failed", &format!("attempt {attempt}: {e}"));
+            }
+        }
+        if !matches!(result, Ok(RestartOutcome::NothingToRestart)) {
+            let mut book = handle.restarts();
+            book.total += 1;
+            book.recent_ms.push_back(unix_ms());
+            persist_restarts(&shared, name, &book);
+        }
+        handle.recovering.store(false, Ordering::Release);
+    });
 }
 
 /// `Some(message)` (and the give-up recorded) when the restart limit forbids another restart.

@@ -284,7 +284,7 @@ pub fn __set_logger(logger: fn(LogLevel, &str)) {
     let _ = LOGGER.set(logger);
 }
 
-/// Writes a line to the host's log, attributed to this plugin. Outside a host (native unit tests) it goes to stderr.
+/// Writes a line to the host's log, attributed to this plugin. Outside a host (unit tests) it goes to stderr.
 pub fn log(level: LogLevel, message: &str) {
     match LOGGER.get() {
         Some(logger) => logger(level, message),

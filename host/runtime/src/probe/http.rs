@@ -1,6 +1,8 @@
 //! HTTP probe: a request per check; healthy when the status is expected (any 2xx unless configured) and the body
 //! matches the optional regex. Detail carries the status and, on a body mismatch, says so.
 
+use std::path::PathBuf;
+
 use regex::Regex;
 use reqwest::Method;
 use reqwest::header::{HeaderName, HeaderValue};
@@ -12,7 +14,8 @@ const MAX_BODY: usize = 1 << 20;
 
 #[derive(Debug, Clone)]
 pub struct HttpProbe {
-    client: reqwest::Client,
+    /// Err: the service's TLS client could not be built; every check fails with this text.
+    client: Result<reqwest::Client, String>,
     url: String,
     method: Method,
     headers: Vec<(HeaderName, HeaderValue)>,
@@ -28,10 +31,28 @@ pub struct HttpOptions {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub expected_status: Vec<u16>,
     pub body: Option<Regex>,
+    /// `None`: the shared client (system roots).
+    pub tls: Option<TlsOptions>,
+}
+
+/// `http.tls`: a private CA for this service, or no verification at all.
+#[derive(Debug, Clone, Default)]
+pub struct TlsOptions {
+    /// Where `ca` came from, for messages and config comparison.
+    pub ca_file: Option<PathBuf>,
+    /// Trusted instead of the system roots when not empty.
+    pub ca: Vec<reqwest::Certificate>,
+    pub insecure_skip_verify: bool,
 }
 
 impl HttpProbe {
+    /// `client` is the shared client; a service with `tls` options gets a client of its own (same user agent), since
+    /// trust roots are per client.
     pub fn new(client: reqwest::Client, url: String, options: HttpOptions) -> Self {
+        let client = match &options.tls {
+            None => Ok(client),
+            Some(tls) => tls_client(tls),
+        };
         HttpProbe {
             client,
             url,
@@ -43,7 +64,11 @@ impl HttpProbe {
     }
 
     pub async fn check(&self) -> (bool, String) {
-        let mut request = self.client.request(self.method.clone(), &self.url);
+        let client = match &self.client {
+            Ok(c) => c,
+            Err(e) => return (false, e.clone()),
+        };
+        let mut request = client.request(self.method.clone(), &self.url);
         for (name, value) in &self.headers {
             request = request.header(name, value);
         }
@@ -77,6 +102,17 @@ impl HttpProbe {
             self.expected_status.iter().map(u16::to_string).collect::<Vec<_>>().join(" or ")
         }
     }
+}
+
+fn tls_client(tls: &TlsOptions) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder().user_agent(concat!("aegis-host/", env!("CARGO_PKG_VERSION")));
+    if !tls.ca.is_empty() {
+        builder = builder.tls_certs_only(tls.ca.iter().cloned());
+    }
+    if tls.insecure_skip_verify {
+        builder = builder.danger_accept_invalid_certs(true);
+    }
+    builder.build().map_err(|e| format!("cannot build the TLS client: {}", error_chain(&e)))
 }
 
 async fn read_body(mut response: reqwest::Response) -> Result<String, String> {

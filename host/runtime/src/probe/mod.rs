@@ -6,7 +6,7 @@ mod http;
 mod script;
 mod tcp;
 
-pub use http::HttpOptions;
+pub use http::{HttpOptions, TlsOptions};
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

@@ -1,4 +1,5 @@
 //! Integration tests of aegis-runtime against real servers and processes on 127.0.0.1.
 
+mod logs;
 mod probes;
 mod store;

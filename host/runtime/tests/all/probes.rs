@@ -172,3 +172,95 @@ async fn retries_are_spaced_by_backoff_and_rationed_by_the_shared_budget() {
     assert!(retries <= 5, "retries {retries} exceed half of the checks");
     assert_eq!(attempts as u64, checks + retries);
 }
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, as PEM.
+fn ca_and_server_cert() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().expect("ca key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).expect("ca cert");
+    let key = KeyPair::generate().expect("server key");
+    let params = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).expect("params");
+    let cert = params.signed_by(&key, &ca, &ca_key).expect("server cert");
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+/// A minimal HTTPS/1.1 server answering every request with `200 ok`; returns its port.
+async fn https_server(cert_pem: &str, key_pem: &str) -> u16 {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let certs = vec![CertificateDer::from_pem_slice(cert_pem.as_bytes()).expect("cert der")];
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).expect("key der");
+    let config =
+        rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(certs, key).expect("tls config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                let mut buf = [0u8; 4096];
+                let _ = tls.read(&mut buf).await;
+                let _ = tls.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok").await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn https_with_a_custom_ca_from_the_config() {
+    use aegis_runtime::Config;
+
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let (ca_pem, cert_pem, key_pem) = ca_and_server_cert();
+    let port = https_server(&cert_pem, &key_pem).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca_pem).expect("write ca");
+    let (other_ca, _, _) = ca_and_server_cert();
+    let other_file = dir.path().join("other-ca.pem");
+    std::fs::write(&other_file, &other_ca).expect("write other ca");
+
+    let probe_of = |tls: &str| {
+        let yaml = format!(
+            "services:\n  - name: s\n    type: http\n    endpoint: https://127.0.0.1:{port}/health\n    http:\n      tls: {tls}\n    actions: {{onFailure: ignore}}\n"
+        );
+        let config = Config::from_yaml(std::path::Path::new("t.yaml"), &yaml).expect("config");
+        Probe::new("s", &config.services[0].probe, &client())
+    };
+    let trusted = probe_of(&format!("{{caFile: {}}}", ca_file.display())).check(T, 0).await;
+    assert!(trusted.success && trusted.detail == "HTTP 200", "{trusted:?}");
+
+    // Neither the system roots nor another CA vouch for the server.
+    let plain = http(&format!("https://127.0.0.1:{port}"), "/health", HttpOptions::default()).check(T, 0).await;
+    assert!(!plain.success && plain.detail.to_lowercase().contains("certificate"), "{plain:?}");
+    let wrong = probe_of(&format!("{{caFile: {}}}", other_file.display())).check(T, 0).await;
+    assert!(!wrong.success && wrong.detail.to_lowercase().contains("certificate"), "{wrong:?}");
+
+    let insecure = probe_of("{insecureSkipVerify: true}").check(T, 0).await;
+    assert!(insecure.success, "{insecure:?}");
+
+    // A CA file that is missing or not PEM is a config error naming the field.
+    for bad in [dir.path().join("missing.pem"), dir.path().to_owned()] {
+        let yaml = format!(
+            "services:\n  - name: s\n    type: http\n    endpoint: https://127.0.0.1:{port}/\n    http:\n      tls: {{caFile: {}}}\n    actions: {{onFailure: ignore}}\n",
+            bad.display()
+        );
+        let e = Config::from_yaml(std::path::Path::new("t.yaml"), &yaml).expect_err("bad ca file").to_string();
+        assert!(e.contains("services[0] (s).http.tls.caFile") && e.contains("t.yaml"), "{e}");
+    }
+    std::fs::write(dir.path().join("junk.pem"), "not a certificate").expect("write junk");
+    let yaml = format!(
+        "services:\n  - name: s\n    type: http\n    endpoint: https://127.0.0.1:{port}/\n    http:\n      tls: {{caFile: {}}}\n    actions: {{onFailure: ignore}}\n",
+        dir.path().join("junk.pem").display()
+    );
+    let e = Config::from_yaml(std::path::Path::new("t.yaml"), &yaml).expect_err("junk ca").to_string();
+    assert!(e.contains("http.tls.caFile") && e.contains("PEM"), "{e}");
+}

@@ -14,3 +14,29 @@ fn a_database_locked_by_another_writer_is_reported() {
     other.execute_batch("ROLLBACK").expect("release");
     store.append_event("svc", "restart", "pid 1").expect("works once released");
 }
+
+#[test]
+fn the_outbox_keeps_entries_until_delivered_across_reopens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("aegis.db");
+    let headers = vec![("idempotency-key".to_owned(), "abc@1".to_owned())];
+    {
+        let store = Store::open(&path).expect("open");
+        store.enqueue("abc@1", "http://127.0.0.1:1/hook", "application/json", &headers, b"{\"a\":1}").expect("q1");
+        store.enqueue("def@2", "http://127.0.0.1:1/hook", "application/json", &[], b"{\"b\":2}").expect("q2");
+        store.put_state("alerts", "{\"x\":1}").expect("state");
+    }
+    let store = Store::open(&path).expect("reopen");
+    assert_eq!(store.get_state("alerts").expect("get").as_deref(), Some("{\"x\":1}"));
+    let due = store.due(i64::MAX, 10).expect("due");
+    assert_eq!(due.iter().map(|e| e.idempotency_key.as_str()).collect::<Vec<_>>(), ["abc@1", "def@2"], "oldest first");
+    assert_eq!((due[0].headers.clone(), due[0].body.clone()), (headers, b"{\"a\":1}".to_vec()));
+
+    // A failed attempt is postponed, not lost; a delivered one is gone.
+    store.retry_later(due[0].id, i64::MAX - 1, "connection refused").expect("retry");
+    store.delivered(due[1].id).expect("delivered");
+    assert!(store.due(due[0].next_attempt_ms + 1, 10).expect("due").is_empty(), "not due yet");
+    assert_eq!(store.outbox_status().expect("status"), (1, Some(i64::MAX - 1)));
+    let later = store.due(i64::MAX, 10).expect("due");
+    assert_eq!((later.len(), later[0].attempts), (1, 1));
+}

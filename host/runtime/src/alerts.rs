@@ -1,0 +1,362 @@
+//! Alerts: sources raise and clear conditions, the core [`AlertBook`] turns them into pending → firing → resolved
+//! alerts (`for`, `keep_firing_for`, `repeat_interval`, duplicates merged by fingerprint), and every notification
+//! goes through a durable outbox in the SQLite store before it is POSTed.
+//!
+//! Sources: a breaker opened (level: cleared when it closes), the restart limit reached (level: cleared by an
+//! operator reset), a log pattern matched (pulse: resolved `keep_firing_for` after the last match) and an anomaly
+//! (level: cleared when the metric is back to normal).
+//!
+//! Delivery is at-least-once: a notification is written to the outbox, then sent; it is deleted only after the
+//! receiver answered 2xx, and retried with exponential backoff (`retry_initial` to `retry_max`) otherwise — also
+//! after a restart of aegis-host, since both the outbox and the alert book are in the store. Every request carries
+//! `Idempotency-Key: <fingerprint>@<startsAt ms>/<status>`; the same key may arrive more than once.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aegis_core::alerting::{AlertBook, AlertSpec, BookSnapshot, LabelSet, Notice, SourceKind, TrackedAlert};
+use aegis_core::policy::{Alert, AlertFormatter, AlertmanagerJson, Severity};
+use aegis_core::{Backoff, BackoffSettings, Jitter};
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+use tokio::sync::{Notify, watch};
+
+use crate::config::{AlertRule, AlertTarget, AlertingConfig};
+use crate::store::{OutboxEntry, Store};
+
+/// Key of the alert book in the store's state table.
+const BOOK_KEY: &str = "alert-book";
+/// Outbox entries sent per round.
+const BATCH: u32 = 32;
+/// Longest wait between two looks at the outbox.
+const IDLE_POLL: Duration = Duration::from_secs(1);
+/// Per-request timeout of a delivery.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Which built-in source an alert comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    BreakerOpen,
+    GaveUp,
+    Anomaly,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn spec(name: &str, rule: &AlertRule, source: SourceKind, repeat: Duration) -> AlertSpec {
+    AlertSpec {
+        severity: rule.severity,
+        source,
+        for_: rule.for_,
+        keep_firing_for: rule.keep_firing_for,
+        repeat_interval: repeat,
+        ..AlertSpec::new(name)
+    }
+}
+
+/// The alert book, its sources' specs, the formatter and the wake-up of the evaluation task.
+pub struct Alerting {
+    config: AlertingConfig,
+    book: Mutex<AlertBook>,
+    breaker_open: AlertSpec,
+    gave_up: AlertSpec,
+    anomaly: AlertSpec,
+    formatter: Arc<dyn AlertFormatter>,
+    /// The formatter's name, for logs: `alertmanager` or the plugin's.
+    formatter_name: String,
+    changed: Notify,
+    queued: Notify,
+}
+
+impl std::fmt::Debug for Alerting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Alerting")
+            .field("targets", &self.config.targets)
+            .field("formatter", &self.formatter_name)
+            .field("active", &self.book().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Alerting {
+    /// Restores the book saved in `store` (a book that no longer parses is logged and dropped) and binds the
+    /// formatter: the `formatter` plugin if configured and loadable, else the Alertmanager webhook JSON.
+    pub fn new(config: AlertingConfig, store: &Store, plugins: &aegis_plugin::PluginHost) -> Self {
+        let book = match store.get_state(BOOK_KEY) {
+            Ok(Some(json)) => match serde_json::from_str::<BookSnapshot>(&json) {
+                Ok(snapshot) => {
+                    let book = AlertBook::restore(snapshot);
+                    if !book.is_empty() {
+                        tracing::info!(alerts = book.len(), "active alerts restored");
+                    }
+                    book
+                }
+                Err(e) => {
+                    tracing::error!("ignoring the saved alerts, they no longer parse: {e}");
+                    AlertBook::new()
+                }
+            },
+            Ok(None) => AlertBook::new(),
+            Err(e) => {
+                tracing::error!("cannot read the saved alerts: {e}");
+                AlertBook::new()
+            }
+        };
+        let built_in: Arc<dyn AlertFormatter> = Arc::new(AlertmanagerJson);
+        let (formatter, formatter_name) = match &config.formatter {
+            None => (Arc::clone(&built_in), "alertmanager".to_owned()),
+            Some(name) => match plugins.alert_formatter(name, &config.receiver, Vec::new(), Arc::clone(&built_in)) {
+                Ok(f) => {
+                    tracing::info!(plugin = %name, "alert formatter bound to plugin");
+                    (Arc::new(f) as Arc<dyn AlertFormatter>, name.clone())
+                }
+                Err(e) => {
+                    tracing::error!("{e}; alerts use the Alertmanager webhook body");
+                    (built_in, "alertmanager".to_owned())
+                }
+            },
+        };
+        let repeat = config.repeat_interval;
+        Alerting {
+            breaker_open: spec("CircuitBreakerOpen", &config.breaker_open, SourceKind::Level, repeat),
+            gave_up: spec("RestartLimitReached", &config.gave_up, SourceKind::Level, repeat),
+            anomaly: spec("AnomalyDetected", &config.anomaly, SourceKind::Level, repeat),
+            config,
+            book: Mutex::new(book),
+            formatter,
+            formatter_name,
+            changed: Notify::new(),
+            queued: Notify::new(),
+        }
+    }
+
+    fn book(&self) -> MutexGuard<'_, AlertBook> {
+        self.book.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn source(&self, source: Source) -> Option<&AlertSpec> {
+        let (spec, rule) = match source {
+            Source::BreakerOpen => (&self.breaker_open, &self.config.breaker_open),
+            Source::GaveUp => (&self.gave_up, &self.config.gave_up),
+            Source::Anomaly => (&self.anomaly, &self.config.anomaly),
+        };
+        (self.config.enabled && rule.enabled).then_some(spec)
+    }
+
+    /// The condition of `source` holds for the instance with `labels`.
+    pub fn raise(&self, source: Source, labels: LabelSet, annotations: LabelSet) {
+        if let Some(spec) = self.source(source) {
+            self.book().assert(spec, &labels, &annotations, unix_ms());
+            self.changed.notify_one();
+        }
+    }
+
+    /// The condition of `source` no longer holds for the instance with `labels`.
+    pub fn clear(&self, source: Source, labels: &LabelSet) {
+        if let Some(spec) = self.source(source)
+            && self.book().release_labels(spec, labels, unix_ms())
+        {
+            self.changed.notify_one();
+        }
+    }
+
+    /// A log pattern matched: a pulse alert named after the rule, with the pattern's severity.
+    pub fn log_match(&self, rule: &str, severity: Severity, labels: LabelSet, annotations: LabelSet) {
+        let r = &self.config.log_match;
+        if !(self.config.enabled && r.enabled) {
+            return;
+        }
+        let spec = AlertSpec {
+            severity,
+            source: SourceKind::Pulse,
+            for_: r.for_,
+            keep_firing_for: r.keep_firing_for,
+            repeat_interval: self.config.repeat_interval,
+            ..AlertSpec::new(rule)
+        };
+        self.book().assert(&spec, &labels, &annotations, unix_ms());
+        self.changed.notify_one();
+    }
+
+    /// Pending and firing alerts, for `GET /api/v1/alerts`.
+    pub fn active(&self) -> Vec<TrackedAlert> {
+        self.book().active(unix_ms())
+    }
+
+    /// Advances the book, queues its notifications in the outbox and saves the book. Formatting may call a plugin:
+    /// run this on a blocking thread. Returns how many notifications were queued.
+    pub fn evaluate(&self, store: &Store, metrics: &crate::metrics::Metrics) -> usize {
+        let now = unix_ms();
+        let (notices, snapshot, counts) = {
+            let mut book = self.book();
+            let notices = book.tick(now);
+            let active = book.active(now);
+            let firing = active.iter().filter(|a| a.state == aegis_core::alerting::AlertState::Firing).count();
+            (notices, book.snapshot(), (active.len() - firing, firing))
+        };
+        metrics.alerts.with_label_values(&["pending"]).set(i64::try_from(counts.0).unwrap_or(i64::MAX));
+        metrics.alerts.with_label_values(&["firing"]).set(i64::try_from(counts.1).unwrap_or(i64::MAX));
+        let mut queued = 0;
+        for notice in &notices {
+            queued += self.enqueue(store, notice);
+        }
+        // Saved after queueing: a crash in between re-sends (at-least-once), it never skips a notification.
+        match serde_json::to_string(&snapshot) {
+            Ok(json) => {
+                if let Err(e) = store.put_state(BOOK_KEY, &json) {
+                    tracing::error!("cannot save the alerts: {e}");
+                }
+            }
+            Err(e) => tracing::error!("cannot serialise the alerts: {e}"),
+        }
+        if queued > 0 {
+            self.queued.notify_one();
+        }
+        queued
+    }
+
+    fn enqueue(&self, store: &Store, notice: &Notice) -> usize {
+        let alert = &notice.alert;
+        tracing::info!(
+            alert = %alert.name,
+            fingerprint = %alert.fingerprint,
+            status = alert.status.as_str(),
+            kind = ?notice.kind,
+            "alert notification"
+        );
+        let key = format!("{}@{}/{}", alert.fingerprint, alert.starts_at_ms, alert.status.as_str());
+        let mut queued = 0;
+        for target in &self.config.targets {
+            let rendered = match target {
+                AlertTarget::Webhook(url) => self.render_webhook(alert).map(|p| (url.clone(), p)),
+                AlertTarget::Alertmanager(base) => Ok((
+                    format!("{base}/api/v2/alerts"),
+                    aegis_core::policy::Payload {
+                        content_type: "application/json".to_owned(),
+                        headers: Vec::new(),
+                        body: aegis_core::alerting::alertmanager_v2_body(std::slice::from_ref(alert)),
+                    },
+                )),
+            };
+            match rendered {
+                Ok((url, payload)) => {
+                    match store.enqueue(&key, &url, &payload.content_type, &payload.headers, &payload.body) {
+                        Ok(_) => queued += 1,
+                        Err(e) => tracing::error!(alert = %alert.name, "cannot queue the notification: {e}"),
+                    }
+                }
+                Err(e) => tracing::error!(alert = %alert.name, formatter = %self.formatter_name, "{e}"),
+            }
+        }
+        queued
+    }
+
+    fn render_webhook(&self, alert: &Alert) -> Result<aegis_core::policy::Payload, String> {
+        self.formatter.format(alert, &self.config.receiver).map_err(|e| e.to_string())
+    }
+
+    fn retry_delay(&self, attempts: u32) -> Duration {
+        let mut backoff = Backoff::new(BackoffSettings {
+            initial: self.config.retry_initial,
+            max: self.config.retry_max,
+            multiplier: 2.0,
+            jitter: Jitter::Equal,
+            reset_after: None,
+        });
+        let mut rng = SmallRng::from_os_rng();
+        let mut delay = Duration::ZERO;
+        for _ in 0..=attempts.min(32) {
+            delay = backoff.next_delay(std::time::Instant::now(), &mut rng);
+        }
+        delay
+    }
+}
+
+/// Evaluates the alert book every `evaluation_interval`, and at once when a source changed something.
+pub async fn run_evaluation(shared: Arc<crate::supervisor::Shared>, mut stop: watch::Receiver<bool>) {
+    let interval = shared.alerts.config.evaluation_interval;
+    loop {
+        let s = Arc::clone(&shared);
+        let _ = tokio::task::spawn_blocking(move || s.alerts.evaluate(&s.store, &s.metrics)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shared.alerts.changed.notified() => {}
+            _ = stop.changed() => break,
+        }
+    }
+}
+
+/// Sends what the outbox holds, oldest first, until `stop`.
+pub async fn run_delivery(shared: Arc<crate::supervisor::Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let now = i64::try_from(unix_ms()).unwrap_or(i64::MAX);
+        let due = shared.store.due(now, BATCH).unwrap_or_else(|e| {
+            tracing::error!("cannot read the alert outbox: {e}");
+            Vec::new()
+        });
+        for entry in &due {
+            deliver(&shared, entry).await;
+        }
+        let (pending, next) = shared.store.outbox_status().unwrap_or((0, None));
+        shared.metrics.outbox_pending.set(i64::try_from(pending).unwrap_or(i64::MAX));
+        if due.len() == BATCH as usize {
+            continue;
+        }
+        let now = i64::try_from(unix_ms()).unwrap_or(i64::MAX);
+        let wait = next
+            .map(|at| Duration::from_millis(u64::try_from(at.saturating_sub(now)).unwrap_or(0)))
+            .unwrap_or(IDLE_POLL)
+            .min(IDLE_POLL);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shared.alerts.queued.notified() => {}
+            _ = stop.changed() => break,
+        }
+    }
+}
+
+async fn deliver(shared: &crate::supervisor::Shared, entry: &OutboxEntry) {
+    let target = if entry.target.ends_with("/api/v2/alerts") { "alertmanager" } else { "webhook" };
+    let mut request = shared
+        .client
+        .post(&entry.target)
+        .timeout(SEND_TIMEOUT)
+        .header(reqwest::header::CONTENT_TYPE, &entry.content_type)
+        .header("Idempotency-Key", &entry.idempotency_key)
+        .body(entry.body.clone());
+    for (name, value) in &entry.headers {
+        request = request.header(name.as_str(), value.as_str());
+    }
+    let result = match request.send().await {
+        Ok(r) if r.status().is_success() => Ok(()),
+        Ok(r) => Err(format!("HTTP {}", r.status())),
+        Err(e) => Err(crate::probe::error_chain(&e)),
+    };
+    match result {
+        Ok(()) => {
+            shared.metrics.alert_deliveries.with_label_values(&[target, "success"]).inc();
+            tracing::info!(key = %entry.idempotency_key, attempts = entry.attempts + 1, "alert delivered to {}", entry.target);
+            if let Err(e) = shared.store.delivered(entry.id) {
+                tracing::error!("cannot mark the alert delivered (it will be sent again): {e}");
+            }
+        }
+        Err(why) => {
+            shared.metrics.alert_deliveries.with_label_values(&[target, "failure"]).inc();
+            let delay = shared.alerts.retry_delay(entry.attempts);
+            tracing::warn!(
+                key = %entry.idempotency_key,
+                attempts = entry.attempts + 1,
+                retry_in = %humantime::format_duration(Duration::from_millis(u64::try_from(delay.as_millis()).unwrap_or(0))),
+                "alert delivery to {} failed: {why}",
+                entry.target
+            );
+            let next = i64::try_from(unix_ms().saturating_add(u64::try_from(delay.as_millis()).unwrap_or(0)))
+                .unwrap_or(i64::MAX);
+            if let Err(e) = shared.store.retry_later(entry.id, next, &why) {
+                tracing::error!("cannot reschedule the alert delivery: {e}");
+            }
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! Detection and alerting end to end: anomalies on the example service's slow mode, log rules on a real file that
+//! is rotated and truncated, and alerts delivered through the durable outbox to a real webhook receiver that is
+//! down for a while — with aegis-host restarted in between — so that every alert still arrives, firing and resolved.
+
+use std::collections::BTreeSet;
+use std::io::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use aegis_tests::{Proc, binary, free_port, get_text, post, scrape, wait_until};
+use serde_json::Value;
+
+/// Every webhook body received so far (the receiver appends them to `out`, which survives its restarts).
+fn received(out: &Path) -> Vec<Value> {
+    std::fs::read_to_string(out)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .collect()
+}
+
+/// `(alertname, status)` of every alert in every received Alertmanager webhook body.
+fn alert_statuses(out: &Path) -> Vec<(String, String)> {
+    received(out)
+        .iter()
+        .flat_map(|body| body["alerts"].as_array().cloned().unwrap_or_default())
+        .map(|a| {
+            (a["labels"]["alertname"].as_str().unwrap_or("").to_owned(), a["status"].as_str().unwrap_or("").to_owned())
+        })
+        .collect()
+}
+
+fn has(out: &Path, name: &str, status: &str) -> bool {
+    alert_statuses(out).iter().any(|(n, s)| n == name && s == status)
+}
+
+fn start_receiver(port: u16, out: &Path, log: &Path) -> Proc {
+    let p = Proc::start(
+        &binary("webhook-server"),
+        &["--port", &port.to_string(), "--out", out.to_str().expect("utf-8 path")],
+        log,
+    );
+    assert!(wait_until(Duration::from_secs(10), || get_text(&format!("http://127.0.0.1:{port}/received")).is_some()));
+    p
+}
+
+fn append(path: &Path, line: &str) {
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).expect("open log");
+    writeln!(f, "{line}").expect("write log line");
+}
+
+#[test]
+fn anomalies_log_matches_and_breaker_alerts_are_delivered_at_least_once() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let _service = Proc::start(&binary("http-service"), &["--port", &port.to_string()], &tmp.path().join("svc.log"));
+    assert!(wait_until(Duration::from_secs(10), || get_text(&format!("{base}/health")).is_some()));
+    let hook_port = free_port();
+    let out = tmp.path().join("received.jsonl");
+    let mut receiver = start_receiver(hook_port, &out, &tmp.path().join("hooks-1.log"));
+    let app_log = tmp.path().join("app.log");
+    std::fs::write(&app_log, "an old out of memory line, before aegis started: not reported\n").expect("seed log");
+
+    let admin = format!("127.0.0.1:{}", free_port());
+    let config = tmp.path().join("aegis.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+admin: {{address: "{admin}"}}
+plugins: {{dir: "{plugins}"}}
+storage: {{path: "{db}"}}
+services:
+  - name: svc
+    type: http
+    endpoint: {base}/health
+    interval: 100ms
+    timeout: 3s
+    actions:
+      onFailure: ignore
+      circuitBreaker: {{failureThreshold: 2, resetTimeout: 300ms}}
+logs:
+  scan_interval: 50ms
+  files:
+    - service: svc
+      path: "{app_log}"
+  patterns:
+    - name: OutOfMemory
+      pattern: "(?i)(out of memory|java\\.lang\\.OutOfMemoryError)"
+      severity: CRITICAL
+      description: Out of memory error detected
+anomaly_detection:
+  detection_interval: 500ms
+  history_size: 20
+  detector: none
+  thresholds:
+    latency:
+      - service: svc
+        value: 250
+alerting:
+  webhook: http://127.0.0.1:{hook_port}/hook
+  alertmanager_url: http://127.0.0.1:{hook_port}
+  evaluation_interval: 100ms
+  retry_initial: 100ms
+  retry_max: 400ms
+  rules:
+    log_match: {{keep_firing_for: 1s}}
+    anomaly: {{keep_firing_for: 0s}}
+"#,
+            plugins = tmp.path().join("no-plugins").display(),
+            db = tmp.path().join("aegis.db").display(),
+            app_log = app_log.display(),
+        ),
+    )
+    .expect("write config");
+    let mut host = Proc::start(
+        &binary("aegis-host"),
+        &["--config", config.to_str().expect("utf-8 path")],
+        &tmp.path().join("aegis-1.log"),
+    );
+    let api = |path: &str| -> Value {
+        get_text(&format!("http://{admin}{path}")).and_then(|t| serde_json::from_str(&t).ok()).unwrap_or(Value::Null)
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || scrape(&admin, "circuit_breaker_state", "breaker=\"svc\"") == Some(0.0)),
+        "up; log:\n{}",
+        host.log_text()
+    );
+
+    // Slow mode: the mean latency crosses 250 ms, the anomaly fires; back to normal, it resolves.
+    post(&format!("{base}/slow?ms=400"));
+    assert!(
+        wait_until(Duration::from_secs(15), || has(&out, "AnomalyDetected", "firing")),
+        "anomaly alert delivered; received {:?}; log:\n{}",
+        alert_statuses(&out),
+        host.log_text()
+    );
+    let score = scrape(&admin, "aegis_anomaly_score", "metric=\"latency\",service=\"svc\"").unwrap_or(0.0);
+    assert!(score > 1.0, "latency score {score}");
+    let listed = api("/api/v1/alerts?state=firing");
+    assert!(listed["alerts"].as_array().is_some_and(|a| a.iter().any(|x| x["name"] == "AnomalyDetected")), "{listed}");
+    let body = received(&out).into_iter().find(|b| b["alerts"][0]["labels"]["alertname"] == "AnomalyDetected");
+    let body = body.expect("anomaly body");
+    assert_eq!((body["version"].as_str(), body["status"].as_str()), (Some("4"), Some("firing")), "{body}");
+    assert_eq!(body["alerts"][0]["labels"]["metric"], "latency", "{body}");
+    assert!(body["alerts"][0]["fingerprint"].as_str().is_some_and(|f| f.len() == 16), "{body}");
+    post(&format!("{base}/slow?ms=0"));
+    assert!(
+        wait_until(Duration::from_secs(15), || has(&out, "AnomalyDetected", "resolved")),
+        "anomaly resolved; received {:?}",
+        alert_statuses(&out)
+    );
+
+    // A log line matching the pattern fires an alert; the old line written before start did not.
+    append(&app_log, "java.lang.OutOfMemoryError: Java heap space");
+    assert!(
+        wait_until(Duration::from_secs(10), || has(&out, "OutOfMemory", "firing")),
+        "log alert; received {:?}; log:\n{}",
+        alert_statuses(&out),
+        host.log_text()
+    );
+    assert_eq!(
+        scrape(&admin, "aegis_log_matches_total", "rule=\"OutOfMemory\",severity=\"critical\""),
+        Some(1.0),
+        "one match, not the pre-existing line"
+    );
+    assert!(wait_until(Duration::from_secs(10), || has(&out, "OutOfMemory", "resolved")), "resolved after 1s quiet");
+    // Rotation (rename + new file) and truncation keep matching.
+    let matches = || scrape(&admin, "aegis_log_matches_total", "rule=\"OutOfMemory\",severity=\"critical\"");
+    std::fs::rename(&app_log, tmp.path().join("app.log.1")).expect("rotate");
+    append(&app_log, "ERROR: out of memory in worker 2");
+    assert!(
+        wait_until(Duration::from_secs(10), || matches() == Some(2.0)),
+        "match in the new file after rotation; log:\n{}",
+        host.log_text()
+    );
+    // Truncated, then a shorter line (a file that is truncated and refilled past its old size between two polls is
+    // indistinguishable from one that grew, for any size-based tailer such as `tail -F`).
+    std::fs::write(&app_log, "").expect("truncate");
+    append(&app_log, "out of memory (3)");
+    assert!(
+        wait_until(Duration::from_secs(10), || matches() == Some(3.0)),
+        "match after truncation; log:\n{}",
+        host.log_text()
+    );
+
+    // The receiver goes away; the service goes down: the breaker alert waits in the outbox.
+    assert!(receiver.terminate(Duration::from_secs(10)).is_some());
+    post(&format!("{base}/down"));
+    assert!(
+        wait_until(Duration::from_secs(15), || scrape(&admin, "aegis_alert_outbox_pending", "").unwrap_or(0.0) >= 1.0),
+        "queued while the receiver is down; log:\n{}",
+        host.log_text()
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            scrape(&admin, "aegis_alert_deliveries_total", "result=\"failure\",target=\"webhook\"").unwrap_or(0.0)
+                >= 1.0
+        }),
+        "delivery attempted and failed"
+    );
+    // aegis-host restarts while the alert is undelivered; meanwhile the service recovers.
+    assert!(host.terminate(Duration::from_secs(10)).is_some_and(|s| s.success()));
+    post(&format!("{base}/up"));
+    let mut host = Proc::start(
+        &binary("aegis-host"),
+        &["--config", config.to_str().expect("utf-8 path")],
+        &tmp.path().join("aegis-2.log"),
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || scrape(&admin, "circuit_breaker_state", "breaker=\"svc\"") == Some(0.0)),
+        "closed after the restart; log:\n{}",
+        host.log_text()
+    );
+    let _receiver = start_receiver(hook_port, &out, &tmp.path().join("hooks-2.log"));
+    assert!(
+        wait_until(Duration::from_secs(20), || has(&out, "CircuitBreakerOpen", "firing")
+            && has(&out, "CircuitBreakerOpen", "resolved")),
+        "the alert raised while the receiver was down arrived after the restart; received {:?}; log:\n{}",
+        alert_statuses(&out),
+        host.log_text()
+    );
+    assert!(wait_until(Duration::from_secs(5), || scrape(&admin, "aegis_alert_outbox_pending", "") == Some(0.0)));
+
+    // Nothing was lost: every alert that fired was also resolved, and every fingerprint arrived as both.
+    let mut fired = BTreeSet::new();
+    let mut resolved = BTreeSet::new();
+    for body in received(&out) {
+        for a in body["alerts"].as_array().cloned().unwrap_or_default() {
+            let key = a["fingerprint"].as_str().unwrap_or_default().to_owned();
+            match a["status"].as_str() {
+                Some("firing") => fired.insert(key),
+                Some("resolved") => resolved.insert(key),
+                _ => false,
+            };
+        }
+    }
+    // The same alerts went to the Alertmanager API too, as v2 alert arrays.
+    let v2: Vec<Value> = received(&out).into_iter().filter_map(|b| b.as_array().cloned()).flatten().collect();
+    assert!(
+        v2.iter().any(|a| a["labels"]["alertname"] == "CircuitBreakerOpen" && a["endsAt"].is_string()),
+        "resolved breaker alert posted to /api/v2/alerts: {v2:?}"
+    );
+    assert!(v2.iter().all(|a| a["startsAt"].is_string() && a["labels"]["severity"].is_string()), "{v2:?}");
+    assert!(fired.len() >= 3, "anomaly, log and breaker alerts: {fired:?}");
+    assert_eq!(fired, resolved, "every alert that fired also resolved");
+    assert!(host.terminate(Duration::from_secs(10)).is_some_and(|s| s.success()));
+}
