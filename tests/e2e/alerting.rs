@@ -247,3 +247,105 @@ alerting:
     assert_eq!(fired, resolved, "every alert that fired also resolved");
     assert!(host.terminate(Duration::from_secs(10)).is_some_and(|s| s.success()));
 }
+
+/// The three detection policy kinds as plugins, wired through the config: a log-rule plugin finds the panic in a
+/// log file, an anomaly-scorer plugin judges the latency series, and an alert-formatter plugin renders the
+/// webhook bodies.
+#[test]
+fn log_rule_anomaly_scorer_and_alert_formatter_plugins_decide() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let plugins = tmp.path().join("plugins");
+    for p in ["panic-detector", "ewma-latency", "chat-formatter"] {
+        aegis_tests::install_plugin(p, &plugins);
+    }
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let _service = Proc::start(&binary("http-service"), &["--port", &port.to_string()], &tmp.path().join("svc.log"));
+    assert!(wait_until(Duration::from_secs(10), || get_text(&format!("{base}/health")).is_some()));
+    let hook_port = free_port();
+    let out = tmp.path().join("received.jsonl");
+    let _receiver = start_receiver(hook_port, &out, &tmp.path().join("hooks.log"));
+    let app_log = tmp.path().join("app.log");
+    std::fs::write(&app_log, "").expect("create log");
+    let admin = format!("127.0.0.1:{}", free_port());
+    let config = tmp.path().join("aegis.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+admin: {{address: "{admin}"}}
+plugins: {{dir: "{plugins}"}}
+storage: {{path: "{db}"}}
+services:
+  - name: svc
+    type: http
+    endpoint: {base}/health
+    interval: 50ms
+    timeout: 3s
+    actions: {{onFailure: ignore}}
+logs:
+  scan_interval: 50ms
+  files: [{{service: svc, path: "{app_log}"}}]
+  plugins: [panic-detector]
+anomaly_detection:
+  detection_interval: 300ms
+  history_size: 30
+  scorers:
+    - {{service: svc, plugin: ewma-latency, config: {{warmup: 3, k: 4, min_sigma: 5}}}}
+alerting:
+  webhook: http://127.0.0.1:{hook_port}/hook
+  formatter: chat-formatter
+  evaluation_interval: 100ms
+  rules:
+    log_match: {{keep_firing_for: 1s}}
+    anomaly: {{keep_firing_for: 0s}}
+"#,
+            plugins = plugins.display(),
+            db = tmp.path().join("aegis.db").display(),
+            app_log = app_log.display(),
+        ),
+    )
+    .expect("write config");
+    let host = Proc::start(
+        &binary("aegis-host"),
+        &["--config", config.to_str().expect("utf-8 path")],
+        &tmp.path().join("aegis.log"),
+    );
+    let texts = || -> Vec<String> {
+        received(&out).iter().filter_map(|b| b["text"].as_str().map(str::to_owned)).collect::<Vec<_>>()
+    };
+    let calls = |plugin: &str| {
+        scrape(&admin, "aegis_plugin_calls_total", &format!("plugin=\"{plugin}\",result=\"ok\"")).unwrap_or(0.0)
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || calls("ewma-latency") >= 4.0),
+        "scorer warmed up; log:\n{}",
+        host.log_text()
+    );
+
+    append(&app_log, "thread 'main' panicked at src/main.rs:3:5:");
+    append(&app_log, "called `Option::unwrap()` on a `None` value");
+    assert!(
+        wait_until(Duration::from_secs(10), || texts().iter().any(|t| t.contains("[FIRING] rust-panic"))),
+        "the plugin's finding, rendered by the formatter plugin; got {:?}; log:\n{}",
+        texts(),
+        host.log_text()
+    );
+    assert_eq!(
+        scrape(&admin, "aegis_log_matches_total", "rule=\"rust-panic\",severity=\"critical\""),
+        Some(1.0),
+        "one crash, one finding"
+    );
+
+    post(&format!("{base}/slow?ms=300"));
+    assert!(
+        wait_until(Duration::from_secs(15), || texts().iter().any(|t| t.contains("[FIRING] AnomalyDetected"))),
+        "the scorer plugin flagged the slow checks; got {:?}; log:\n{}",
+        texts(),
+        host.log_text()
+    );
+    post(&format!("{base}/slow?ms=0"));
+    assert!(calls("panic-detector") >= 2.0 && calls("chat-formatter") >= 2.0);
+    let body = received(&out).into_iter().find(|b| b["text"].as_str().is_some_and(|t| t.contains("rust-panic")));
+    assert!(body.is_some_and(|b| b["attachments"].is_array()), "chat-formatter's message shape");
+}
