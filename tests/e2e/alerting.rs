@@ -69,7 +69,7 @@ fn anomalies_log_matches_and_breaker_alerts_are_delivered_at_least_once() {
         format!(
             r#"
 admin: {{address: "{admin}"}}
-plugins: {{dir: "{plugins}"}}
+plugins: {{dir: "{plugins}", deadline: 250ms}}
 storage: {{path: "{db}"}}
 services:
   - name: svc
@@ -274,7 +274,7 @@ fn log_rule_anomaly_scorer_and_alert_formatter_plugins_decide() {
         format!(
             r#"
 admin: {{address: "{admin}"}}
-plugins: {{dir: "{plugins}"}}
+plugins: {{dir: "{plugins}", deadline: 250ms}}
 storage: {{path: "{db}"}}
 services:
   - name: svc

@@ -42,6 +42,7 @@ admin:
   address: {admin}
 plugins:
   dir: {plugins}
+  deadline: 250ms   # generous: CI machines are loaded; the deadline itself is tested in host/plugin
 storage:
   path: {db}
 services:
@@ -154,7 +155,7 @@ fn supervised_process_is_respawned_and_recovers() {
         &format!(
             r#"
 admin: {{address: "{admin}"}}
-plugins: {{dir: "{plugins}"}}
+plugins: {{dir: "{plugins}", deadline: 250ms}}
 storage: {{path: "{db}"}}
 services:
   - name: svc
@@ -228,7 +229,7 @@ fn shutdown_can_leave_supervised_processes_running() {
         &format!(
             r#"
 admin: {{address: "{admin}"}}
-plugins: {{dir: "{plugins}"}}
+plugins: {{dir: "{plugins}", deadline: 250ms}}
 storage: {{path: "{db}"}}
 shutdown: {{stopChildren: false}}
 services:
@@ -294,7 +295,7 @@ fn recovery_strategy_plugin_escalates_from_restart_to_notify() {
         &format!(
             r#"
 admin: {{address: "{admin}"}}
-plugins: {{dir: "{plugins}"}}
+plugins: {{dir: "{plugins}", deadline: 250ms}}
 storage: {{path: "{db}"}}
 notifications: {{webhook: "{hook_base}/hook"}}
 services:
@@ -362,7 +363,7 @@ fn plugin_directory_changes_are_picked_up_without_a_restart() {
         &format!(
             r#"
 admin: {{address: "{admin}"}}
-plugins: {{dir: "{plugins}", watchInterval: 100ms}}
+plugins: {{dir: "{plugins}", deadline: 250ms, watchInterval: 100ms}}
 storage: {{path: "{db}"}}
 services:
   - name: svc

@@ -193,7 +193,7 @@ impl fmt::Debug for PluginHost {
 
 /// Plugin instances alive at once: one per bound policy (a service's trip predicate, recovery strategy, scorer; a
 /// log source's rule; the alert formatter), plus the instance a reload or trap is replacing.
-pub const POOLED_INSTANCES: u32 = 4096;
+pub const POOLED_INSTANCES: u32 = 2048;
 
 /// The pooling allocator: slots for [`POOLED_INSTANCES`] components, each with a few core instances (a component
 /// built by `wasm32-wasip2` has its module, the WASI adapter and shims), memories of at most the sandbox's memory

@@ -49,6 +49,34 @@ struct Transition {
     reason: String,
 }
 
+/// Breaker transitions waiting for the service task: filled by the breaker's listener (on whatever thread recorded
+/// the outcome), drained by the task. Lighter than a channel, which allocates a 32-slot block per service.
+#[derive(Debug, Default)]
+struct Transitions {
+    queue: Mutex<VecDeque<Transition>>,
+    wake: tokio::sync::Notify,
+}
+
+impl Transitions {
+    fn push(&self, t: Transition) {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner()).push_back(t);
+        self.wake.notify_one();
+    }
+
+    fn try_recv(&self) -> Option<Transition> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
+    }
+
+    async fn recv(&self) -> Transition {
+        loop {
+            if let Some(t) = self.try_recv() {
+                return t;
+            }
+            self.wake.notified().await;
+        }
+    }
+}
+
 /// Everything about one supervised service that outlives a single check.
 #[derive(Debug)]
 pub struct ServiceHandle {
@@ -159,8 +187,9 @@ pub struct Shared {
     pub retry: RetryPolicy,
     /// Active alerts and their delivery.
     pub alerts: Alerting,
-    /// Metric series and scorers of every service.
+    /// Metric series and scorers of every service (bound only when anomaly detection is enabled).
     pub anomaly: Mutex<AnomalyDetector>,
+    pub anomaly_enabled: bool,
     /// Checks in flight at once (`maxConcurrentChecks`). When the host is CPU-bound, thousands of due checks would
     /// otherwise all be in flight together, each holding a connection and its buffers.
     pub check_slots: tokio::sync::Semaphore,
@@ -195,7 +224,7 @@ fn persist_restarts(shared: &Shared, service: &str, book: &RestartBook) {
 pub struct Supervisor {
     config: Config,
     shared: Arc<Shared>,
-    services: Vec<(Arc<ServiceHandle>, mpsc::UnboundedReceiver<Transition>)>,
+    services: Vec<(Arc<ServiceHandle>, Arc<Transitions>)>,
 }
 
 impl Supervisor {
@@ -232,10 +261,24 @@ impl Supervisor {
         let alerts = Alerting::new(config.alerting.clone(), &store, &plugins);
         let anomaly = Mutex::new(AnomalyDetector::new(config.anomaly.clone()));
         let check_slots = tokio::sync::Semaphore::new(config.max_concurrent_checks);
-        let shared =
-            Arc::new(Shared { metrics, client, plugins, store, breakers, retry, alerts, anomaly, check_slots });
-        let services =
-            config.services.iter().map(|s| build_service(&shared, s, None)).collect::<Result<Vec<_>, _>>()?;
+        let shared = Arc::new(Shared {
+            metrics,
+            client,
+            plugins,
+            store,
+            breakers,
+            retry,
+            alerts,
+            anomaly,
+            anomaly_enabled: config.anomaly.enabled,
+            check_slots,
+        });
+        let mut config = config;
+        // Each service's settings live in its handle from now on; the supervisor keeps the rest of the config.
+        let services = std::mem::take(&mut config.services)
+            .into_iter()
+            .map(|s| build_service(&shared, &s, None))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Supervisor { config, shared, services })
     }
 
@@ -427,6 +470,7 @@ impl Supervisor {
         }
         tracing::info!(added, changed, services = running.len(), "config reloaded");
         self.config = Config {
+            services: Vec::new(),
             admin_address: self.config.admin_address,
             admin_token: self.config.admin_token.clone(),
             storage_path: self.config.storage_path.clone(),
@@ -586,11 +630,7 @@ impl RunningService {
     }
 }
 
-async fn start_service(
-    shared: &Arc<Shared>,
-    handle: Arc<ServiceHandle>,
-    changes: mpsc::UnboundedReceiver<Transition>,
-) -> RunningService {
+async fn start_service(shared: &Arc<Shared>, handle: Arc<ServiceHandle>, changes: Arc<Transitions>) -> RunningService {
     if let Some(process) = &handle.process
         && let Err(e) = process.start().await
     {
@@ -605,7 +645,7 @@ fn build_service(
     shared: &Arc<Shared>,
     s: &ServiceConfig,
     process: Option<Arc<ManagedProcess>>,
-) -> Result<(Arc<ServiceHandle>, mpsc::UnboundedReceiver<Transition>), RuntimeError> {
+) -> Result<(Arc<ServiceHandle>, Arc<Transitions>), RuntimeError> {
     let b = &s.breaker;
     let built_in: Arc<dyn TripPredicate> = Arc::new(ConsecutiveFailures(b.failure_threshold));
     let (predicate, trip_policy): (Arc<dyn TripPredicate>, String) = match &b.trip_policy {
@@ -639,9 +679,10 @@ fn build_service(
             }
         }
     });
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let changes = Arc::new(Transitions::default());
+    let tx = Arc::clone(&changes);
     let listener = Arc::new(move |change: &StateChange| {
-        let _ = tx.send(Transition { from: change.from, to: change.to, reason: change.reason.clone() });
+        tx.push(Transition { from: change.from, to: change.to, reason: change.reason.clone() });
     });
     let settings = Settings::new(s.name.clone())
         .failure_threshold(b.failure_threshold)
@@ -665,7 +706,7 @@ fn build_service(
         breaker.force(Instant::now(), Force::Auto);
     }
     // Transitions caused by restoring are not news: no recovery, no trip count.
-    while rx.try_recv().is_ok() {}
+    while changes.try_recv().is_some() {}
     shared.metrics.register_service(&s.name);
     shared.metrics.breaker_state.with_label_values(&[&s.name]).set(breaker.state(Instant::now()).metric_value());
     shared.metrics.gave_up.with_label_values(&[&s.name]).set(i64::from(saved.gave_up));
@@ -686,7 +727,7 @@ fn build_service(
         recovery,
         deciding: AtomicBool::new(false),
         decisions: AtomicU32::new(0),
-        failures: Mutex::new(VecDeque::with_capacity(FAILURE_HISTORY)),
+        failures: Mutex::new(VecDeque::new()),
         window: Mutex::new(CheckWindow::default()),
     };
     // Level alerts restored from the store follow the restored state: still open (or given up) keeps them, anything
@@ -706,18 +747,18 @@ fn build_service(
     } else {
         shared.alerts.clear(Source::GaveUp, &labels);
     }
-    {
+    if shared.anomaly_enabled {
         let info = ServiceInfo { name: s.name.clone(), kind: s.probe.kind().to_owned(), endpoint: s.endpoint.clone() };
         shared.anomaly.lock().unwrap_or_else(|p| p.into_inner()).bind(&info, &shared.plugins);
     }
-    Ok((Arc::new(handle), rx))
+    Ok((Arc::new(handle), changes))
 }
 
 #[tracing::instrument(skip_all, fields(service = %handle.config.name))]
 async fn run_service(
     handle: Arc<ServiceHandle>,
     shared: Arc<Shared>,
-    mut changes: mpsc::UnboundedReceiver<Transition>,
+    changes: Arc<Transitions>,
     mut stop: watch::Receiver<bool>,
 ) {
     let interval = handle.config.interval;
@@ -739,21 +780,16 @@ async fn run_service(
     );
     loop {
         tokio::select! {
-            _ = ticker.tick() => check_once(&handle, &shared, &mut changes, &stop).await,
-            Some(t) = changes.recv() => on_transition(&handle, &shared, t, &stop),
+            _ = ticker.tick() => check_once(&handle, &shared, &changes, &stop).await,
+            t = changes.recv() => on_transition(&handle, &shared, t, &stop),
             _ = stop.changed() => break,
         }
     }
 }
 
 /// Handles the transitions the breaker reported so far, so the log reads in the order things happened.
-fn drain(
-    handle: &Arc<ServiceHandle>,
-    shared: &Arc<Shared>,
-    changes: &mut mpsc::UnboundedReceiver<Transition>,
-    stop: &watch::Receiver<bool>,
-) {
-    while let Ok(t) = changes.try_recv() {
+fn drain(handle: &Arc<ServiceHandle>, shared: &Arc<Shared>, changes: &Transitions, stop: &watch::Receiver<bool>) {
+    while let Some(t) = changes.try_recv() {
         on_transition(handle, shared, t, stop);
     }
 }
@@ -761,7 +797,7 @@ fn drain(
 async fn check_once(
     handle: &Arc<ServiceHandle>,
     shared: &Arc<Shared>,
-    changes: &mut mpsc::UnboundedReceiver<Transition>,
+    changes: &Transitions,
     stop: &watch::Receiver<bool>,
 ) {
     let name = handle.config.name.as_str();

@@ -4,9 +4,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aegis_plugin::{CallResult, PluginEvent, QuarantinePolicy, SandboxLimits};
+use aegis_plugin::{CallResult, PluginEvent, QuarantinePolicy};
 
-use crate::support::{BuiltIn, ask, config, host_with, service};
+use crate::support::{BuiltIn, ask, config, host_with, roomy, service};
 
 #[test]
 fn strikes_quarantine_the_plugin_and_a_healthy_probe_releases_it() {
@@ -16,7 +16,7 @@ fn strikes_quarantine_the_plugin_and_a_healthy_probe_releases_it() {
         cool_down: Duration::from_millis(300),
         max_cool_down: Duration::from_secs(5),
     };
-    let (host, _dir) = host_with(&["hostile"], SandboxLimits::default(), quarantine);
+    let (host, _dir) = host_with(&["hostile"], roomy(), quarantine);
     let events = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&events);
     host.on_event(Arc::new(move |e: &PluginEvent| sink.lock().unwrap().push(e.clone())));
@@ -58,7 +58,7 @@ fn a_relapse_on_probation_quarantines_again_at_once() {
         cool_down: Duration::from_millis(200),
         max_cool_down: Duration::from_secs(5),
     };
-    let (host, _dir) = host_with(&["hostile"], SandboxLimits::default(), quarantine);
+    let (host, _dir) = host_with(&["hostile"], roomy(), quarantine);
     let p = host.trip_predicate("hostile", service(), config(&[("mode", "panic")]), Arc::new(BuiltIn)).unwrap();
     ask(&p, &[true]);
     ask(&p, &[true]);

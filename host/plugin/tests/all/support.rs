@@ -32,7 +32,7 @@ pub fn host_with(plugins: &[&str], limits: SandboxLimits, quarantine: Quarantine
 }
 
 pub fn host(plugins: &[&str]) -> (PluginHost, TempDir) {
-    host_with(plugins, SandboxLimits::default(), QuarantinePolicy::default())
+    host_with(plugins, roomy(), QuarantinePolicy::default())
 }
 
 pub fn service() -> ServiceInfo {
@@ -92,4 +92,10 @@ pub fn capture_log<R>(f: impl FnOnce() -> R) -> (R, String) {
     let result = tracing::subscriber::with_default(subscriber, f);
     let text = String::from_utf8_lossy(&buffer.0.lock().unwrap()).into_owned();
     (result, text)
+}
+
+/// The default sandbox with a generous deadline, for tests that are not about deadlines: on a loaded two-core
+/// machine a thread can be descheduled for longer than the 10 ms default, which would read as a timeout.
+pub fn roomy() -> SandboxLimits {
+    SandboxLimits { deadline: std::time::Duration::from_millis(500), ..SandboxLimits::default() }
 }

@@ -1,0 +1,177 @@
+//! Footprint of the real `aegis-host` process: N HTTP services (default 1000) probed every 100 ms against one
+//! loopback server, measured from outside — probes per second from its `/metrics`, resident memory from
+//! `/proc/<pid>/status` — against a one-service baseline measured in the same run.
+//!
+//! ```text
+//! cargo bench -p aegis-host --bench footprint
+//! AEGIS_BENCH_SERVICES=2000 AEGIS_BENCH_INTERVAL_MS=200 AEGIS_BENCH_SECONDS=20 cargo bench -p aegis-host --bench footprint
+//! AEGIS_BENCH_MAX_CONCURRENT=16 cargo bench -p aegis-host --bench footprint     # maxConcurrentChecks
+//! ```
+//!
+//! The HTTP server runs in this bench process (a thread per keep-alive connection), so its memory is not counted.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn env_or(key: &str, default: u64) -> u64 {
+    std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// Answers every request on every connection with `200 ok`, keeping connections alive.
+fn serve(listener: TcpListener) {
+    for stream in listener.incoming().flatten() {
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(match stream.try_clone() {
+                Ok(s) => s,
+                Err(_) => return,
+            });
+            let mut writer = stream;
+            let mut line = String::new();
+            loop {
+                // Request line and headers, up to the blank line; health checks carry no body.
+                let mut seen_request = false;
+                loop {
+                    line.clear();
+                    match reader.read_line(&mut line) {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) if line == "\r\n" && seen_request => break,
+                        Ok(_) => seen_request = true,
+                    }
+                }
+                if writer.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+fn get(addr: &str, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned())
+}
+
+/// Total checks so far, from the host's metrics.
+fn checks(admin: &str) -> Option<f64> {
+    let text = get(admin, "/metrics")?;
+    Some(
+        text.lines()
+            .filter(|l| l.starts_with("aegis_health_checks_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum(),
+    )
+}
+
+fn status_kib(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+struct Run {
+    services: u64,
+    probes_per_s: f64,
+    rss_kib: u64,
+    hwm_kib: u64,
+}
+
+fn run(target_port: u16, services: u64, interval_ms: u64, seconds: u64, max_concurrent: Option<u64>) -> Run {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let admin = format!("127.0.0.1:{}", free_port());
+    let mut yaml = format!(
+        "admin: {{address: \"{admin}\"}}\nplugins: {{dir: \"{}\"}}\nstorage: {{path: \"{}\"}}\n",
+        dir.path().join("plugins").display(),
+        dir.path().join("aegis.db").display()
+    );
+    if let Some(n) = max_concurrent {
+        yaml.push_str(&format!("maxConcurrentChecks: {n}\n"));
+    }
+    yaml.push_str("services:\n");
+    for i in 0..services {
+        yaml.push_str(&format!(
+            "  - {{name: s{i}, type: http, endpoint: \"http://127.0.0.1:{target_port}/health\", interval: {interval_ms}ms, \
+             actions: {{onFailure: ignore}}}}\n"
+        ));
+    }
+    let config = dir.path().join("aegis.yaml");
+    std::fs::write(&config, yaml).expect("write config");
+    let mut host: Child = Command::new(env!("CARGO_BIN_EXE_aegis-host"))
+        .arg("--config")
+        .arg(&config)
+        .env("AEGIS_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start aegis-host");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while checks(&admin).is_none() {
+        assert!(Instant::now() < deadline, "aegis-host did not come up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Warm-up: every service has started (random phase within one interval) and connections are pooled.
+    std::thread::sleep(Duration::from_millis(interval_ms * 2).max(Duration::from_secs(2)));
+    let (c0, t0) = (checks(&admin).unwrap_or(0.0), Instant::now());
+    std::thread::sleep(Duration::from_secs(seconds));
+    let (c1, t1) = (checks(&admin).unwrap_or(0.0), Instant::now());
+    let pid = host.id();
+    let result = Run {
+        services,
+        probes_per_s: (c1 - c0) / (t1 - t0).as_secs_f64(),
+        rss_kib: status_kib(pid, "VmRSS:"),
+        hwm_kib: status_kib(pid, "VmHWM:"),
+    };
+    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let _ = host.wait();
+    result
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let services = env_or("AEGIS_BENCH_SERVICES", 1000);
+    let interval_ms = env_or("AEGIS_BENCH_INTERVAL_MS", 100);
+    let seconds = env_or("AEGIS_BENCH_SECONDS", 10);
+    let max_concurrent = std::env::var("AEGIS_BENCH_MAX_CONCURRENT").ok().and_then(|v| v.parse().ok());
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || serve(listener));
+
+    let baseline = run(port, 1, interval_ms, seconds.min(5), max_concurrent);
+    let load = run(port, services, interval_ms, seconds, max_concurrent);
+    println!("aegis-host footprint, checks every {interval_ms} ms, {seconds} s measured");
+    for r in [&baseline, &load] {
+        println!(
+            "  {:>5} services: {:>8.0} probes/s, RSS {:>6.1} MiB (peak {:.1} MiB)",
+            r.services,
+            r.probes_per_s,
+            r.rss_kib as f64 / 1024.0,
+            r.hwm_kib as f64 / 1024.0
+        );
+    }
+    let per_service = (load.rss_kib.saturating_sub(baseline.rss_kib)) as f64 / (load.services - 1).max(1) as f64;
+    println!(
+        "  RSS ratio {:.2}x the one-service baseline; {per_service:.1} KiB per extra service",
+        load.rss_kib as f64 / baseline.rss_kib.max(1) as f64
+    );
+    println!(
+        "  targets: >= 5000 probes/s: {}; RSS <= 30 MB (28.6 MiB): {}",
+        if load.probes_per_s >= 5000.0 { "met" } else { "missed" },
+        if load.rss_kib as f64 * 1024.0 <= 30e6 { "met" } else { "missed" }
+    );
+}
