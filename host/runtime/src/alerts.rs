@@ -30,6 +30,8 @@ const BOOK_KEY: &str = "alert-book";
 const BATCH: u32 = 32;
 /// Longest wait between two looks at the outbox.
 const IDLE_POLL: Duration = Duration::from_secs(1);
+/// Shortest pause between two evaluations of the alert book.
+const MIN_EVALUATION_GAP: Duration = Duration::from_millis(50);
 /// Per-request timeout of a delivery.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -68,6 +70,8 @@ pub struct Alerting {
     formatter_name: String,
     changed: Notify,
     queued: Notify,
+    /// The book as last written to the store.
+    saved: Mutex<String>,
 }
 
 impl std::fmt::Debug for Alerting {
@@ -129,6 +133,7 @@ impl Alerting {
             formatter_name,
             changed: Notify::new(),
             queued: Notify::new(),
+            saved: Mutex::new(String::new()),
         }
     }
 
@@ -202,11 +207,16 @@ impl Alerting {
         for notice in &notices {
             queued += self.enqueue(store, notice);
         }
-        // Saved after queueing: a crash in between re-sends (at-least-once), it never skips a notification.
+        // Saved after queueing: a crash in between re-sends (at-least-once), it never skips a notification. Only a
+        // changed book is written.
         match serde_json::to_string(&snapshot) {
             Ok(json) => {
-                if let Err(e) = store.put_state(BOOK_KEY, &json) {
-                    tracing::error!("cannot save the alerts: {e}");
+                let mut saved = self.saved.lock().unwrap_or_else(|p| p.into_inner());
+                if *saved != json {
+                    match store.put_state(BOOK_KEY, &json) {
+                        Ok(()) => *saved = json,
+                        Err(e) => tracing::error!("cannot save the alerts: {e}"),
+                    }
                 }
             }
             Err(e) => tracing::error!("cannot serialise the alerts: {e}"),
@@ -277,9 +287,15 @@ impl Alerting {
 /// Evaluates the alert book every `evaluation_interval`, and at once when a source changed something.
 pub async fn run_evaluation(shared: Arc<crate::supervisor::Shared>, mut stop: watch::Receiver<bool>) {
     let interval = shared.alerts.config.evaluation_interval;
+    // A burst of source changes (a log flood) is evaluated at most this often.
+    let gap = interval.min(MIN_EVALUATION_GAP);
     loop {
         let s = Arc::clone(&shared);
         let _ = tokio::task::spawn_blocking(move || s.alerts.evaluate(&s.store, &s.metrics)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(gap) => {}
+            _ = stop.changed() => break,
+        }
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
             _ = shared.alerts.changed.notified() => {}
