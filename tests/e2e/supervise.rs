@@ -11,6 +11,12 @@ fn state(admin: &str) -> Option<f64> {
     scrape(admin, STATE, "breaker=\"svc\"")
 }
 
+/// The pid the example service reports at `/status`, while it answers.
+fn service_pid(base: &str) -> Option<u32> {
+    get_text(&format!("{base}/status"))
+        .and_then(|s| s.split("\"pid\":").nth(1)?.split([',', '}']).next()?.parse::<u32>().ok())
+}
+
 fn write_config(dir: &Path, body: &str) -> std::path::PathBuf {
     let path = dir.join("aegis.yaml");
     std::fs::write(&path, body).expect("write config");
@@ -180,10 +186,7 @@ services:
         &["--config", config.to_str().expect("utf-8 path")],
         &tmp.path().join("aegis.log"),
     );
-    let pid_of = || {
-        get_text(&format!("{base}/status"))
-            .and_then(|s| s.split("\"pid\":").nth(1)?.split([',', '}']).next()?.parse::<u32>().ok())
-    };
+    let pid_of = || service_pid(&base);
     assert!(
         wait_until(Duration::from_secs(20), || pid_of().is_some() && state(&admin) == Some(0.0)),
         "service started by aegis; log:\n{}",
@@ -250,10 +253,7 @@ services:
         &["--config", config.to_str().expect("utf-8 path")],
         &tmp.path().join("aegis.log"),
     );
-    let pid_of = || {
-        get_text(&format!("{base}/status"))
-            .and_then(|s| s.split("\"pid\":").nth(1)?.split([',', '}']).next()?.parse::<u32>().ok())
-    };
+    let pid_of = || service_pid(&base);
     assert!(
         wait_until(Duration::from_secs(20), || pid_of().is_some() && state(&admin) == Some(0.0)),
         "service started by aegis; log:\n{}",

@@ -12,7 +12,7 @@
 //! `Idempotency-Key: <fingerprint>@<startsAt ms>/<status>`; the same key may arrive more than once.
 
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use aegis_core::alerting::{AlertBook, AlertSpec, BookSnapshot, LabelSet, Notice, SourceKind, TrackedAlert};
 use aegis_core::policy::{Alert, AlertFormatter, AlertmanagerJson, Severity};
@@ -23,6 +23,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::config::{AlertRule, AlertTarget, AlertingConfig};
 use crate::store::{OutboxEntry, Store};
+use crate::unix_ms;
 
 /// Key of the alert book in the store's state table.
 const BOOK_KEY: &str = "alert-book";
@@ -41,10 +42,6 @@ pub enum Source {
     BreakerOpen,
     GaveUp,
     Anomaly,
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn spec(name: &str, rule: &AlertRule, source: SourceKind, repeat: Duration) -> AlertSpec {
@@ -268,19 +265,10 @@ impl Alerting {
     }
 
     fn retry_delay(&self, attempts: u32) -> Duration {
-        let mut backoff = Backoff::new(BackoffSettings {
-            initial: self.config.retry_initial,
-            max: self.config.retry_max,
-            multiplier: 2.0,
-            jitter: Jitter::Equal,
-            reset_after: None,
-        });
-        let mut rng = SmallRng::from_os_rng();
-        let mut delay = Duration::ZERO;
-        for _ in 0..=attempts.min(32) {
-            delay = backoff.next_delay(std::time::Instant::now(), &mut rng);
-        }
-        delay
+        let (initial, max) = (self.config.retry_initial, self.config.retry_max);
+        let backoff = Backoff::new(BackoffSettings { initial, max, multiplier: 2.0, ..BackoffSettings::default() });
+        let exp = backoff.exponential(attempts);
+        Jitter::Equal.apply(exp, initial, max, exp, &mut SmallRng::from_os_rng())
     }
 }
 

@@ -228,9 +228,7 @@ pub async fn run(
                 Observation { service: name, checks: h.take_window(), throughput }
             })
             .collect();
-        let at_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let at_ms = crate::unix_ms();
         let s = Arc::clone(&shared);
         let verdicts = tokio::task::spawn_blocking(move || {
             s.anomaly.lock().unwrap_or_else(|p| p.into_inner()).evaluate(at_ms, &observations)

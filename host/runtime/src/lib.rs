@@ -15,5 +15,17 @@ pub mod store;
 pub mod supervisor;
 
 pub use config::Config;
+
+/// Milliseconds since the Unix epoch (0 before it): the time base of events, restarts, alerts and the store.
+pub(crate) fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// [`unix_ms`] as SQLite's integer.
+pub(crate) fn unix_ms_i64() -> i64 {
+    i64::try_from(unix_ms()).unwrap_or(i64::MAX)
+}
 pub use error::{ConfigError, RuntimeError};
 pub use supervisor::Supervisor;

@@ -6,11 +6,13 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use aegis_core::Snapshot;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
+
+use crate::unix_ms_i64;
 
 /// Events older than the newest this many are pruned.
 const MAX_EVENTS: i64 = 10_000;
@@ -69,10 +71,6 @@ pub struct ServiceState {
 pub struct Store {
     path: PathBuf,
     conn: Mutex<Connection>,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn rfc3339(ms: i64) -> String {
@@ -155,7 +153,7 @@ impl Store {
             .execute(
                 "INSERT INTO breakers (service, snapshot, updated_ms) VALUES (?1, ?2, ?3)
                  ON CONFLICT(service) DO UPDATE SET snapshot = excluded.snapshot, updated_ms = excluded.updated_ms",
-                params![service, json, now_ms()],
+                params![service, json, unix_ms_i64()],
             )
             .map_err(|e| self.query_err(e))?;
         Ok(())
@@ -213,7 +211,7 @@ impl Store {
         body: &[u8],
     ) -> Result<i64, StoreError> {
         let headers = serde_json::to_string(headers).map_err(|e| self.query_err(e))?;
-        let now = now_ms();
+        let now = unix_ms_i64();
         let conn = self.conn();
         conn.execute(
             "INSERT INTO outbox (idempotency_key, target, content_type, headers, body, created_ms, next_attempt_ms)
@@ -299,7 +297,7 @@ impl Store {
 
     /// Appends an event and returns it with its id and time.
     pub fn append_event(&self, service: &str, kind: &str, message: &str) -> Result<Event, StoreError> {
-        let at_ms = now_ms();
+        let at_ms = unix_ms_i64();
         let conn = self.conn();
         conn.execute(
             "INSERT INTO events (at_ms, service, kind, message) VALUES (?1, ?2, ?3, ?4)",

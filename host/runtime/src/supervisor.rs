@@ -37,6 +37,7 @@ use crate::metrics::Metrics;
 use crate::probe::{Probe, ProbeResult, RetryPolicy};
 use crate::process::{ManagedProcess, STOP_GRACE};
 use crate::store::{Event, Store};
+use crate::{unix_ms, unix_ms_i64};
 
 /// The policy name reported when the built-in trip predicate decides.
 const BUILT_IN: &str = "built-in";
@@ -112,12 +113,6 @@ struct RestartBook {
     /// Unix-epoch milliseconds of restarts still inside the limit's interval, oldest first.
     recent_ms: VecDeque<i64>,
     gave_up: bool,
-}
-
-fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 impl ServiceHandle {
@@ -858,7 +853,7 @@ async fn check_once(
         if failures.len() == FAILURE_HISTORY {
             failures.pop_front();
         }
-        failures.push_back(Failure { at_ms: u64::try_from(unix_ms()).unwrap_or(0), detail: result.detail.clone() });
+        failures.push_back(Failure { at_ms: unix_ms(), detail: result.detail.clone() });
     }
     if disabled && !result.success {
         start_recovery(handle, shared, &result.detail, stop);
@@ -1066,7 +1061,7 @@ fn restart_after_backoff(handle: &Arc<ServiceHandle>, shared: &Arc<Shared>, stop
         if !matches!(result, Ok(RestartOutcome::NothingToRestart)) {
             let mut book = handle.restarts();
             book.total += 1;
-            book.recent_ms.push_back(unix_ms());
+            book.recent_ms.push_back(unix_ms_i64());
             persist_restarts(&shared, name, &book);
         }
         handle.recovering.store(false, Ordering::Release);
@@ -1077,7 +1072,7 @@ fn restart_after_backoff(handle: &Arc<ServiceHandle>, shared: &Arc<Shared>, stop
 fn restart_limit_reached(handle: &ServiceHandle, shared: &Shared) -> Option<String> {
     let limit = handle.config.restart_limit?;
     let mut book = handle.restarts();
-    let horizon = unix_ms() - i64::try_from(limit.interval.as_millis()).unwrap_or(i64::MAX);
+    let horizon = unix_ms_i64() - i64::try_from(limit.interval.as_millis()).unwrap_or(i64::MAX);
     while book.recent_ms.front().is_some_and(|&t| t < horizon) {
         book.recent_ms.pop_front();
     }

@@ -66,10 +66,7 @@ impl AlertFormatter for AlertmanagerJson {
         if alert.name.is_empty() {
             return Err(FormatError("the alert has no name".into()));
         }
-        let mut labels = vec![("alertname".to_owned(), alert.name.clone())];
-        labels.push(("severity".to_owned(), alert.severity.as_str().to_owned()));
-        labels.extend(alert.labels.iter().filter(|(k, _)| k != "alertname" && k != "severity").cloned());
-        let labels = json_object(&labels);
+        let labels = json_object(&alertmanager_labels(alert));
         let annotations = json_object(&alert.annotations);
         let ends_at = alert.ends_at_ms.map_or_else(|| "0001-01-01T00:00:00Z".to_owned(), rfc3339);
         let status = alert.status.as_str();
