@@ -374,6 +374,14 @@ services:
       onFailure: ignore
       circuitBreaker:
         tripPolicy: {{plugin: window-trip, config: {{window: 4, failures: 3}}}}
+  - name: late
+    type: http
+    endpoint: {base}/health
+    interval: 50ms
+    actions:
+      onFailure: ignore
+      circuitBreaker:
+        tripPolicy: {{plugin: late-trip}}
 "#,
             plugins = plugins.display(),
             db = tmp.path().join("aegis.db").display(),
@@ -388,7 +396,13 @@ services:
     let checks = || scrape(&admin, "aegis_health_checks_total", "result=\"success\",service=\"svc\"").unwrap_or(0.0);
     assert!(wait_until(Duration::from_secs(20), || calls() >= 1.0), "plugin deciding; log:\n{}", host.log_text());
 
-    // Added.
+    assert!(host.log_text().contains("no plugin named `late-trip` is loaded"), "{}", host.log_text());
+
+    // Added: a service that named it while it was missing starts using it.
+    std::fs::copy(plugins.join("window-trip.wasm"), plugins.join("late-trip.tmp")).expect("copy late-trip");
+    std::fs::rename(plugins.join("late-trip.tmp"), plugins.join("late-trip.wasm")).expect("install late-trip");
+    let late = || scrape(&admin, "aegis_plugin_calls_total", "plugin=\"late-trip\",result=\"ok\"").unwrap_or(0.0);
+    assert!(wait_until(Duration::from_secs(10), || late() >= 1.0), "late plugin decides; log:\n{}", host.log_text());
     install_plugin("escalating-restart", &plugins);
     assert!(
         wait_until(Duration::from_secs(10), || host.log_text().contains("added=[\"escalating-restart\"]")),

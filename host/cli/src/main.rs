@@ -223,13 +223,7 @@ fn plugin(command: PluginCommand) -> ExitCode {
                 if caps.is_empty() {
                     println!("  capabilities: none");
                 } else {
-                    let mut asked = Vec::new();
-                    if caps.stderr {
-                        asked.push("stderr".to_owned());
-                    }
-                    asked.extend(caps.env.iter().map(|v| format!("env:{v}")));
-                    asked.extend(caps.read_dirs.iter().map(|d| format!("read-dirs:{}", d.display())));
-                    println!("  capabilities (must be granted): {}", asked.join(", "));
+                    println!("  capabilities (must be granted): {}", caps.names().join(", "));
                 }
                 ExitCode::SUCCESS
             }

@@ -1,6 +1,7 @@
 //! Criterion benchmarks of the plugin host, in one run: a trip-predicate decision through WASM (`window-trip`) vs
-//! the native built-in, binding a plugin (instantiate + `init`), and loading a plugin cold (Cranelift) vs from the
-//! precompile cache. Builds the plugin workspace for wasm32-wasip2 first.
+//! the native built-in (and the fixed cost of a call, with an empty window), instantiating a plugin from the pool
+//! (a fresh store and instance, dropped) and binding it (the same plus its `init` with a config), and loading a
+//! plugin cold (Cranelift) vs from the precompile cache. Builds the plugin workspace for wasm32-wasip2 first.
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
@@ -64,9 +65,16 @@ fn benches(c: &mut Criterion) {
     let mut g = c.benchmark_group("trip");
     g.bench_function("wasm/window-trip", |b| b.iter(|| black_box(wasm_trip.should_trip(black_box(&ctx)))));
     g.bench_function("native/consecutive-failures", |b| b.iter(|| black_box(native.should_trip(black_box(&ctx)))));
+    // The fixed cost of a call, without a window to copy.
+    let (no_counts, no_window) = (Counts::default(), Window::new(WindowKind::Count(20)));
+    let empty = TripContext::new(&no_counts, &no_window, 1);
+    g.bench_function("wasm/window-trip/empty-window", |b| {
+        b.iter(|| black_box(wasm_trip.should_trip(black_box(&empty))))
+    });
     g.finish();
 
     let mut g = c.benchmark_group("bind");
+    g.bench_function("instantiate", |b| b.iter(|| host.instantiate("window-trip").expect("instantiate")));
     g.bench_function("instantiate+init", |b| {
         b.iter(|| {
             black_box(

@@ -40,13 +40,19 @@ impl PluginHost {
         config: Vec<(String, String)>,
         fallback: Arc<dyn AlertFormatter>,
     ) -> Result<WasmAlertFormatter, PluginError> {
-        Ok(WasmAlertFormatter { binding: Binding::new(self, name, subject.to_owned(), config)?, fallback })
+        Ok(WasmAlertFormatter { binding: Binding::new(self, name, subject.to_owned(), None, config)?, fallback })
     }
 }
 
 impl WasmAlertFormatter {
     pub fn plugin_name(&self) -> &str {
         self.binding.plugin_name()
+    }
+
+    /// Whether the plugin is loaded now. A binding made before its plugin appeared uses the built-in policy and
+    /// binds the plugin at the first call after it is loaded.
+    pub fn is_loaded(&self) -> bool {
+        self.binding.is_loaded()
     }
 }
 

@@ -9,7 +9,6 @@ use crate::ServiceInfo;
 use crate::binding::{Binding, clamp_text};
 use crate::bindings::anomaly::AnomalyScorerPlugin;
 use crate::bindings::anomaly::exports::aegis::policy::anomaly_scorer as wit;
-use crate::bindings::types;
 use crate::error::PluginError;
 use crate::host::PluginHost;
 
@@ -20,7 +19,6 @@ const MAX_WINDOW: usize = 4096;
 /// quarantine.
 pub struct WasmAnomalyScorer {
     binding: Binding<AnomalyScorerPlugin>,
-    service: types::ServiceInfo,
     fallback: Arc<dyn AnomalyScorer>,
 }
 
@@ -42,14 +40,20 @@ impl PluginHost {
         config: Vec<(String, String)>,
         fallback: Arc<dyn AnomalyScorer>,
     ) -> Result<WasmAnomalyScorer, PluginError> {
-        let binding = Binding::new(self, name, service.name.clone(), config)?;
-        Ok(WasmAnomalyScorer { binding, service: service.into(), fallback })
+        let binding = Binding::new(self, name, service.name.clone(), Some(service.into()), config)?;
+        Ok(WasmAnomalyScorer { binding, fallback })
     }
 }
 
 impl WasmAnomalyScorer {
     pub fn plugin_name(&self) -> &str {
         self.binding.plugin_name()
+    }
+
+    /// Whether the plugin is loaded now. A binding made before its plugin appeared uses the built-in policy and
+    /// binds the plugin at the first call after it is loaded.
+    pub fn is_loaded(&self) -> bool {
+        self.binding.is_loaded()
     }
 }
 
@@ -58,7 +62,7 @@ impl AnomalyScorer for WasmAnomalyScorer {
         let recent = &window[window.len().saturating_sub(MAX_WINDOW)..];
         let samples: Vec<wit::Sample> = recent.iter().map(|s| wit::Sample { at_ms: s.at_ms, value: s.value }).collect();
         let scored = self.binding.call(|plugin, store| {
-            plugin.aegis_policy_anomaly_scorer().call_score(store, &self.service, metric, &samples).map(|a| match a {
+            plugin.aegis_policy_anomaly_scorer().call_score(store, metric, &samples).map(|a| match a {
                 Some(a) if !a.score.is_finite() => Err(format!("score {} is not finite", a.score)),
                 a => Ok(a.map(|a| Anomaly { score: a.score, reason: clamp_text(a.reason) })),
             })

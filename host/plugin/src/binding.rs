@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use wasmtime::{Engine, Store, Trap};
 
-use crate::bindings::{alert, anomaly, log_rule, recovery, trip};
+use crate::bindings::{alert, anomaly, log_rule, recovery, trip, types};
 use crate::error::PluginError;
 use crate::host::{Loaded, PluginHost, PluginKind, PluginSlot, Pre};
 use crate::quarantine::{Admission, CallResult, PluginHealth};
@@ -30,6 +30,7 @@ pub(crate) trait World: Sized + Send + 'static {
     fn init(
         &self,
         store: &mut Store<StoreData>,
+        service: Option<&types::ServiceInfo>,
         config: &Vec<(String, String)>,
     ) -> wasmtime::Result<Result<(), String>>;
 }
@@ -49,9 +50,10 @@ macro_rules! world {
             fn init(
                 &self,
                 store: &mut Store<StoreData>,
+                service: Option<&types::ServiceInfo>,
                 config: &Vec<(String, String)>,
             ) -> wasmtime::Result<Result<(), String>> {
-                self.aegis_policy_lifecycle().call_init(store, config)
+                self.aegis_policy_lifecycle().call_init(store, service, config)
             }
         }
     };
@@ -68,9 +70,9 @@ struct Instance<W> {
     world: W,
 }
 
-/// The plugin version a binding runs and its instance of it.
+/// The plugin version a binding runs (none while the plugin is not loaded) and its instance of it.
 struct Current<W> {
-    plugin: Arc<Loaded>,
+    plugin: Option<Arc<Loaded>>,
     instance: Option<Instance<W>>,
 }
 
@@ -83,6 +85,8 @@ pub(crate) struct Binding<W> {
     limits: SandboxLimits,
     /// What the binding is for (a service, a log source, a receiver), for the log.
     subject: String,
+    /// The service given to the plugin's `init`, if the binding decides for one.
+    service: Option<types::ServiceInfo>,
     config: Vec<(String, String)>,
     current: Mutex<Current<W>>,
 }
@@ -98,27 +102,43 @@ impl<W: World> fmt::Debug for Binding<W> {
 }
 
 impl<W: World> Binding<W> {
-    /// Binds plugin `name` and instantiates it now, so an unknown plugin, a wrong kind or a refused config is an
-    /// error at configuration time rather than at the first decision.
+    /// Binds plugin `name` and, if it is loaded, instantiates it now, so a wrong kind or a refused config is an
+    /// error at configuration time rather than at the first decision. A plugin that is not loaded (yet) gives a
+    /// binding that uses the built-in policy until the plugin appears (a reload or the directory watcher), and then
+    /// binds at its next call. `subject` names what the binding is for in the log; `service`, if any, is handed to
+    /// the plugin's `init`.
     pub(crate) fn new(
         host: &PluginHost,
         name: &str,
         subject: String,
+        service: Option<types::ServiceInfo>,
         config: Vec<(String, String)>,
     ) -> Result<Self, PluginError> {
-        let (slot, plugin) = host.get(name, W::KIND)?;
+        let (slot, plugin) = match host.get(name, W::KIND) {
+            Ok((slot, plugin)) => (slot, Some(plugin)),
+            Err(PluginError::NotFound { .. }) => (host.slot_for(name), None),
+            Err(e) => return Err(e),
+        };
         let binding = Binding {
             name: name.to_owned(),
             slot,
             engine: host.engine().clone(),
             limits: *host.limits(),
             subject,
+            service,
             config,
-            current: Mutex::new(Current { plugin: Arc::clone(&plugin), instance: None }),
+            current: Mutex::new(Current { plugin: plugin.clone(), instance: None }),
         };
-        let instance = binding.instantiate(&plugin)?;
-        binding.lock().instance = Some(instance);
+        if let Some(plugin) = plugin {
+            let instance = binding.instantiate(&plugin)?;
+            binding.lock().instance = Some(instance);
+        }
         Ok(binding)
+    }
+
+    /// Whether the plugin is loaded now (otherwise the built-in policy decides).
+    pub(crate) fn is_loaded(&self) -> bool {
+        self.slot.current().is_some()
     }
 
     pub(crate) fn plugin_name(&self) -> &str {
@@ -145,7 +165,7 @@ impl<W: World> Binding<W> {
         store.set_epoch_deadline(self.limits.deadline_ticks());
         let config: Vec<(String, String)> = plugin.default_config.iter().chain(&self.config).cloned().collect();
         world
-            .init(&mut store, &config)
+            .init(&mut store, self.service.as_ref(), &config)
             .map_err(instantiate_err)?
             .map_err(|reason| PluginError::InitRefused { name: name.clone(), reason })?;
         Ok(Instance { store, world })
@@ -167,12 +187,22 @@ impl<W: World> Binding<W> {
             return None;
         }
         let mut current = self.lock();
-        if !Arc::ptr_eq(&current.plugin, &plugin) {
-            tracing::info!(plugin = %self.name, subject = %self.subject, "switching to the reloaded plugin");
-            *current = Current { plugin, instance: None };
+        if !current.plugin.as_ref().is_some_and(|seen| Arc::ptr_eq(seen, &plugin)) {
+            *current = Current { plugin: Some(Arc::clone(&plugin)), instance: None };
+            if plugin.info.kind == W::KIND {
+                tracing::info!(plugin = %self.name, subject = %self.subject, "switching to the loaded plugin version");
+            } else {
+                // Only a plugin that appeared after the binding was made can be of another kind (a reload keeps the
+                // kind). Said once per version, not at every call.
+                tracing::error!(plugin = %self.name, subject = %self.subject,
+                    "plugin is a {}, not a {}; using the built-in policy", plugin.info.kind, W::KIND);
+            }
+        }
+        if plugin.info.kind != W::KIND {
+            return None;
         }
         if current.instance.is_none() {
-            match self.instantiate(&current.plugin) {
+            match self.instantiate(&plugin) {
                 Ok(instance) => current.instance = Some(instance),
                 Err(e) => {
                     drop(current);

@@ -2,8 +2,9 @@
 //! compatibility hash (wasmtime version, target, compiler settings), so a restart or reload of an unchanged plugin
 //! skips Cranelift.
 //!
-//! Each entry is `sha256(artifact) ‖ artifact`; an entry that is unreadable, fails its checksum or is refused by
-//! wasmtime is a miss and is rewritten. The directory must be the operator's (like wasmtime's own cache): a file that
+//! Each entry is `crc32(artifact) ‖ artifact` (CRC-32 little-endian: it catches torn writes and bit rot at memory
+//! speed; it is no defence against a writer, see below); an entry that is unreadable, fails its checksum or is
+//! refused by wasmtime is a miss and is rewritten. The directory must be the operator's (like wasmtime's own cache): a file that
 //! passes the checksum is trusted as code this host produced. It must never be the plugin directory, and nothing
 //! precompiled is ever loaded from there.
 
@@ -14,6 +15,10 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
+
+/// The extension of cache entries; `v2` entries carry a CRC-32 (older `.cwasm` entries carried a SHA-256 and are
+/// simply never looked up again).
+const ENTRY_EXTENSION: &str = "v2.cwasm";
 
 /// Where a compiled component came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,14 +76,19 @@ impl Cache {
         !canon(&self.dir).starts_with(canon(plugin_dir))
     }
 
-    fn entry(&self, wasm: &[u8]) -> PathBuf {
-        self.dir.join(format!("{}-{}.cwasm", hex(&Sha256::digest(wasm)), self.engine_key))
+    fn entry(&self, wasm_sha256: &[u8; 32]) -> PathBuf {
+        self.dir.join(format!("{}-{}.{ENTRY_EXTENSION}", hex(wasm_sha256), self.engine_key))
     }
 
     /// The component of `wasm`, from the cache when a valid entry exists, else compiled and stored. A failure to
     /// store is logged, never an error: the cache only saves time.
-    pub(crate) fn load(&self, engine: &Engine, wasm: &[u8]) -> wasmtime::Result<(Component, CacheOutcome)> {
-        let entry = self.entry(wasm);
+    pub(crate) fn load(
+        &self,
+        engine: &Engine,
+        wasm: &[u8],
+        wasm_sha256: &[u8; 32],
+    ) -> wasmtime::Result<(Component, CacheOutcome)> {
+        let entry = self.entry(wasm_sha256);
         if let Some(component) = self.read(engine, &entry) {
             return Ok((component, CacheOutcome::Hit));
         }
@@ -92,12 +102,14 @@ impl Cache {
 
     fn read(&self, engine: &Engine, entry: &Path) -> Option<Component> {
         let bytes = std::fs::read(entry).ok()?;
-        let valid = bytes.len() > 32 && Sha256::digest(&bytes[32..])[..] == bytes[..32];
+        let valid = bytes.split_first_chunk::<4>().is_some_and(|(sum, artifact)| {
+            !artifact.is_empty() && u32::from_le_bytes(*sum) == crc32fast::hash(artifact)
+        });
         if !valid {
             tracing::warn!(entry = %entry.display(), "corrupt precompile cache entry; recompiling");
             return None;
         }
-        match deserialize(engine, &bytes[32..]) {
+        match deserialize(engine, bytes.get(4..).unwrap_or_default()) {
             Ok(component) => Some(component),
             Err(e) => {
                 tracing::warn!(entry = %entry.display(), "unusable precompile cache entry, recompiling: {e:#}");
@@ -110,8 +122,8 @@ impl Cache {
         std::fs::create_dir_all(&self.dir)?;
         // Write then rename, so a concurrent reader never sees half an entry.
         let tmp = entry.with_extension(format!("tmp{}", std::process::id()));
-        let mut bytes = Vec::with_capacity(32 + artifact.len());
-        bytes.extend_from_slice(&Sha256::digest(artifact));
+        let mut bytes = Vec::with_capacity(4 + artifact.len());
+        bytes.extend_from_slice(&crc32fast::hash(artifact).to_le_bytes());
         bytes.extend_from_slice(artifact);
         std::fs::write(&tmp, &bytes)?;
         std::fs::rename(&tmp, entry).inspect_err(|_| {

@@ -18,7 +18,7 @@ use crate::cache::{Cache, CacheOutcome};
 use crate::error::PluginError;
 use crate::manifest::{self, Capabilities};
 use crate::quarantine::{EventListener, Listeners, PluginHealth, PluginStats, QuarantinePolicy};
-use crate::sandbox::{EPOCH_TICK, SandboxLimits, StoreData};
+use crate::sandbox::{EPOCH_TICK, SandboxLimits, StoreData, new_store};
 use crate::{WIT_PACKAGE, WIT_VERSION};
 
 /// The five decisions a plugin can take over.
@@ -195,6 +195,15 @@ impl fmt::Debug for PluginHost {
 /// log source's rule; the alert formatter), plus the instance a reload or trap is replacing.
 pub const POOLED_INSTANCES: u32 = 2048;
 
+/// Bytes of a freed memory or table slot that are reset in place rather than handed back to the kernel, so the next
+/// instance in the slot neither pays for `madvise` (and the TLB shootdown it sends to every core) nor page-faults the
+/// pages in again. With Linux's `PAGEMAP_SCAN` (6.7+) only the pages the instance dirtied are reset; elsewhere this
+/// much is zeroed with `memset`. It is also the most a warm slot keeps resident while unused.
+const KEEP_RESIDENT: usize = 128 << 10;
+
+/// Freed slots kept warm for reuse, which bounds what [`KEEP_RESIDENT`] can hold on to (a few MiB).
+const WARM_SLOTS: u32 = 16;
+
 /// The pooling allocator: slots for [`POOLED_INSTANCES`] components, each with a few core instances (a component
 /// built by `wasm32-wasip2` has its module, the WASI adapter and shims), memories of at most the sandbox's memory
 /// cap, and tables of at most its element cap. Slots are virtual reservations; only touched pages use memory.
@@ -207,7 +216,11 @@ fn pooling(limits: &SandboxLimits) -> wasmtime::InstanceAllocationStrategy {
         .max_memories_per_module(2)
         .max_tables_per_module(4)
         .max_memory_size(limits.memory_bytes)
-        .table_elements(limits.table_elements);
+        .table_elements(limits.table_elements)
+        .linear_memory_keep_resident(KEEP_RESIDENT)
+        .table_keep_resident(KEEP_RESIDENT)
+        .max_unused_warm_slots(WARM_SLOTS)
+        .pagemap_scan(wasmtime::Enabled::Auto);
     wasmtime::InstanceAllocationStrategy::Pooling(pool)
 }
 
@@ -334,7 +347,7 @@ impl PluginHost {
                 }
             };
             let previous = self.slot(&name).and_then(|s| s.current());
-            let digest = digest(path, &bytes);
+            let digest = digest(path, &Sha256::digest(&bytes).into());
             if previous.as_ref().is_some_and(|p| p.digest == digest && p.info.path == *path) {
                 report.unchanged.push(name);
                 continue;
@@ -376,6 +389,17 @@ impl PluginHost {
 
     fn slot(&self, name: &str) -> Option<Arc<PluginSlot>> {
         self.read_plugins().get(name).cloned()
+    }
+
+    /// The slot of plugin `name`, created empty if the plugin was never loaded: a binding waits in it for the
+    /// plugin to appear.
+    pub(crate) fn slot_for(&self, name: &str) -> Arc<PluginSlot> {
+        if let Some(slot) = self.slot(name) {
+            return slot;
+        }
+        Arc::clone(
+            self.plugins.write().unwrap_or_else(|poisoned| poisoned.into_inner()).entry(name.to_owned()).or_default(),
+        )
     }
 
     /// Compiles, classifies and pre-links one component, replacing any plugin of the same name.
@@ -435,14 +459,10 @@ impl PluginHost {
 
     /// The slot of plugin `name` and its current version, which must be of kind `wanted`.
     pub(crate) fn get(&self, name: &str, wanted: PluginKind) -> Result<(Arc<PluginSlot>, Arc<Loaded>), PluginError> {
-        let (slot, loaded) =
-            self.slot(name).and_then(|slot| slot.current().map(|loaded| (slot, loaded))).ok_or_else(|| {
-                let loaded: Vec<String> = self.plugins().into_iter().map(|p| p.name).collect();
-                PluginError::NotFound {
-                    name: name.to_owned(),
-                    loaded: if loaded.is_empty() { "none".to_owned() } else { loaded.join(", ") },
-                }
-            })?;
+        let (slot, loaded) = self
+            .slot(name)
+            .and_then(|slot| slot.current().map(|loaded| (slot, loaded)))
+            .ok_or_else(|| PluginError::NotFound { name: name.to_owned(), loaded: self.loaded_names() })?;
         if loaded.info.kind != wanted {
             return Err(PluginError::WrongKind {
                 name: name.to_owned(),
@@ -451,6 +471,34 @@ impl PluginHost {
             });
         }
         Ok((slot, loaded))
+    }
+
+    /// Instantiates the current version of plugin `name` in a fresh sandbox, without calling into it, and drops the
+    /// instance. Loading does this once per plugin; the benchmarks time it.
+    pub fn instantiate(&self, name: &str) -> Result<(), PluginError> {
+        let slot = self.slot(name).and_then(|s| s.current());
+        let plugin =
+            slot.ok_or_else(|| PluginError::NotFound { name: name.to_owned(), loaded: self.loaded_names() })?;
+        self.instantiate_pre(&plugin.pre, name)
+            .map_err(|e| PluginError::Instantiate { name: name.to_owned(), reason: format!("{e:#}") })
+    }
+
+    fn instantiate_pre(&self, pre: &Pre, name: &str) -> wasmtime::Result<()> {
+        // Capabilities change what the WASI context holds, not what links, so none are needed here.
+        let mut store = new_store(&self.engine, Arc::from(name), &self.limits, &Capabilities::default())?;
+        match pre {
+            Pre::Trip(pre) => pre.instantiate(&mut store).map(drop),
+            Pre::Recovery(pre) => pre.instantiate(&mut store).map(drop),
+            Pre::LogRule(pre) => pre.instantiate(&mut store).map(drop),
+            Pre::Anomaly(pre) => pre.instantiate(&mut store).map(drop),
+            Pre::Alert(pre) => pre.instantiate(&mut store).map(drop),
+        }
+    }
+
+    /// The names of the loaded plugins, for an error message.
+    fn loaded_names(&self) -> String {
+        let loaded: Vec<String> = self.plugins().into_iter().map(|p| p.name).collect();
+        if loaded.is_empty() { "none".to_owned() } else { loaded.join(", ") }
     }
 
     fn compile(&self, path: &Path, cache: Option<&Cache>) -> Result<Compiled, PluginError> {
@@ -466,8 +514,9 @@ impl PluginHost {
         cache: Option<&Cache>,
         grants: Grants,
     ) -> Result<Compiled, PluginError> {
+        let wasm_sha256: [u8; 32] = Sha256::digest(bytes).into();
         let compiled = match cache {
-            Some(cache) => cache.load(&self.engine, bytes),
+            Some(cache) => cache.load(&self.engine, bytes, &wasm_sha256),
             None => Component::new(&self.engine, bytes).map(|c| (c, CacheOutcome::Disabled)),
         };
         let (component, compiled) =
@@ -493,6 +542,13 @@ impl PluginHost {
             }
         };
         let name = plugin_name(path);
+        // Linking checks names, not signatures: a component built against another contract (an older SDK) would
+        // only fail at its first binding. One throwaway instance finds that now.
+        self.instantiate_pre(&pre, &name).map_err(|e| PluginError::WorldMismatch {
+            path: path.to_owned(),
+            kind: kind.as_str(),
+            reason: format!("{e:#} (built against another version of the aegis:policy contract or SDK?)"),
+        })?;
         let manifest = manifest::read(path, &name, kind)?;
         let granted = self.grants.read().unwrap_or_else(|p| p.into_inner()).get(&name).cloned().unwrap_or_default();
         let missing = manifest.capabilities.not_covered_by(&granted);
@@ -508,7 +564,7 @@ impl PluginHost {
             version: manifest.version,
             capabilities: manifest.capabilities,
         };
-        Ok(Compiled { info, pre, default_config: manifest.config, digest: digest(path, bytes) })
+        Ok(Compiled { info, pre, default_config: manifest.config, digest: digest(path, &wasm_sha256) })
     }
 }
 
@@ -524,10 +580,10 @@ enum Grants {
     Ignore,
 }
 
-/// sha256 of a plugin's `.wasm` bytes and its manifest (if any).
-fn digest(path: &Path, wasm: &[u8]) -> [u8; 32] {
+/// sha256 over the sha256 of a plugin's `.wasm` bytes and its manifest (if any).
+fn digest(path: &Path, wasm_sha256: &[u8; 32]) -> [u8; 32] {
     let mut hasher = Sha256::new();
-    hasher.update(wasm);
+    hasher.update(wasm_sha256);
     if let Ok(manifest) = std::fs::read(manifest::manifest_path(path)) {
         hasher.update(manifest);
     }

@@ -36,13 +36,19 @@ impl PluginHost {
         config: Vec<(String, String)>,
         fallback: Arc<dyn LogRule>,
     ) -> Result<WasmLogRule, PluginError> {
-        Ok(WasmLogRule { binding: Binding::new(self, name, subject.to_owned(), config)?, fallback })
+        Ok(WasmLogRule { binding: Binding::new(self, name, subject.to_owned(), None, config)?, fallback })
     }
 }
 
 impl WasmLogRule {
     pub fn plugin_name(&self) -> &str {
         self.binding.plugin_name()
+    }
+
+    /// Whether the plugin is loaded now. A binding made before its plugin appeared uses the built-in policy and
+    /// binds the plugin at the first call after it is loaded.
+    pub fn is_loaded(&self) -> bool {
+        self.binding.is_loaded()
     }
 }
 

@@ -18,6 +18,9 @@ use crate::host::PluginKind;
 pub struct Capabilities {
     /// The plugin's stderr goes to the host's stderr.
     pub stderr: bool,
+    /// The plugin reads the real wall and monotonic clocks. Without it both clocks stand still at zero (the Unix
+    /// epoch), so a decision depends only on what the host passes in.
+    pub clocks: bool,
     /// These environment variables, with the host's values (unset ones are left out).
     pub env: Vec<String>,
     /// These host directories, read-only, at the same path inside the plugin.
@@ -32,22 +35,25 @@ impl Capabilities {
     /// The requested capabilities `grant` does not cover, as config-style names (`stderr`, `env:TZ`,
     /// `read-dirs:/var/log`).
     pub fn not_covered_by(&self, grant: &Capabilities) -> Vec<String> {
-        let mut missing = Vec::new();
-        if self.stderr && !grant.stderr {
-            missing.push("stderr".to_owned());
+        let granted = grant.names();
+        self.names().into_iter().filter(|name| !granted.contains(name)).collect()
+    }
+
+    /// Every capability in the set, by its config-style name (`stderr`, `clocks`, `env:TZ`, `read-dirs:/var/log`).
+    pub fn names(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        if self.stderr {
+            names.push("stderr".to_owned());
         }
-        missing.extend(self.env.iter().filter(|v| !grant.env.contains(v)).map(|v| format!("env:{v}")));
-        missing.extend(
-            self.read_dirs
-                .iter()
-                .filter(|d| !grant.read_dirs.contains(d))
-                .map(|d| format!("read-dirs:{}", d.display())),
-        );
-        missing
+        if self.clocks {
+            names.push("clocks".to_owned());
+        }
+        names.extend(self.env.iter().map(|v| format!("env:{v}")));
+        names.extend(self.read_dirs.iter().map(|d| format!("read-dirs:{}", d.display())));
+        names
     }
 }
 
-/// What a plugin's manifest declares, validated.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Manifest {
     pub version: Option<String>,
@@ -73,6 +79,8 @@ struct WireManifest {
 struct WireCapabilities {
     #[serde(default)]
     stderr: bool,
+    #[serde(default)]
+    clocks: bool,
     #[serde(default)]
     env: Vec<String>,
     #[serde(default)]
@@ -119,6 +127,7 @@ pub(crate) fn read(wasm: &Path, name: &str, kind: PluginKind) -> Result<Manifest
     }
     let capabilities = Capabilities {
         stderr: wire.capabilities.stderr,
+        clocks: wire.capabilities.clocks,
         env: wire.capabilities.env,
         read_dirs: wire.capabilities.read_dirs,
     };
@@ -140,14 +149,19 @@ mod tests {
     fn parses_a_full_manifest() {
         let m = manifest(
             "name: p\nkind: log-rule\nversion: 1.2.0\nconfig: {n: 3, on: true, s: x}\n\
-             capabilities: {stderr: true, env: [TZ], read-dirs: [/var/log]}\n",
+             capabilities: {stderr: true, clocks: true, env: [TZ], read-dirs: [/var/log]}\n",
         )
         .unwrap();
         assert_eq!(m.version.as_deref(), Some("1.2.0"));
         assert_eq!(m.config, [("n".into(), "3".into()), ("on".into(), "true".into()), ("s".into(), "x".into())]);
         assert_eq!(
             m.capabilities,
-            Capabilities { stderr: true, env: vec!["TZ".into()], read_dirs: vec![PathBuf::from("/var/log")] }
+            Capabilities {
+                stderr: true,
+                clocks: true,
+                env: vec!["TZ".into()],
+                read_dirs: vec![PathBuf::from("/var/log")]
+            }
         );
     }
 
@@ -167,9 +181,14 @@ mod tests {
 
     #[test]
     fn grants_cover_requests_item_by_item() {
-        let want = Capabilities { stderr: true, env: vec!["A".into(), "B".into()], read_dirs: vec!["/d".into()] };
-        let grant = Capabilities { stderr: false, env: vec!["A".into()], read_dirs: vec![] };
-        assert_eq!(want.not_covered_by(&grant), ["stderr", "env:B", "read-dirs:/d"]);
+        let want = Capabilities {
+            stderr: true,
+            clocks: true,
+            env: vec!["A".into(), "B".into()],
+            read_dirs: vec!["/d".into()],
+        };
+        let grant = Capabilities { env: vec!["A".into()], ..Capabilities::default() };
+        assert_eq!(want.not_covered_by(&grant), ["stderr", "clocks", "env:B", "read-dirs:/d"]);
         assert!(want.not_covered_by(&want).is_empty());
     }
 }

@@ -10,7 +10,6 @@ use crate::ServiceInfo;
 use crate::binding::{Binding, clamp_text};
 use crate::bindings::recovery::RecoveryStrategyPlugin;
 use crate::bindings::recovery::exports::aegis::policy::recovery_strategy as wit;
-use crate::bindings::types;
 use crate::error::PluginError;
 use crate::host::PluginHost;
 
@@ -20,7 +19,6 @@ const MAX_HISTORY: usize = 64;
 /// A recovery strategy implemented by a plugin; falls back to the built-in on trap, timeout or quarantine.
 pub struct WasmRecoveryStrategy {
     binding: Binding<RecoveryStrategyPlugin>,
-    service: types::ServiceInfo,
     fallback: Arc<dyn RecoveryStrategy>,
 }
 
@@ -42,14 +40,20 @@ impl PluginHost {
         config: Vec<(String, String)>,
         fallback: Arc<dyn RecoveryStrategy>,
     ) -> Result<WasmRecoveryStrategy, PluginError> {
-        let binding = Binding::new(self, name, service.name.clone(), config)?;
-        Ok(WasmRecoveryStrategy { binding, service: service.into(), fallback })
+        let binding = Binding::new(self, name, service.name.clone(), Some(service.into()), config)?;
+        Ok(WasmRecoveryStrategy { binding, fallback })
     }
 }
 
 impl WasmRecoveryStrategy {
     pub fn plugin_name(&self) -> &str {
         self.binding.plugin_name()
+    }
+
+    /// Whether the plugin is loaded now. A binding made before its plugin appeared uses the built-in policy and
+    /// binds the plugin at the first call after it is loaded.
+    pub fn is_loaded(&self) -> bool {
+        self.binding.is_loaded()
     }
 }
 
@@ -59,7 +63,7 @@ impl RecoveryStrategy for WasmRecoveryStrategy {
         let failures: Vec<wit::Failure> =
             recent.iter().map(|f| wit::Failure { at_ms: f.at_ms, detail: f.detail.clone() }).collect();
         let action = self.binding.call(|plugin, store| {
-            plugin.aegis_policy_recovery_strategy().call_decide(store, &self.service, &failures, attempt).map(|a| {
+            plugin.aegis_policy_recovery_strategy().call_decide(store, &failures, attempt).map(|a| {
                 Ok(match a {
                     wit::Action::Restart => RecoveryAction::Restart,
                     wit::Action::Notify(message) => RecoveryAction::Notify(message.map(clamp_text)),

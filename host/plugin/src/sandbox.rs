@@ -1,12 +1,13 @@
 //! Per-call sandbox: the store data every plugin instance runs with, its resource limits and its (empty) WASI
-//! context. Nothing here grants a capability: no preopened directory, no environment, no stdio, no sockets.
+//! context. Nothing here grants a capability: no preopened directory, no environment, no stdio, no sockets, and
+//! clocks that stand still.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
-use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::trip::aegis::policy::host;
 use crate::bindings::types::LogLevel;
@@ -115,6 +116,30 @@ impl host::Host for StoreData {
 
 impl crate::bindings::types::Host for StoreData {}
 
+/// Both clocks of a plugin without the `clocks` capability: they read zero (the Unix epoch) and never move, so a
+/// plugin learns the time only from what the host passes in. A plugin that waits on them is stopped by its deadline.
+struct StoppedClock;
+
+impl HostWallClock for StoppedClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl HostMonotonicClock for StoppedClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
 /// A fresh store for one plugin instance, with the limits applied, the granted capabilities (usually none) in its
 /// WASI context, and the deadline armed for the first call. Fails only if a granted directory cannot be opened.
 pub(crate) fn new_store(
@@ -126,6 +151,9 @@ pub(crate) fn new_store(
     let mut wasi = WasiCtx::builder();
     if capabilities.stderr {
         wasi.inherit_stderr();
+    }
+    if !capabilities.clocks {
+        wasi.wall_clock(StoppedClock).monotonic_clock(StoppedClock);
     }
     for var in &capabilities.env {
         if let Ok(value) = std::env::var(var) {

@@ -110,7 +110,7 @@ impl Alerting {
             None => (Arc::clone(&built_in), "alertmanager".to_owned()),
             Some(name) => match plugins.alert_formatter(name, &config.receiver, Vec::new(), Arc::clone(&built_in)) {
                 Ok(f) => {
-                    tracing::info!(plugin = %name, "alert formatter bound to plugin");
+                    crate::supervisor::log_binding(plugins, "alert formatter", &config.receiver, name, f.is_loaded());
                     (Arc::new(f) as Arc<dyn AlertFormatter>, name.clone())
                 }
                 Err(e) => {

@@ -134,7 +134,13 @@ impl AnomalyDetector {
                 .unwrap_or_else(|| Arc::new(RobustZ::default()) as Arc<dyn AnomalyScorer>);
             match plugins.anomaly_scorer(&p.plugin, service.clone(), p.config.clone(), fallback) {
                 Ok(scorer) => {
-                    tracing::info!(service = %service.name, plugin = %p.plugin, "anomaly scorer bound to plugin");
+                    crate::supervisor::log_binding(
+                        plugins,
+                        "anomaly scorer",
+                        &service.name,
+                        &p.plugin,
+                        scorer.is_loaded(),
+                    );
                     let scorer: Arc<dyn AnomalyScorer> = Arc::new(scorer);
                     by_metric = METRICS.iter().map(|m| (*m, vec![Arc::clone(&scorer)])).collect();
                     source = p.plugin.clone();

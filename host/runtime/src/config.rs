@@ -153,6 +153,8 @@ struct GrantWire {
     #[serde(default)]
     stderr: bool,
     #[serde(default)]
+    clocks: bool,
+    #[serde(default)]
     env: Vec<String>,
     #[serde(default)]
     read_dirs: Vec<PathBuf>,
@@ -863,7 +865,8 @@ impl Validator<'_> {
                     ));
                 }
             }
-            c.grants.insert(name, Capabilities { stderr: g.stderr, env: g.env, read_dirs: g.read_dirs });
+            c.grants
+                .insert(name, Capabilities { stderr: g.stderr, clocks: g.clocks, env: g.env, read_dirs: g.read_dirs });
         }
         Ok(c)
     }
@@ -1359,12 +1362,12 @@ services:
     #[test]
     fn plugin_sandbox_settings_parse() {
         let text = "plugins:\n  dir: p\n  cacheDir: /var/cache/aegis\n  quarantine: {strikes: 5, window: 1m, coolDown: 10s}\n  \
-                    grants:\n    reader: {stderr: true, env: [TZ], readDirs: [/etc/aegis]}\nservices: []\n";
+                    grants:\n    reader: {stderr: true, clocks: true, env: [TZ], readDirs: [/etc/aegis]}\nservices: []\n";
         let c = parse(text).expect("valid");
         assert_eq!(c.plugins.cache_dir.as_deref(), Some(Path::new("/var/cache/aegis")));
         assert_eq!((c.plugins.quarantine.strikes, c.plugins.quarantine.cool_down), (5, Duration::from_secs(10)));
         let g = &c.plugins.grants["reader"];
-        assert!(g.stderr && g.env == ["TZ"] && g.read_dirs == [PathBuf::from("/etc/aegis")]);
+        assert!(g.stderr && g.clocks && g.env == ["TZ"] && g.read_dirs == [PathBuf::from("/etc/aegis")]);
         let e =
             parse("plugins:\n  grants:\n    x: {readDirs: [rel]}\nservices: []\n").expect_err("relative").to_string();
         assert!(e.contains("plugins.grants.x.readDirs"), "{e}");

@@ -383,7 +383,7 @@ impl Supervisor {
                 Arc::new(aegis_core::policy::Contains::new(name.clone(), Severity::Info, Vec::<String>::new()));
             match self.shared.plugins.log_rule(name, "logs", Vec::new(), fallback) {
                 Ok(rule) => {
-                    tracing::info!(plugin = %name, "log rule bound to plugin");
+                    log_binding(&self.shared.plugins, "log rule", "logs", name, rule.is_loaded());
                     rules = rules.with_rule(Arc::new(rule), None);
                 }
                 Err(e) => tracing::error!("log rule plugin skipped: {e}"),
@@ -529,6 +529,22 @@ async fn consume_log_matches(
     }
 }
 
+/// Logs how a policy was bound: to its loaded plugin, or waiting for a plugin that is not loaded (a typo, or one
+/// still to be copied in) while the built-in decides.
+pub(crate) fn log_binding(plugins: &PluginHost, policy: &str, subject: &str, plugin: &str, loaded: bool) {
+    if loaded {
+        tracing::info!(subject, plugin, "{policy} bound to plugin");
+    } else {
+        let names: Vec<String> = plugins.plugins().into_iter().map(|p| p.name).collect();
+        let names = if names.is_empty() { "none".to_owned() } else { names.join(", ") };
+        tracing::warn!(
+            subject,
+            plugin,
+            "no plugin named `{plugin}` is loaded (loaded: {names}); the built-in {policy} decides until it appears"
+        );
+    }
+}
+
 /// Reloads the plugin directory on a blocking thread (compiling a plugin takes milliseconds to seconds). Changed
 /// plugins are swapped in at their bindings' next call; a broken replacement keeps the old version running.
 async fn reload_plugins(shared: &Arc<Shared>, dir: PathBuf) {
@@ -650,7 +666,7 @@ fn build_service(
                 ServiceInfo { name: s.name.clone(), kind: s.probe.kind().to_owned(), endpoint: s.endpoint.clone() };
             match shared.plugins.trip_predicate(&policy.plugin, info, policy.config.clone(), Arc::clone(&built_in)) {
                 Ok(p) => {
-                    tracing::info!(service = %s.name, plugin = %policy.plugin, "trip predicate bound to plugin");
+                    log_binding(&shared.plugins, "trip predicate", &s.name, &policy.plugin, p.is_loaded());
                     (Arc::new(p), policy.plugin.clone())
                 }
                 Err(e) => {
@@ -665,7 +681,7 @@ fn build_service(
         let fixed: Arc<dyn RecoveryStrategy> = Arc::new(FixedAction(fixed_action(s.on_failure)));
         match shared.plugins.recovery_strategy(&policy.plugin, info, policy.config.clone(), fixed) {
             Ok(p) => {
-                tracing::info!(service = %s.name, plugin = %policy.plugin, "recovery strategy bound to plugin");
+                log_binding(&shared.plugins, "recovery strategy", &s.name, &policy.plugin, p.is_loaded());
                 Some((Arc::new(p) as Arc<dyn RecoveryStrategy>, policy.plugin.clone()))
             }
             Err(e) => {

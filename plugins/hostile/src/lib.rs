@@ -5,7 +5,8 @@
 //! Config:
 //! - `mode` — `loop` (spin forever), `alloc` (grow memory until refused), `panic`, `recurse` (unbounded recursion),
 //!   `big` (return a `size`-byte reason), `file` (read `path`), `env` (read every environment variable), `socket`
-//!   (connect to `addr`), `log-flood` (log 10 000 long lines), `ok` (behave: never trip)
+//!   (connect to `addr`), `clock` (read the wall and monotonic clocks), `log-flood` (log 10 000 long lines), `ok`
+//!   (behave: never trip)
 //! - `when` — `always` (default) or `failures`: misbehave only when the counts show a failure, otherwise behave,
 //!   so a test can make the plugin healthy again
 //! - `at`   — `call` (default) or `init`: misbehave inside `init` instead of the decision
@@ -24,7 +25,8 @@ pub struct Hostile {
     addr: String,
 }
 
-const MODES: &[&str] = &["loop", "alloc", "panic", "recurse", "big", "file", "env", "socket", "log-flood", "ok"];
+const MODES: &[&str] =
+    &["loop", "alloc", "panic", "recurse", "big", "file", "env", "socket", "clock", "log-flood", "ok"];
 
 impl Policy for Hostile {
     fn init(config: &Config) -> Result<Self, String> {
@@ -93,6 +95,23 @@ impl Hostile {
                 Ok(_) => format!("LEAK: connected to {}", self.addr),
                 Err(e) => format!("denied: {e}"),
             }),
+            "clock" => {
+                let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                let start = std::time::Instant::now();
+                let mut spins: u64 = 0;
+                while start.elapsed().is_zero() && spins < 1_000 {
+                    spins = black_box(spins + 1);
+                }
+                Some(if wall.is_zero() && start.elapsed().is_zero() {
+                    "denied: both clocks stand still at zero".into()
+                } else {
+                    format!(
+                        "LEAK: wall clock {} s, monotonic clock moved: {}",
+                        wall.as_secs(),
+                        !start.elapsed().is_zero()
+                    )
+                })
+            }
             "log-flood" => {
                 let line = "y".repeat(64 << 10);
                 for _ in 0..10_000 {

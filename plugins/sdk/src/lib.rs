@@ -37,7 +37,7 @@ pub use wit_bindgen as __wit_bindgen;
 
 include!(concat!(env!("OUT_DIR"), "/export.rs"));
 
-/// The service a decision is about.
+/// The service a binding decides for (the host gives it once, when it binds the plugin).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ServiceInfo {
     pub name: String,
@@ -64,6 +64,19 @@ pub struct ProbeOutcome {
     pub latency_ms: u64,
     /// The host's verdict against the service's slow-call duration, if one is configured.
     pub slow: bool,
+}
+
+impl ProbeOutcome {
+    /// Unpacks the WIT `packed-outcome`: bit 0 success, bit 1 slow, bits 2 to 63 the latency in milliseconds.
+    pub const fn from_packed(packed: u64) -> Self {
+        ProbeOutcome { success: packed & 1 != 0, slow: packed & 2 != 0, latency_ms: packed >> 2 }
+    }
+
+    /// The WIT `packed-outcome` of this outcome; a latency beyond 62 bits of milliseconds saturates.
+    pub const fn packed(self) -> u64 {
+        let ms = if self.latency_ms > u64::MAX >> 2 { u64::MAX >> 2 } else { self.latency_ms };
+        ms << 2 | (self.slow as u64) << 1 | self.success as u64
+    }
 }
 
 /// Log levels of the host's log.
@@ -295,6 +308,17 @@ pub fn log(level: LogLevel, message: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn packed_outcomes_round_trip_in_the_wit_layout() {
+        let slow_failure = ProbeOutcome { success: false, latency_ms: 250, slow: true };
+        assert_eq!(slow_failure.packed(), 250 << 2 | 2);
+        assert_eq!(ProbeOutcome::from_packed(250 << 2 | 2), slow_failure);
+        let ok = ProbeOutcome { success: true, latency_ms: 3, slow: false };
+        assert_eq!(ProbeOutcome::from_packed(ok.packed()), ok);
+        let huge = ProbeOutcome { success: true, latency_ms: u64::MAX, slow: true };
+        assert_eq!(ProbeOutcome::from_packed(huge.packed()).latency_ms, u64::MAX >> 2);
+    }
 
     fn config(pairs: &[(&str, &str)]) -> Config {
         Config::from(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>())

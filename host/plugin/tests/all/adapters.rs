@@ -1,13 +1,13 @@
 //! Every bundled plugin through its adapter: the plugin decides, types survive the boundary, config reaches `init`.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use aegis_core::ConsecutiveFailures;
 use aegis_core::policy::{
     Alert, AlertFormatter, AlertStatus, AnomalyScorer, Contains, Failure, FixedAction, FormatError, LogRule,
     MetricSample, Payload, RecoveryAction, RecoveryStrategy, Severity, ZScore,
 };
+use aegis_core::{ConsecutiveFailures, Counts, Sample, TripContext, TripPredicate, Window, WindowKind};
 use aegis_plugin::{CallResult, PluginError, PluginKind};
 
 use crate::support::{BuiltIn, ask, config, host, service};
@@ -38,6 +38,30 @@ fn window_trip_decides_through_the_adapter() {
         .unwrap();
     assert_eq!(ask(&p, &[true, false, true, true]), None);
     assert_eq!(ask(&p, &[true, false, true, false]).as_deref(), Some("2 of the last 4 probes failed or slow"));
+}
+
+/// Latency and the host's slow verdict cross the boundary packed into one u64 each; the plugin sees them unpacked.
+#[test]
+fn window_trip_sees_latencies_and_slow_verdicts() {
+    let (host, _dir) = host(&["window-trip"]);
+    let config = config(&[("window", "3"), ("failures", "2"), ("slow_ms", "100")]);
+    let p = host.trip_predicate("window-trip", service(), config, Arc::new(BuiltIn)).unwrap();
+    let ask_samples = |samples: &[(u64, bool)]| {
+        let mut counts = Counts::default();
+        let mut window = Window::new(WindowKind::Count(20));
+        let now = Instant::now();
+        for &(ms, slow) in samples {
+            counts.on_outcome(true, slow);
+            window.record(now, Sample { success: true, duration: Duration::from_millis(ms), slow });
+        }
+        p.should_trip(&TripContext::new(&counts, &window, 1))
+    };
+    assert_eq!(ask_samples(&[(50, false), (100, false), (99, false)]), None);
+    assert_eq!(
+        ask_samples(&[(50, false), (150, false), (400, false)]).as_deref(),
+        Some("2 of the last 3 probes failed or slower than 100 ms")
+    );
+    assert!(ask_samples(&[(1, true), (1, true), (1, false)]).is_some(), "the host's slow verdict reaches the plugin");
 }
 
 #[test]
@@ -141,7 +165,9 @@ fn binding_errors_name_the_plugin_and_the_problem() {
         host.trip_predicate("window-trip", service(), config(&[("windw", "3")]), Arc::new(ConsecutiveFailures(3)));
     let err = refused.unwrap_err().to_string();
     assert!(err.contains("window-trip") && err.contains("`windw`"), "{err}");
-    let missing = host.log_rule("nope", "app.log", vec![], Arc::new(Contains::new("x", Severity::Info, ["x"])));
-    let err = missing.unwrap_err().to_string();
-    assert!(err.contains("`nope`") && err.contains("escalating-restart, window-trip"), "{err}");
+    // A plugin that is not loaded is waited for; meanwhile the built-in decides.
+    let missing =
+        host.log_rule("nope", "app.log", vec![], Arc::new(Contains::new("x", Severity::Info, ["x"]))).unwrap();
+    assert!(!missing.is_loaded());
+    assert!(missing.match_line("app.log", "x marks the spot").is_some());
 }

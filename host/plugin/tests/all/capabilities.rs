@@ -36,7 +36,10 @@ fn ungranted_capabilities_refuse_the_load_and_granted_ones_work_as_far_as_grante
     let msg = host.load_file(&wasm).unwrap_err().to_string();
     assert!(!msg.contains("env:PATH") && msg.contains("read-dirs:"), "{msg}");
 
-    host.grant("hostile", Capabilities { stderr: false, env: vec!["PATH".into()], read_dirs: vec![data_dir.clone()] });
+    host.grant(
+        "hostile",
+        Capabilities { env: vec!["PATH".into()], read_dirs: vec![data_dir.clone()], ..Capabilities::default() },
+    );
     let info = host.load_file(&wasm).unwrap();
     assert_eq!(info.version.as_deref(), Some("0.0.1-test"));
 
@@ -53,4 +56,33 @@ fn ungranted_capabilities_refuse_the_load_and_granted_ones_work_as_far_as_grante
     // Only the granted variable is visible.
     let env = host.trip_predicate("hostile", service(), config(&[("mode", "env")]), Arc::new(BuiltIn)).unwrap();
     assert_eq!(ask(&env, &[true]).as_deref(), Some("LEAK: [\"PATH\"]"));
+    // Clocks were not asked for: they stand still.
+    let clock = host.trip_predicate("hostile", service(), config(&[("mode", "clock")]), Arc::new(BuiltIn)).unwrap();
+    assert!(ask(&clock, &[true]).unwrap().starts_with("denied"));
+}
+
+#[test]
+fn granted_clocks_tell_the_time() {
+    let plugins = tempfile::tempdir().unwrap();
+    install(plugins.path(), "hostile");
+    std::fs::write(
+        plugins.path().join("hostile.manifest.yaml"),
+        "config: {mode: clock}\ncapabilities: {clocks: true}\n",
+    )
+    .unwrap();
+    let wasm = plugins.path().join("hostile.wasm");
+    let host = PluginHost::new(SandboxLimits::default()).unwrap();
+    let msg = host.load_file(&wasm).unwrap_err().to_string();
+    assert!(msg.contains("clocks"), "{msg}");
+    host.grant("hostile", Capabilities { clocks: true, ..Capabilities::default() });
+    host.load_file(&wasm).unwrap();
+    let p = host.trip_predicate("hostile", service(), vec![], Arc::new(BuiltIn)).unwrap();
+    let reason = ask(&p, &[true]).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let secs: u64 = reason
+        .strip_prefix("LEAK: wall clock ")
+        .and_then(|r| r.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{reason}"));
+    assert!(now.abs_diff(secs) < 60 && reason.ends_with("moved: true"), "{reason}");
 }

@@ -88,7 +88,7 @@ fn init_that_never_returns_refuses_the_binding() {
 }
 
 #[test]
-fn files_environment_and_sockets_are_denied() {
+fn files_environment_sockets_and_clocks_are_denied() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap().to_string();
@@ -99,6 +99,7 @@ fn files_environment_and_sockets_are_denied() {
         vec![("mode", "file"), ("path", path.as_str())],
         vec![("mode", "env")],
         vec![("mode", "socket"), ("addr", &addr)],
+        vec![("mode", "clock")],
     ] {
         let (_host, _dir, p) = hostile(&mode);
         let reason = ask(&p, &[true]).unwrap();

@@ -47,10 +47,35 @@ fn reload_follows_changes_and_keeps_the_running_version_on_bad_replacements() {
     assert_eq!(r.removed, ["p"]);
     assert!(host.plugins().is_empty());
     assert_eq!(ask(&p, &failing).as_deref(), Some("built-in"));
-    assert!(host.trip_predicate("p", service(), vec![], Arc::new(BuiltIn)).is_err());
+    assert!(!host.trip_predicate("p", service(), vec![], Arc::new(BuiltIn)).unwrap().is_loaded());
 
     put(dir.path(), "window-trip");
     let r = host.reload_dir(dir.path()).unwrap();
     assert_eq!(r.added, ["p"]);
+    assert_eq!(ask(&p, &failing).as_deref(), Some("5 of the last 5 probes failed or slow"));
+}
+
+/// A binding made before its plugin exists (a typo being fixed, a plugin still being copied in) uses the built-in
+/// until the plugin appears, then binds at its next call; a plugin of another kind under that name is not used.
+#[test]
+fn a_binding_waits_for_a_plugin_that_appears_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = PluginHost::new(SandboxLimits::default()).unwrap();
+    host.load_dir(dir.path()).unwrap();
+    let p = host.trip_predicate("p", service(), vec![], Arc::new(BuiltIn)).unwrap();
+    assert!(!p.is_loaded());
+    let failing = [false; 5];
+    assert_eq!(ask(&p, &failing).as_deref(), Some("built-in"));
+    assert!(host.plugins().is_empty(), "a waiting binding lists no plugin");
+
+    put(dir.path(), "escalating-restart");
+    assert_eq!(host.reload_dir(dir.path()).unwrap().added, ["p"]);
+    assert!(p.is_loaded());
+    assert_eq!(ask(&p, &failing).as_deref(), Some("built-in"), "a recovery strategy is no trip predicate");
+
+    std::fs::remove_file(dir.path().join("p.wasm")).unwrap();
+    host.reload_dir(dir.path()).unwrap();
+    put(dir.path(), "window-trip");
+    assert_eq!(host.reload_dir(dir.path()).unwrap().added, ["p"]);
     assert_eq!(ask(&p, &failing).as_deref(), Some("5 of the last 5 probes failed or slow"));
 }
