@@ -88,6 +88,9 @@ struct Run {
     probes_per_s: f64,
     rss_kib: u64,
     hwm_kib: u64,
+    /// RSS split: heap and stacks, pages of the binary and libraries, shared memory.
+    anon_kib: u64,
+    file_kib: u64,
 }
 
 fn run(target_port: u16, services: u64, interval_ms: u64, seconds: u64, max_concurrent: Option<u64>) -> Run {
@@ -134,6 +137,8 @@ fn run(target_port: u16, services: u64, interval_ms: u64, seconds: u64, max_conc
         probes_per_s: (c1 - c0) / (t1 - t0).as_secs_f64(),
         rss_kib: status_kib(pid, "VmRSS:"),
         hwm_kib: status_kib(pid, "VmHWM:"),
+        anon_kib: status_kib(pid, "RssAnon:"),
+        file_kib: status_kib(pid, "RssFile:"),
     };
     let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
     let _ = host.wait();
@@ -157,11 +162,13 @@ fn main() {
     println!("aegis-host footprint, checks every {interval_ms} ms, {seconds} s measured");
     for r in [&baseline, &load] {
         println!(
-            "  {:>5} services: {:>8.0} probes/s, RSS {:>6.1} MiB (peak {:.1} MiB)",
+            "  {:>5} services: {:>8.0} probes/s, RSS {:>6.1} MiB (peak {:.1} MiB; anonymous {:.1}, file-backed {:.1})",
             r.services,
             r.probes_per_s,
             r.rss_kib as f64 / 1024.0,
-            r.hwm_kib as f64 / 1024.0
+            r.hwm_kib as f64 / 1024.0,
+            r.anon_kib as f64 / 1024.0,
+            r.file_kib as f64 / 1024.0
         );
     }
     let per_service = (load.rss_kib.saturating_sub(baseline.rss_kib)) as f64 / (load.services - 1).max(1) as f64;

@@ -1,5 +1,7 @@
 //! `aegis-host`: run the supervisor, check configs, inspect plugins.
 
+mod memory;
+
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -256,6 +258,7 @@ fn run_command(file: &Path, args: &[String]) -> ExitCode {
 }
 
 fn run(file: &Path) -> ExitCode {
+    memory::tune_allocator();
     let config = match load(file) {
         Ok(c) => c,
         Err(code) => return code,

@@ -69,12 +69,12 @@ fn main() {
         let run = tokio::spawn(supervisor.run(async move {
             let _ = stop_rx.await;
         }));
+        let checks = |i: u64| shared.metrics.service(&format!("s{i}")).map_or((0, 0), |s| s.checks());
         let total = || -> u64 {
             (0..services)
                 .map(|i| {
-                    let name = format!("s{i}");
-                    shared.metrics.checks.with_label_values(&[name.as_str(), "success"]).get()
-                        + shared.metrics.checks.with_label_values(&[name.as_str(), "failure"]).get()
+                    let (ok, failed) = checks(i);
+                    ok + failed
                 })
                 .sum()
         };
@@ -82,9 +82,7 @@ fn main() {
         let (start, begin) = (total(), Instant::now());
         tokio::time::sleep(Duration::from_secs(seconds)).await;
         let (end, elapsed) = (total(), begin.elapsed());
-        let failures: u64 = (0..services)
-            .map(|i| shared.metrics.checks.with_label_values(&[format!("s{i}").as_str(), "failure"]).get())
-            .sum();
+        let failures: u64 = (0..services).map(|i| checks(i).1).sum();
         let rss = rss_kib();
         let rate = (end - start) as f64 / elapsed.as_secs_f64();
         let ideal = services as f64 * 10.0;

@@ -110,6 +110,18 @@ fn threshold(t: &Thresholds, metric: &str) -> Option<Threshold> {
     }
 }
 
+/// The built-in scorers of a service, by metric: a scorer plugin's fallback (while it is not loaded, quarantined, or
+/// failing), so each metric keeps its own thresholds and detector.
+#[derive(Debug)]
+struct BuiltIns(BTreeMap<&'static str, Vec<Arc<dyn AnomalyScorer>>>);
+
+impl AnomalyScorer for BuiltIns {
+    fn score(&self, metric: &str, window: &[MetricSample]) -> Option<Anomaly> {
+        let scorers = self.0.get(metric).map(Vec::as_slice).unwrap_or_default();
+        scorers.iter().filter_map(|s| s.score(metric, window)).max_by(|a, b| a.score.total_cmp(&b.score))
+    }
+}
+
 impl AnomalyDetector {
     pub fn new(config: AnomalyConfig) -> Self {
         AnomalyDetector { history: config.history, series: BTreeMap::new(), scorers: BTreeMap::new(), config }
@@ -130,8 +142,7 @@ impl AnomalyDetector {
         }
         let mut source = detector_name(self.config.detector).to_owned();
         if let Some(p) = self.config.scorers.get(&service.name) {
-            let fallback = statistical(self.config.detector, "latency")
-                .unwrap_or_else(|| Arc::new(RobustZ::default()) as Arc<dyn AnomalyScorer>);
+            let fallback: Arc<dyn AnomalyScorer> = Arc::new(BuiltIns(by_metric.clone()));
             match plugins.anomaly_scorer(&p.plugin, service.clone(), p.config.clone(), fallback) {
                 Ok(scorer) => {
                     crate::supervisor::log_binding(
@@ -348,9 +359,16 @@ mod tests {
     fn a_missing_scorer_plugin_falls_back_to_the_built_ins() {
         let mut config = AnomalyConfig::default();
         config.scorers.insert("a".into(), PluginRef { plugin: "nope".into(), config: Vec::new() });
+        config.thresholds.insert("a".into(), Thresholds { error_rate: Some(0.5), ..Thresholds::default() });
         let plugins = PluginHost::new(aegis_plugin::SandboxLimits::default()).expect("host");
         let mut d = AnomalyDetector::new(config);
         d.bind(&info("a"), &plugins);
-        assert_eq!(d.source("a"), Some("robust_z"));
+        // The binding waits for the plugin; meanwhile each metric keeps its own built-ins (here: the error-rate
+        // threshold).
+        assert_eq!(d.source("a"), Some("nope"));
+        let scorer = &d.scorers["a"].by_metric["error-rate"][0];
+        let sample = |value| MetricSample { at_ms: 1, value };
+        assert!(scorer.score("error-rate", &[sample(0.9)]).is_some());
+        assert!(scorer.score("error-rate", &[sample(0.1)]).is_none());
     }
 }

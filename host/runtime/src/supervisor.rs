@@ -33,7 +33,7 @@ use crate::alerts::{Alerting, Source};
 use crate::anomaly::{AnomalyDetector, CheckWindow};
 use crate::config::{Config, OnFailure, ServiceConfig};
 use crate::error::RuntimeError;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ServiceSeries};
 use crate::probe::{Probe, ProbeResult, RetryPolicy};
 use crate::process::{ManagedProcess, STOP_GRACE};
 use crate::store::{Event, Store};
@@ -101,6 +101,8 @@ pub struct ServiceHandle {
     failures: Mutex<VecDeque<Failure>>,
     /// Checks since the last anomaly evaluation.
     window: Mutex<CheckWindow>,
+    /// The service's Prometheus series.
+    series: Arc<ServiceSeries>,
 }
 
 /// Failed checks kept for a recovery strategy.
@@ -136,7 +138,7 @@ impl ServiceHandle {
         if book.gave_up {
             book.gave_up = false;
             book.recent_ms.clear();
-            shared.metrics.gave_up.with_label_values(&[&self.config.name]).set(0);
+            self.series.set_gave_up(false);
             persist_restarts(shared, &self.config.name, &book);
             shared.alerts.clear(Source::GaveUp, &service_label(&self.config.name));
         }
@@ -431,6 +433,7 @@ impl Supervisor {
                 tracing::info!(service = %name, "removed by reload");
                 service.stop(true).await;
                 self.shared.breakers.remove(&name);
+                self.shared.metrics.remove_service(&name);
                 self.shared.anomaly.lock().unwrap_or_else(|p| p.into_inner()).unbind(&name);
             }
         }
@@ -718,9 +721,9 @@ fn build_service(
     }
     // Transitions caused by restoring are not news: no recovery, no trip count.
     while changes.try_recv().is_some() {}
-    shared.metrics.register_service(&s.name);
-    shared.metrics.breaker_state.with_label_values(&[&s.name]).set(breaker.state(Instant::now()).metric_value());
-    shared.metrics.gave_up.with_label_values(&[&s.name]).set(i64::from(saved.gave_up));
+    let series = shared.metrics.register_service(&s.name);
+    series.set_breaker_state(breaker.state(Instant::now()).metric_value());
+    series.set_gave_up(saved.gave_up);
     let handle = ServiceHandle {
         config: s.clone(),
         breaker,
@@ -740,6 +743,7 @@ fn build_service(
         decisions: AtomicU32::new(0),
         failures: Mutex::new(VecDeque::new()),
         window: Mutex::new(CheckWindow::default()),
+        series,
     };
     // Level alerts restored from the store follow the restored state: still open (or given up) keeps them, anything
     // else clears them.
@@ -812,7 +816,6 @@ async fn check_once(
     stop: &watch::Receiver<bool>,
 ) {
     let name = handle.config.name.as_str();
-    let m = &shared.metrics;
     // The check runs through the manager's breaker: admission, the outcome and its duration, the lifetime counters.
     // The trip predicate runs inside the recording; a plugin call is bounded by its epoch deadline.
     // A closed semaphore is never closed here; without a slot the check would only run unbounded.
@@ -835,17 +838,13 @@ async fn check_once(
         Ok(result) | Err(CallError::Inner(result)) => result,
         Err(rejected) => {
             drain(handle, shared, changes, stop);
-            m.breaker_requests.with_label_values(&[name, "rejected"]).inc();
+            handle.series.rejected();
             let why = if matches!(rejected, CallError::TooManyRequests) { "a trial is running" } else { "open" };
             tracing::debug!("check skipped: the breaker is {why}");
             return;
         }
     };
-    let outcome = if result.success { "success" } else { "failure" };
-    m.checks.with_label_values(&[name, outcome]).inc();
-    m.breaker_requests.with_label_values(&[name, outcome]).inc();
-    m.check_duration.with_label_values(&[name]).observe(result.latency.as_secs_f64());
-    m.service_up.with_label_values(&[name]).set(i64::from(result.success));
+    handle.series.checked(result.success, result.latency);
     let latency_ms = result.latency.as_secs_f64() * 1000.0;
     if result.success && trial {
         tracing::info!(latency_ms = format_args!("{latency_ms:.1}"), "probe ok (half-open trial): {}", result.detail);
@@ -878,7 +877,7 @@ async fn check_once(
 
 fn on_transition(handle: &Arc<ServiceHandle>, shared: &Arc<Shared>, t: Transition, stop: &watch::Receiver<bool>) {
     let name = handle.config.name.as_str();
-    shared.metrics.breaker_state.with_label_values(&[name]).set(t.to.metric_value());
+    handle.series.set_breaker_state(t.to.metric_value());
     handle.persist_breaker(shared);
     let kind = match t.to {
         State::Open => "breaker-opened",
@@ -1097,7 +1096,7 @@ fn restart_limit_reached(handle: &ServiceHandle, shared: &Shared) -> Option<Stri
     }
     book.gave_up = true;
     persist_restarts(shared, &handle.config.name, &book);
-    shared.metrics.gave_up.with_label_values(&[&handle.config.name]).set(1);
+    handle.series.set_gave_up(true);
     Some(format!(
         "gave up: {} restarts within {}; reset the breaker to resume",
         book.recent_ms.len(),

@@ -1,34 +1,29 @@
 //! Every Prometheus metric Aegis exports, registered in one place.
 
+mod service;
+
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use prometheus::{
-    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
-};
+use prometheus::{Encoder, Gauge, GaugeVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
+use self::service::ServiceFamilies;
+pub use self::service::{LATENCY_BUCKETS, ServiceSeries};
 use crate::error::RuntimeError;
 
 #[derive(Clone, Debug)]
 pub struct Metrics {
     registry: Registry,
-    /// 0 closed, 1 half-open, 2 open (seed 001).
-    pub breaker_state: IntGaugeVec,
-    /// result: success | failure | rejected (seed 001).
-    pub breaker_requests: IntCounterVec,
+    /// Per service: `circuit_breaker_state` (0 closed, 1 half-open, 2 open) and `circuit_breaker_requests_total`
+    /// by result (success, failure, rejected) from seed 001; `aegis_health_checks_total` by result,
+    /// `aegis_health_check_duration_seconds`, `aegis_service_up`, `aegis_service_gave_up`.
+    services: Arc<ServiceFamilies>,
     /// Breaker openings, by who decided: `built-in` or the plugin's name.
     pub breaker_trips: IntCounterVec,
-    /// result: success | failure.
-    pub checks: IntCounterVec,
-    pub check_duration: HistogramVec,
-    /// 1 when the last check succeeded.
-    pub service_up: IntGaugeVec,
     /// result: success | failure | skipped.
     pub restarts: IntCounterVec,
     /// result: success | failure.
     pub notifications: IntCounterVec,
-    /// 1 while Aegis has given up restarting the service (restart limit reached).
-    pub gave_up: IntGaugeVec,
     /// Plugin calls by result (ok, trap, timeout, invalid, unavailable, quarantined), from the plugin host.
     pub plugin_calls: IntCounterVec,
     /// 1 while a plugin is quarantined (its built-in policy is used).
@@ -52,27 +47,12 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Result<Self, RuntimeError> {
         let registry = Registry::new();
-        let breaker_state = IntGaugeVec::new(
-            Opts::new("circuit_breaker_state", "Circuit breaker state (0=closed, 1=half-open, 2=open)"),
-            &["breaker"],
-        )?;
-        let breaker_requests = IntCounterVec::new(
-            Opts::new("circuit_breaker_requests_total", "Checks through the circuit breaker, by result"),
-            &["breaker", "result"],
-        )?;
+        let services = Arc::new(ServiceFamilies::new()?);
+        registry.register(Box::new(SharedCollector(Arc::clone(&services))))?;
         let breaker_trips = IntCounterVec::new(
             Opts::new("aegis_breaker_trips_total", "Times a breaker opened, by the policy that decided"),
             &["breaker", "policy"],
         )?;
-        let checks =
-            IntCounterVec::new(Opts::new("aegis_health_checks_total", "Health check results"), &["service", "result"])?;
-        let check_duration = HistogramVec::new(
-            HistogramOpts::new("aegis_health_check_duration_seconds", "Health check latency")
-                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
-            &["service"],
-        )?;
-        let service_up =
-            IntGaugeVec::new(Opts::new("aegis_service_up", "1 if the last health check succeeded"), &["service"])?;
         let restarts = IntCounterVec::new(
             Opts::new("aegis_service_restarts_total", "Restart actions, by result"),
             &["service", "result"],
@@ -81,19 +61,9 @@ impl Metrics {
             Opts::new("aegis_notifications_total", "Webhook notifications, by result"),
             &["service", "result"],
         )?;
-        registry.register(Box::new(breaker_state.clone()))?;
-        registry.register(Box::new(breaker_requests.clone()))?;
         registry.register(Box::new(breaker_trips.clone()))?;
-        registry.register(Box::new(checks.clone()))?;
-        registry.register(Box::new(check_duration.clone()))?;
-        registry.register(Box::new(service_up.clone()))?;
         registry.register(Box::new(restarts.clone()))?;
         registry.register(Box::new(notifications.clone()))?;
-        let gave_up = IntGaugeVec::new(
-            Opts::new("aegis_service_gave_up", "1 while restarts are suspended because the restart limit was reached"),
-            &["service"],
-        )?;
-        registry.register(Box::new(gave_up.clone()))?;
         let start_time = Gauge::new("aegis_start_time_seconds", "Start time of aegis-host since the Unix epoch")?;
         start_time.set(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()));
         registry.register(Box::new(start_time))?;
@@ -134,15 +104,10 @@ impl Metrics {
         registry.register(Box::new(uptime.clone()))?;
         Ok(Metrics {
             registry,
-            breaker_state,
-            breaker_requests,
+            services,
             breaker_trips,
-            checks,
-            check_duration,
-            service_up,
             restarts,
             notifications,
-            gave_up,
             plugin_calls,
             plugin_quarantined,
             log_matches,
@@ -156,17 +121,20 @@ impl Metrics {
         })
     }
 
-    /// Creates every labelled series of a service at zero, so dashboards see it before the first event.
-    pub fn register_service(&self, service: &str) {
-        self.breaker_state.with_label_values(&[service]).set(0);
-        for result in ["success", "failure", "rejected"] {
-            self.breaker_requests.with_label_values(&[service, result]);
-        }
-        for result in ["success", "failure"] {
-            self.checks.with_label_values(&[service, result]);
-        }
-        self.service_up.with_label_values(&[service]);
-        self.gave_up.with_label_values(&[service]);
+    /// The series of a service, created at zero so dashboards see it before the first event (a service that is
+    /// already registered keeps its counts).
+    pub fn register_service(&self, service: &str) -> Arc<ServiceSeries> {
+        self.services.register(service)
+    }
+
+    /// The series of a registered service.
+    pub fn service(&self, service: &str) -> Option<Arc<ServiceSeries>> {
+        self.services.get(service)
+    }
+
+    /// Drops the series of a service that is no longer supervised.
+    pub fn remove_service(&self, service: &str) {
+        self.services.remove(service);
     }
 
     /// Brings the plugin series up to date with the plugin host's cumulative statistics.
@@ -192,6 +160,19 @@ impl Metrics {
     }
 }
 
+/// Registers the shared [`ServiceFamilies`] (the registry takes its collectors by value).
+struct SharedCollector(Arc<ServiceFamilies>);
+
+impl prometheus::core::Collector for SharedCollector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.0.desc()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.0.collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,15 +180,22 @@ mod tests {
     #[test]
     fn every_series_renders_and_promtool_accepts_it_when_installed() {
         let m = Metrics::new().expect("metrics");
-        m.register_service("svc");
-        m.breaker_state.with_label_values(&["svc"]).set(2);
-        m.check_duration.with_label_values(&["svc"]).observe(0.02);
+        let svc = m.register_service("svc");
+        svc.set_breaker_state(2);
+        svc.checked(false, std::time::Duration::from_millis(20));
+        m.register_service("gone");
+        m.remove_service("gone");
         m.restarts.with_label_values(&["svc", "success"]).inc();
         let text = m.render().expect("render");
         for name in [
             "circuit_breaker_state{breaker=\"svc\"} 2",
             "circuit_breaker_requests_total{breaker=\"svc\",result=\"rejected\"} 0",
             "aegis_health_check_duration_seconds_bucket{service=\"svc\",le=\"0.025\"} 1",
+            "aegis_health_check_duration_seconds_bucket{service=\"svc\",le=\"+Inf\"} 1",
+            "aegis_health_check_duration_seconds_count{service=\"svc\"} 1",
+            "aegis_health_checks_total{result=\"failure\",service=\"svc\"} 1",
+            "circuit_breaker_requests_total{breaker=\"svc\",result=\"failure\"} 1",
+            "aegis_service_up{service=\"svc\"} 0",
             "aegis_service_restarts_total{result=\"success\",service=\"svc\"} 1",
             "aegis_service_gave_up{service=\"svc\"} 0",
             "aegis_uptime_seconds ",
@@ -215,6 +203,8 @@ mod tests {
         ] {
             assert!(text.contains(name), "missing {name} in:\n{text}");
         }
+        assert!(!text.contains("gone"), "a removed service's series are gone:\n{text}");
+        assert!(text.contains("# TYPE aegis_health_check_duration_seconds histogram"), "{text}");
         // `promtool check metrics` lints names, units and help texts; Debian's `prometheus` package ships it.
         let Ok(mut child) = std::process::Command::new("promtool")
             .args(["check", "metrics"])
