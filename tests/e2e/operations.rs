@@ -240,6 +240,11 @@ fn sighup_reloads_services_and_refuses_a_bad_file() {
         .is_some_and(|v| v >= 1.0)),
         "the added service is probed"
     );
+    let metrics = get_text(&format!("http://{admin}/metrics")).expect("metrics");
+    assert!(
+        metrics.contains("circuit_breaker_state{breaker=\"a\"}") && !metrics.contains("\"b\""),
+        "the removed service's series are gone:\n{metrics}"
+    );
 
     std::fs::write(&config, "services:\n  - name: a\n    type: http\n    bogus: 1\n").expect("write bad config");
     hup(host.pid());

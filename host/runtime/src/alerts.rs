@@ -231,7 +231,8 @@ impl Alerting {
             fingerprint = %alert.fingerprint,
             status = alert.status.as_str(),
             kind = ?notice.kind,
-            "alert notification"
+            "{}",
+            if self.config.targets.is_empty() { "alert (not sent: alerting has no targets)" } else { "alert notification" }
         );
         let key = format!("{}@{}/{}", alert.fingerprint, alert.starts_at_ms, alert.status.as_str());
         let mut queued = 0;

@@ -132,9 +132,14 @@ impl Metrics {
         self.services.get(service)
     }
 
-    /// Drops the series of a service that is no longer supervised.
+    /// Drops every series of a service that is no longer supervised.
     pub fn remove_service(&self, service: &str) {
         self.services.remove(service);
+        remove_where(&self.breaker_trips, "breaker", service);
+        remove_where(&self.restarts, "service", service);
+        remove_where(&self.notifications, "service", service);
+        remove_where(&self.log_lines, "service", service);
+        remove_where(&self.anomaly_score, "service", service);
     }
 
     /// Brings the plugin series up to date with the plugin host's cumulative statistics.
@@ -157,6 +162,20 @@ impl Metrics {
         let mut buf = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
         String::from_utf8(buf).map_err(|e| RuntimeError::Metrics(prometheus::Error::Msg(e.to_string())))
+    }
+}
+
+/// Removes the series of `vec` whose `label` is `value`, whatever their other labels.
+fn remove_where<T: prometheus::core::MetricVecBuilder>(vec: &prometheus::core::MetricVec<T>, label: &str, value: &str) {
+    use prometheus::core::Collector;
+    for family in vec.collect() {
+        for metric in family.get_metric() {
+            let labels: std::collections::HashMap<&str, &str> =
+                metric.get_label().iter().map(|pair| (pair.name(), pair.value())).collect();
+            if labels.get(label) == Some(&value) {
+                let _ = vec.remove(&labels);
+            }
+        }
     }
 }
 
@@ -184,6 +203,9 @@ mod tests {
         svc.set_breaker_state(2);
         svc.checked(false, std::time::Duration::from_millis(20));
         m.register_service("gone");
+        m.restarts.with_label_values(&["gone", "failure"]).inc();
+        m.breaker_trips.with_label_values(&["gone", "built-in"]).inc();
+        m.anomaly_score.with_label_values(&["gone", "latency"]).set(3.0);
         m.remove_service("gone");
         m.restarts.with_label_values(&["svc", "success"]).inc();
         let text = m.render().expect("render");
