@@ -295,6 +295,7 @@ anomaly_detection:
 alerting:
   webhook: http://127.0.0.1:{hook_port}/hook
   formatter: chat-formatter
+  formatter_config: {{channel: '#ops'}}
   evaluation_interval: 100ms
   rules:
     log_match: {{keep_firing_for: 1s}}
@@ -347,5 +348,8 @@ alerting:
     post(&format!("{base}/slow?ms=0"));
     assert!(calls("panic-detector") >= 2.0 && calls("chat-formatter") >= 2.0);
     let body = received(&out).into_iter().find(|b| b["text"].as_str().is_some_and(|t| t.contains("rust-panic")));
-    assert!(body.is_some_and(|b| b["attachments"].is_array()), "chat-formatter's message shape");
+    assert!(
+        body.is_some_and(|b| b["attachments"].is_array() && b["channel"] == "#ops"),
+        "chat-formatter's message shape, with its configured channel"
+    );
 }

@@ -108,7 +108,12 @@ impl Alerting {
         let built_in: Arc<dyn AlertFormatter> = Arc::new(AlertmanagerJson);
         let (formatter, formatter_name) = match &config.formatter {
             None => (Arc::clone(&built_in), "alertmanager".to_owned()),
-            Some(name) => match plugins.alert_formatter(name, &config.receiver, Vec::new(), Arc::clone(&built_in)) {
+            Some(name) => match plugins.alert_formatter(
+                name,
+                &config.receiver,
+                config.formatter_config.clone(),
+                Arc::clone(&built_in),
+            ) {
                 Ok(f) => {
                     crate::supervisor::log_binding(plugins, "alert formatter", &config.receiver, name, f.is_loaded());
                     (Arc::new(f) as Arc<dyn AlertFormatter>, name.clone())

@@ -1332,6 +1332,8 @@ services:
             ("alerting:\n  retry_initial: 1m\n  retry_max: 1s\n", "alerting.retry_initial"),
             ("alerting:\n  rules:\n    anomaly: {severity: meh}\n", "alerting.rules.anomaly.severity"),
             ("alerting:\n  rules:\n    nope: {}\n", "nope"),
+            ("alerting:\n  formatter_config: {channel: x}\n", "alerting.formatter_config"),
+            ("alerting:\n  formatter: f\n  formatter_config: {channel: [x]}\n", "alerting.formatter_config"),
         ];
         for (section, field) in bad {
             let e = parse(&format!("{base}{section}")).expect_err(section).to_string();

@@ -124,6 +124,9 @@ pub(super) struct AlertingWire {
     /// An alert-formatter plugin producing the webhook body instead of the Alertmanager JSON.
     #[serde(default)]
     formatter: Option<String>,
+    /// The formatter plugin's `config:` map.
+    #[serde(default)]
+    formatter_config: BTreeMap<String, serde_yaml::Value>,
     #[serde(default, deserialize_with = "opt_duration")]
     repeat_interval: Option<Duration>,
     #[serde(default, deserialize_with = "opt_duration")]
@@ -255,6 +258,8 @@ pub struct AlertingConfig {
     pub targets: Vec<AlertTarget>,
     pub receiver: String,
     pub formatter: Option<String>,
+    /// The formatter plugin's config.
+    pub formatter_config: Vec<(String, String)>,
     pub repeat_interval: Duration,
     pub evaluation_interval: Duration,
     pub retry_initial: Duration,
@@ -279,6 +284,7 @@ impl AlertingConfig {
             targets,
             receiver: "aegis".to_owned(),
             formatter: None,
+            formatter_config: Vec::new(),
             repeat_interval: Duration::from_secs(4 * 3600),
             evaluation_interval: Duration::from_secs(1),
             retry_initial: Duration::from_secs(1),
@@ -448,6 +454,12 @@ impl Validator<'_> {
         if let Some(r) = w.receiver {
             c.receiver = r;
         }
+        if w.formatter.is_none() && !w.formatter_config.is_empty() {
+            return Err(
+                self.invalid("alerting.formatter_config", "set `alerting.formatter` to the plugin it configures")
+            );
+        }
+        c.formatter_config = self.plugin_config("alerting.formatter_config", w.formatter_config)?;
         c.formatter = w.formatter;
         c.repeat_interval = positive(self, "alerting.repeat_interval", w.repeat_interval, c.repeat_interval)?;
         c.evaluation_interval =
