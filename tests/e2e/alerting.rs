@@ -7,7 +7,7 @@ use std::io::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
-use aegis_tests::{Proc, binary, free_port, get_text, post, scrape, wait_until};
+use aegis_tests::{Proc, binary, free_port, get_text, post, scrape, start_aegis_host, start_http_service, wait_until};
 use serde_json::Value;
 
 /// Every webhook body received so far (the receiver appends them to `out`, which survives its restarts).
@@ -52,10 +52,7 @@ fn append(path: &Path, line: &str) {
 #[test]
 fn anomalies_log_matches_and_breaker_alerts_are_delivered_at_least_once() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let _service = Proc::start(&binary("http-service"), &["--port", &port.to_string()], &tmp.path().join("svc.log"));
-    assert!(wait_until(Duration::from_secs(10), || get_text(&format!("{base}/health")).is_some()));
+    let (_service, base) = start_http_service(&tmp.path().join("svc.log"));
     let hook_port = free_port();
     let out = tmp.path().join("received.jsonl");
     let mut receiver = start_receiver(hook_port, &out, &tmp.path().join("hooks-1.log"));
@@ -114,11 +111,7 @@ alerting:
         ),
     )
     .expect("write config");
-    let mut host = Proc::start(
-        &binary("aegis-host"),
-        &["--config", config.to_str().expect("utf-8 path")],
-        &tmp.path().join("aegis-1.log"),
-    );
+    let mut host = start_aegis_host(&config, &tmp.path().join("aegis-1.log"));
     let api = |path: &str| -> Value {
         get_text(&format!("http://{admin}{path}")).and_then(|t| serde_json::from_str(&t).ok()).unwrap_or(Value::Null)
     };
@@ -203,11 +196,7 @@ alerting:
     // aegis-host restarts while the alert is undelivered; meanwhile the service recovers.
     assert!(host.terminate(Duration::from_secs(10)).is_some_and(|s| s.success()));
     post(&format!("{base}/up"));
-    let mut host = Proc::start(
-        &binary("aegis-host"),
-        &["--config", config.to_str().expect("utf-8 path")],
-        &tmp.path().join("aegis-2.log"),
-    );
+    let mut host = start_aegis_host(&config, &tmp.path().join("aegis-2.log"));
     assert!(
         wait_until(Duration::from_secs(20), || scrape(&admin, "circuit_breaker_state", "breaker=\"svc\"") == Some(0.0)),
         "closed after the restart; log:\n{}",
@@ -258,10 +247,7 @@ fn log_rule_anomaly_scorer_and_alert_formatter_plugins_decide() {
     for p in ["panic-detector", "ewma-latency", "chat-formatter"] {
         aegis_tests::install_plugin(p, &plugins);
     }
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let _service = Proc::start(&binary("http-service"), &["--port", &port.to_string()], &tmp.path().join("svc.log"));
-    assert!(wait_until(Duration::from_secs(10), || get_text(&format!("{base}/health")).is_some()));
+    let (_service, base) = start_http_service(&tmp.path().join("svc.log"));
     let hook_port = free_port();
     let out = tmp.path().join("received.jsonl");
     let _receiver = start_receiver(hook_port, &out, &tmp.path().join("hooks.log"));
@@ -307,11 +293,7 @@ alerting:
         ),
     )
     .expect("write config");
-    let host = Proc::start(
-        &binary("aegis-host"),
-        &["--config", config.to_str().expect("utf-8 path")],
-        &tmp.path().join("aegis.log"),
-    );
+    let host = start_aegis_host(&config, &tmp.path().join("aegis.log"));
     let texts = || -> Vec<String> {
         received(&out).iter().filter_map(|b| b["text"].as_str().map(str::to_owned)).collect::<Vec<_>>()
     };

@@ -1,10 +1,9 @@
 //! Operating Aegis: the admin API (auth, errors, force/reset), the restart limit, webhook notifications, and state
 //! that survives a restart of aegis-host.
 
-use std::path::Path;
 use std::time::Duration;
 
-use aegis_tests::{Proc, binary, free_port, get_text, http, post, scrape, wait_until};
+use aegis_tests::{Proc, binary, free_port, get_text, http, post, scrape, start_aegis_host, wait_until};
 
 struct Api {
     base: String,
@@ -42,10 +41,6 @@ impl Api {
             .map(|a| a.iter().filter_map(|e| e["kind"].as_str().map(str::to_owned)).collect())
             .unwrap_or_default()
     }
-}
-
-fn start_host(config: &Path, log: &Path) -> Proc {
-    Proc::start(&binary("aegis-host"), &["--config", config.to_str().expect("utf-8 path")], log)
 }
 
 #[test]
@@ -95,7 +90,7 @@ services:
     )
     .expect("write config");
     let log = tmp.path().join("aegis.log");
-    let mut host = start_host(&config, &log);
+    let mut host = start_aegis_host(&config, &log);
     let api = Api { base: format!("http://{admin}") };
     let state = || scrape(&admin, "circuit_breaker_state", "breaker=\"svc\"");
     assert!(wait_until(Duration::from_secs(20), || state() == Some(0.0)), "up; log:\n{}", host.log_text());
@@ -161,7 +156,7 @@ services:
     assert_eq!(api.post(force, Some("t0k3n"), Some(r#"{"state":"open"}"#)).0, 200);
     let events_before = api.event_kinds().len();
     assert!(host.terminate(Duration::from_secs(10)).is_some_and(|s| s.success()));
-    let mut host = start_host(&config, &tmp.path().join("aegis-2.log"));
+    let mut host = start_aegis_host(&config, &tmp.path().join("aegis-2.log"));
     assert!(wait_until(Duration::from_secs(20), || get_text(&format!("http://{admin}/healthz")).is_some()));
     assert_eq!(api.service()["state"], "forced-open", "log:\n{}", host.log_text());
     assert_eq!(state(), Some(2.0));
@@ -210,7 +205,7 @@ fn sighup_reloads_services_and_refuses_a_bad_file() {
     let b = format!("  - {{name: b, type: tcp, endpoint: \"127.0.0.1:{port}\"}}\n");
     let c = format!("  - {{name: c, type: tcp, endpoint: \"127.0.0.1:{port}\"}}\n");
     write(&format!("{a}{b}"));
-    let mut host = start_host(&config, &tmp.path().join("aegis.log"));
+    let mut host = start_aegis_host(&config, &tmp.path().join("aegis.log"));
     let api = Api { base: format!("http://{admin}") };
     let names = || -> Vec<String> {
         api.get("/api/v1/services").1["services"]

@@ -3,7 +3,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use aegis_tests::{Proc, binary, free_port, get_text, install_plugin, post, scrape, wait_until};
+use aegis_tests::{
+    Proc, binary, free_port, get_text, install_plugin, post, scrape, start_aegis_host, start_http_service, wait_until,
+};
 
 const STATE: &str = "circuit_breaker_state";
 
@@ -33,10 +35,7 @@ fn breaker_opens_via_wasm_plugin_restarts_and_closes() {
     // A broken component beside it must be skipped with a clear log line, not stop the host.
     std::fs::write(plugins.join("broken.wasm"), b"\0asm\x0d\0\x01\0garbage").expect("write broken plugin");
 
-    let port = free_port();
-    let service = Proc::start(&binary("http-service"), &["--port", &port.to_string()], &tmp.path().join("service.log"));
-    let base = format!("http://127.0.0.1:{port}");
-    assert!(wait_until(Duration::from_secs(10), || get_text(&format!("{base}/health")).is_some()), "service started");
+    let (service, base) = start_http_service(&tmp.path().join("service.log"));
 
     let admin = format!("127.0.0.1:{}", free_port());
     let restarts = tmp.path().join("restarts.log");
@@ -81,7 +80,7 @@ services:
         ),
     );
     let host_log = tmp.path().join("aegis.log");
-    let mut host = Proc::start(&binary("aegis-host"), &["--config", config.to_str().expect("utf-8 path")], &host_log);
+    let mut host = start_aegis_host(&config, &host_log);
 
     assert!(
         wait_until(Duration::from_secs(20), || state(&admin) == Some(0.0)
@@ -181,11 +180,7 @@ services:
             service = binary("http-service").display(),
         ),
     );
-    let mut host = Proc::start(
-        &binary("aegis-host"),
-        &["--config", config.to_str().expect("utf-8 path")],
-        &tmp.path().join("aegis.log"),
-    );
+    let mut host = start_aegis_host(&config, &tmp.path().join("aegis.log"));
     let pid_of = || service_pid(&base);
     assert!(
         wait_until(Duration::from_secs(20), || pid_of().is_some() && state(&admin) == Some(0.0)),
@@ -248,11 +243,7 @@ services:
             service = binary("http-service").display(),
         ),
     );
-    let mut host = Proc::start(
-        &binary("aegis-host"),
-        &["--config", config.to_str().expect("utf-8 path")],
-        &tmp.path().join("aegis.log"),
-    );
+    let mut host = start_aegis_host(&config, &tmp.path().join("aegis.log"));
     let pid_of = || service_pid(&base);
     assert!(
         wait_until(Duration::from_secs(20), || pid_of().is_some() && state(&admin) == Some(0.0)),
@@ -317,11 +308,7 @@ services:
             restarts = restarts.display(),
         ),
     );
-    let mut host = Proc::start(
-        &binary("aegis-host"),
-        &["--config", config.to_str().expect("utf-8 path")],
-        &tmp.path().join("aegis.log"),
-    );
+    let mut host = start_aegis_host(&config, &tmp.path().join("aegis.log"));
     assert!(wait_until(Duration::from_secs(20), || state(&admin) == Some(0.0)), "up; log:\n{}", host.log_text());
     assert!(host.log_text().contains("recovery strategy bound to plugin"), "{}", host.log_text());
 
@@ -387,11 +374,7 @@ services:
             db = tmp.path().join("aegis.db").display(),
         ),
     );
-    let mut host = Proc::start(
-        &binary("aegis-host"),
-        &["--config", config.to_str().expect("utf-8 path")],
-        &tmp.path().join("aegis.log"),
-    );
+    let mut host = start_aegis_host(&config, &tmp.path().join("aegis.log"));
     let calls = || scrape(&admin, "aegis_plugin_calls_total", "plugin=\"window-trip\",result=\"ok\"").unwrap_or(0.0);
     let checks = || scrape(&admin, "aegis_health_checks_total", "result=\"success\",service=\"svc\"").unwrap_or(0.0);
     assert!(wait_until(Duration::from_secs(20), || calls() >= 1.0), "plugin deciding; log:\n{}", host.log_text());

@@ -124,6 +124,20 @@ impl Proc {
     }
 }
 
+/// Starts `examples/http-service` on a free loopback port and waits until it answers; returns it and its base URL.
+pub fn start_http_service(log: &Path) -> (Proc, String) {
+    let port = free_port();
+    let service = Proc::start(&binary("http-service"), &["--port", &port.to_string()], log);
+    let base = format!("http://127.0.0.1:{port}");
+    assert!(wait_until(Duration::from_secs(10), || get_text(&format!("{base}/health")).is_some()), "service started");
+    (service, base)
+}
+
+/// Starts `aegis-host --config <config>` with its output in `log`.
+pub fn start_aegis_host(config: &Path, log: &Path) -> Proc {
+    Proc::start(&binary("aegis-host"), &["--config", config.to_str().expect("utf-8 path")], log)
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         if self.terminate(Duration::from_secs(10)).is_none()
