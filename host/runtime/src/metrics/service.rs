@@ -77,21 +77,31 @@ pub struct ServiceFamilies {
     descs: Vec<Desc>,
 }
 
-/// Name, help and label names of each family, in the order [`ServiceFamilies::collect`] renders them.
-const FAMILIES: [(&str, &str, &[&str]); 6] = [
-    ("circuit_breaker_state", "Circuit breaker state (0=closed, 1=half-open, 2=open)", &["breaker"]),
-    ("circuit_breaker_requests_total", "Checks through the circuit breaker, by result", &["breaker", "result"]),
-    ("aegis_health_checks_total", "Health check results", &["service", "result"]),
-    ("aegis_health_check_duration_seconds", "Health check latency", &["service"]),
-    ("aegis_service_up", "1 if the last health check succeeded", &["service"]),
-    ("aegis_service_gave_up", "1 while restarts are suspended because the restart limit was reached", &["service"]),
+/// Name, help, label names and type of each family, in the order [`ServiceFamilies::collect`] renders them.
+const FAMILIES: [(&str, &str, &[&str], MetricType); 6] = [
+    ("circuit_breaker_state", "Circuit breaker state (0=closed, 1=half-open, 2=open)", &["breaker"], MetricType::GAUGE),
+    (
+        "circuit_breaker_requests_total",
+        "Checks through the circuit breaker, by result",
+        &["breaker", "result"],
+        MetricType::COUNTER,
+    ),
+    ("aegis_health_checks_total", "Health check results", &["service", "result"], MetricType::COUNTER),
+    ("aegis_health_check_duration_seconds", "Health check latency", &["service"], MetricType::HISTOGRAM),
+    ("aegis_service_up", "1 if the last health check succeeded", &["service"], MetricType::GAUGE),
+    (
+        "aegis_service_gave_up",
+        "1 while restarts are suspended because the restart limit was reached",
+        &["service"],
+        MetricType::GAUGE,
+    ),
 ];
 
 impl ServiceFamilies {
     pub fn new() -> prometheus::Result<Self> {
         let descs = FAMILIES
             .iter()
-            .map(|(name, help, labels)| {
+            .map(|(name, help, labels, _)| {
                 Desc::new(name.to_string(), help.to_string(), labels.iter().map(|l| l.to_string()).collect(), [].into())
             })
             .collect::<prometheus::Result<_>>()?;
@@ -184,23 +194,14 @@ impl Collector for ServiceFamilies {
             families[4].push(gauge(vec![label("service", name)], s.up.load(Relaxed)));
             families[5].push(gauge(vec![label("service", name)], s.gave_up.load(Relaxed)));
         }
-        let types = [
-            MetricType::GAUGE,
-            MetricType::COUNTER,
-            MetricType::COUNTER,
-            MetricType::HISTOGRAM,
-            MetricType::GAUGE,
-            MetricType::GAUGE,
-        ];
         FAMILIES
             .iter()
-            .zip(types)
             .zip(families)
-            .map(|(((name, help, _), kind), metrics)| {
+            .map(|((name, help, _, kind), metrics)| {
                 let mut f = MetricFamily::default();
                 f.set_name((*name).to_owned());
                 f.set_help((*help).to_owned());
-                f.set_field_type(kind);
+                f.set_field_type(*kind);
                 f.set_metric(metrics);
                 f
             })
