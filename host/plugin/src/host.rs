@@ -347,12 +347,13 @@ impl PluginHost {
                 }
             };
             let previous = self.slot(&name).and_then(|s| s.current());
-            let digest = digest(path, &Sha256::digest(&bytes).into());
+            let wasm_sha256: [u8; 32] = Sha256::digest(&bytes).into();
+            let digest = digest(path, &wasm_sha256);
             if previous.as_ref().is_some_and(|p| p.digest == digest && p.info.path == *path) {
                 report.unchanged.push(name);
                 continue;
             }
-            let compiled = match self.compile_bytes(path, &bytes, self.cache_for(path), Grants::Enforce) {
+            let compiled = match self.compile_bytes(path, &bytes, wasm_sha256, self.cache_for(path), Grants::Enforce) {
                 Ok(compiled) => compiled,
                 Err(e) => {
                     tracing::warn!(plugin = %name, "reload failed, keeping the running version: {e}");
@@ -432,7 +433,8 @@ impl PluginHost {
     pub fn inspect(&self, path: &Path) -> Result<PluginInfo, PluginError> {
         let bytes = std::fs::read(path)
             .map_err(|e| PluginError::Compile { path: path.to_owned(), reason: format!("cannot read: {e}") })?;
-        self.compile_bytes(path, &bytes, self.cache_for(path), Grants::Ignore).map(|l| l.info)
+        let wasm_sha256 = Sha256::digest(&bytes).into();
+        self.compile_bytes(path, &bytes, wasm_sha256, self.cache_for(path), Grants::Ignore).map(|l| l.info)
     }
 
     /// The cache, unless it lies inside the directory of `plugin` (precompiled code is never taken from there).
@@ -504,17 +506,18 @@ impl PluginHost {
     fn compile(&self, path: &Path, cache: Option<&Cache>) -> Result<Compiled, PluginError> {
         let bytes = std::fs::read(path)
             .map_err(|e| PluginError::Compile { path: path.to_owned(), reason: format!("cannot read: {e}") })?;
-        self.compile_bytes(path, &bytes, cache, Grants::Enforce)
+        let wasm_sha256 = Sha256::digest(&bytes).into();
+        self.compile_bytes(path, &bytes, wasm_sha256, cache, Grants::Enforce)
     }
 
     fn compile_bytes(
         &self,
         path: &Path,
         bytes: &[u8],
+        wasm_sha256: [u8; 32],
         cache: Option<&Cache>,
         grants: Grants,
     ) -> Result<Compiled, PluginError> {
-        let wasm_sha256: [u8; 32] = Sha256::digest(bytes).into();
         let compiled = match cache {
             Some(cache) => cache.load(&self.engine, bytes, &wasm_sha256),
             None => Component::new(&self.engine, bytes).map(|c| (c, CacheOutcome::Disabled)),
