@@ -1,5 +1,6 @@
-//! Criterion benchmarks of the plugin host, in one run: a trip-predicate decision through WASM (`window-trip`) vs
-//! the native built-in (and the fixed cost of a call, with an empty window), instantiating a plugin from the pool
+//! Criterion benchmarks of the plugin host, in one run: a breaker's record-and-decide step with a trip predicate
+//! through WASM (`window-trip`) vs the native built-in vs recording alone, a decision that sends the plugin the
+//! whole window (its resynchronising path), instantiating a plugin from the pool
 //! (a fresh store and instance, dropped) and binding it (the same plus its `init` with a config), and loading a
 //! plugin cold (Cranelift) vs from the precompile cache. Builds the plugin workspace for wasm32-wasip2 first.
 
@@ -44,6 +45,38 @@ fn history() -> (Counts, Window) {
     (counts, window)
 }
 
+/// Counts and a 20-call window of one breaker generation, as the breaker keeps them.
+struct Generation {
+    counts: Counts,
+    window: Window,
+    now: Instant,
+    /// Every `fail_every`-th outcome fails (never when 0).
+    fail_every: u32,
+}
+
+impl Generation {
+    fn new(fail_every: u32) -> Self {
+        Generation {
+            counts: Counts::default(),
+            window: Window::new(WindowKind::Count(20)),
+            now: Instant::now(),
+            fail_every,
+        }
+    }
+
+    /// Records the next outcome; returns the request count.
+    fn record(&mut self) -> u32 {
+        let ok = self.fail_every == 0 || !self.counts.requests.is_multiple_of(self.fail_every);
+        self.counts.on_outcome(ok, false);
+        self.window.record(self.now, Sample { success: ok, duration: Duration::from_millis(3), slow: false });
+        self.counts.requests
+    }
+
+    fn context(&self) -> TripContext<'_> {
+        TripContext::new(&self.counts, &self.window, 1).in_generation(0)
+    }
+}
+
 fn benches(c: &mut Criterion) {
     let wasm = window_trip_wasm();
     let plugins = tempfile::tempdir().expect("temp dir");
@@ -58,19 +91,47 @@ fn benches(c: &mut Criterion) {
         .trip_predicate("window-trip", service(), config.clone(), Arc::new(ConsecutiveFailures(5)))
         .expect("bind window-trip");
     let native = ConsecutiveFailures(5);
+
+    // A breaker's hot path: record one outcome (every fourth a failure, so neither predicate trips), then decide.
+    // Every WASM decision is the plain-numbers call: the plugin's copy of the window follows outcome by outcome.
+    let mut g = c.benchmark_group("trip");
+    let mut breaker = Generation::new(4);
+    g.bench_function("record-only", |b| b.iter(|| black_box(breaker.record())));
+    g.bench_function("native/consecutive-failures", |b| {
+        b.iter(|| {
+            breaker.record();
+            black_box(native.should_trip(&breaker.context()))
+        })
+    });
+    let sent = wasm_trip.windows_sent();
+    g.bench_function("wasm/window-trip", |b| {
+        b.iter(|| {
+            breaker.record();
+            black_box(wasm_trip.should_trip(&breaker.context()))
+        })
+    });
+    // At most the first decision (the plugin's copy is fresh, the generation is not) sends the window; none when a
+    // filter skipped the case.
+    assert!(wasm_trip.windows_sent() <= sent + 1, "the window was sent {} times", wasm_trip.windows_sent() - sent);
+    // The same plugin reading only the newest outcome, of a healthy service: what is left is the cost of the call
+    // (wasmtime's component call, the adapter, the SDK's glue and window copy), not of the policy.
+    let newest_only = vec![("window".to_owned(), "1".to_owned()), ("failures".to_owned(), "1".to_owned())];
+    let minimal = host
+        .trip_predicate("window-trip", service(), newest_only, Arc::new(ConsecutiveFailures(5)))
+        .expect("bind window-trip");
+    let mut healthy = Generation::new(0);
+    g.bench_function("wasm/window-trip/newest-only", |b| {
+        b.iter(|| {
+            healthy.record();
+            black_box(minimal.should_trip(&healthy.context()))
+        })
+    });
+    // A decision that sends the whole window (20 outcomes): a fresh instance's first one, or a context from
+    // outside a breaker, as here.
     let (counts, window) = history();
     let ctx = TripContext::new(&counts, &window, 1);
     assert_eq!(wasm_trip.should_trip(&ctx), None);
-
-    let mut g = c.benchmark_group("trip");
-    g.bench_function("wasm/window-trip", |b| b.iter(|| black_box(wasm_trip.should_trip(black_box(&ctx)))));
-    g.bench_function("native/consecutive-failures", |b| b.iter(|| black_box(native.should_trip(black_box(&ctx)))));
-    // The fixed cost of a call, without a window to copy.
-    let (no_counts, no_window) = (Counts::default(), Window::new(WindowKind::Count(20)));
-    let empty = TripContext::new(&no_counts, &no_window, 1);
-    g.bench_function("wasm/window-trip/empty-window", |b| {
-        b.iter(|| black_box(wasm_trip.should_trip(black_box(&empty))))
-    });
+    g.bench_function("wasm/window-trip/window-sent", |b| b.iter(|| black_box(wasm_trip.should_trip(black_box(&ctx)))));
     g.finish();
 
     let mut g = c.benchmark_group("bind");

@@ -70,11 +70,16 @@ struct Instance<W> {
     world: W,
 }
 
-/// The plugin version a binding runs (none while the plugin is not loaded) and its instance of it.
+/// The plugin version a binding runs (none while the plugin is not loaded), the slot's number for it, and the
+/// binding's instance of it.
 struct Current<W> {
+    version: u64,
     plugin: Option<Arc<Loaded>>,
     instance: Option<Instance<W>>,
 }
+
+/// A slot version no slot has: the binding looks the plugin up at its next call.
+const UNSEEN: u64 = u64::MAX;
 
 /// One binding of a plugin: its instance (created lazily again after a trap or a reload) and what it needs to
 /// re-create it.
@@ -114,9 +119,9 @@ impl<W: World> Binding<W> {
         service: Option<types::ServiceInfo>,
         config: Vec<(String, String)>,
     ) -> Result<Self, PluginError> {
-        let (slot, plugin) = match host.get(name, W::KIND) {
-            Ok((slot, plugin)) => (slot, Some(plugin)),
-            Err(PluginError::NotFound { .. }) => (host.slot_for(name), None),
+        let (slot, version, plugin) = match host.get(name, W::KIND) {
+            Ok((slot, version, plugin)) => (slot, version, Some(plugin)),
+            Err(PluginError::NotFound { .. }) => (host.slot_for(name), UNSEEN, None),
             Err(e) => return Err(e),
         };
         let binding = Binding {
@@ -127,7 +132,7 @@ impl<W: World> Binding<W> {
             subject,
             service,
             config,
-            current: Mutex::new(Current { plugin: plugin.clone(), instance: None }),
+            current: Mutex::new(Current { version, plugin: plugin.clone(), instance: None }),
         };
         if let Some(plugin) = plugin {
             let instance = binding.instantiate(&plugin)?;
@@ -174,63 +179,56 @@ impl<W: World> Binding<W> {
     /// Runs `f` against the plugin under the deadline. `None` means "use the built-in": the plugin is quarantined,
     /// unloaded, could not be instantiated, trapped, missed its deadline, or `f` refused its output
     /// (`Ok(Err(why))`).
+    ///
+    /// The hot path takes the binding's own lock and reads the slot's version number: no shared lock, no reference
+    /// count touched.
     pub(crate) fn call<R>(
         &self,
         f: impl FnOnce(&W, &mut Store<StoreData>) -> wasmtime::Result<Result<R, String>>,
     ) -> Option<R> {
-        let Some(plugin) = self.slot.current() else {
-            tracing::debug!(plugin = %self.name, subject = %self.subject, "plugin unloaded; using the built-in policy");
-            return None;
-        };
-        let health = Arc::clone(&plugin.health);
-        if health.admit() == Admission::Skip {
-            return None;
-        }
         let mut current = self.lock();
-        if !current.plugin.as_ref().is_some_and(|seen| Arc::ptr_eq(seen, &plugin)) {
-            *current = Current { plugin: Some(Arc::clone(&plugin)), instance: None };
-            if plugin.info.kind == W::KIND {
-                tracing::info!(plugin = %self.name, subject = %self.subject, "switching to the loaded plugin version");
-            } else {
-                // Only a plugin that appeared after the binding was made can be of another kind (a reload keeps the
-                // kind). Said once per version, not at every call.
-                tracing::error!(plugin = %self.name, subject = %self.subject,
-                    "plugin is a {}, not a {}; using the built-in policy", plugin.info.kind, W::KIND);
-            }
+        if current.version != self.slot.version() {
+            self.refresh(&mut current);
         }
-        if plugin.info.kind != W::KIND {
+        let Current { plugin, instance, .. } = &mut *current;
+        let plugin = plugin.as_ref().filter(|p| p.info.kind == W::KIND)?;
+        if plugin.health.admit() == Admission::Skip {
             return None;
         }
-        if current.instance.is_none() {
-            match self.instantiate(&plugin) {
-                Ok(instance) => current.instance = Some(instance),
+        if instance.is_none() {
+            match self.instantiate(plugin) {
+                Ok(fresh) => *instance = Some(fresh),
                 Err(e) => {
+                    let health = Arc::clone(&plugin.health);
                     drop(current);
                     self.strike(&health, CallResult::Unavailable, &e.to_string());
                     return None;
                 }
             }
         }
-        let mut slot = current;
-        let instance = slot.instance.as_mut()?;
-        instance.store.set_epoch_deadline(self.limits.deadline_ticks());
-        instance.store.data_mut().reset_log_budget();
-        match f(&instance.world, &mut instance.store) {
+        let live = instance.as_mut()?;
+        live.store.set_epoch_deadline(self.limits.deadline_ticks());
+        live.store.data_mut().reset_log_budget();
+        let outcome = f(&live.world, &mut live.store);
+        match outcome {
+            Ok(Ok(value)) if plugin.health.count_ok_in_good_standing() => return Some(value),
+            Ok(Ok(_)) => {}
+            // A trap leaves the instance unusable; a plugin that returned garbage once may hold bad state.
+            _ => *instance = None,
+        }
+        // Quarantine bookkeeping may log and notify listeners: not under the binding's lock.
+        let health = Arc::clone(&plugin.health);
+        drop(current);
+        match outcome {
             Ok(Ok(value)) => {
-                drop(slot);
                 health.record_ok();
                 Some(value)
             }
             Ok(Err(why)) => {
-                // The instance itself is sound, but a plugin that returned garbage once may hold bad state.
-                slot.instance = None;
-                drop(slot);
                 self.strike(&health, CallResult::Invalid, &format!("returned an invalid result: {why}"));
                 None
             }
             Err(e) => {
-                slot.instance = None;
-                drop(slot);
                 let result = match e.downcast_ref::<Trap>() {
                     Some(Trap::Interrupt) => CallResult::Timeout,
                     _ => CallResult::Trap,
@@ -239,6 +237,22 @@ impl<W: World> Binding<W> {
                 None
             }
         }
+    }
+
+    /// Takes up the slot's current version after a reload or removal (the instance is re-created at the next call).
+    fn refresh(&self, current: &mut Current<W>) {
+        let (version, plugin) = self.slot.versioned();
+        match &plugin {
+            None => tracing::debug!(plugin = %self.name, subject = %self.subject,
+                "plugin unloaded; using the built-in policy"),
+            Some(p) if p.info.kind == W::KIND => tracing::info!(plugin = %self.name, subject = %self.subject,
+                "switching to the loaded plugin version"),
+            // Only a plugin that appeared after the binding was made can be of another kind (a reload keeps the
+            // kind). Said once per version, not at every call.
+            Some(p) => tracing::error!(plugin = %self.name, subject = %self.subject,
+                "plugin is a {}, not a {}; using the built-in policy", p.info.kind, W::KIND),
+        }
+        *current = Current { version, plugin, instance: None };
     }
 
     fn strike(&self, health: &PluginHealth, result: CallResult, error: &str) {

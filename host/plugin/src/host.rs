@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -106,6 +106,9 @@ pub(crate) struct Loaded {
 #[derive(Default)]
 pub(crate) struct PluginSlot {
     current: RwLock<Option<Arc<Loaded>>>,
+    /// Bumped (under the write lock) whenever `current` changes, so a binding checks for a reload with one load
+    /// instead of taking the lock and cloning the `Arc` at every call.
+    version: AtomicU64,
 }
 
 impl PluginSlot {
@@ -113,8 +116,20 @@ impl PluginSlot {
         self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// The current version and the number that names it ([`Self::version`] returns it until the next change).
+    pub(crate) fn versioned(&self) -> (u64, Option<Arc<Loaded>>) {
+        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+        (self.version.load(Ordering::Acquire), current.clone())
+    }
+
+    pub(crate) fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
     fn set(&self, loaded: Option<Arc<Loaded>>) {
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = loaded;
+        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        *current = loaded;
+        self.version.fetch_add(1, Ordering::Release);
     }
 }
 
@@ -460,10 +475,18 @@ impl PluginHost {
     }
 
     /// The slot of plugin `name` and its current version, which must be of kind `wanted`.
-    pub(crate) fn get(&self, name: &str, wanted: PluginKind) -> Result<(Arc<PluginSlot>, Arc<Loaded>), PluginError> {
-        let (slot, loaded) = self
+    /// The slot of plugin `name`, its current version (if of kind `wanted`) and that version's number.
+    pub(crate) fn get(
+        &self,
+        name: &str,
+        wanted: PluginKind,
+    ) -> Result<(Arc<PluginSlot>, u64, Arc<Loaded>), PluginError> {
+        let (slot, version, loaded) = self
             .slot(name)
-            .and_then(|slot| slot.current().map(|loaded| (slot, loaded)))
+            .and_then(|slot| match slot.versioned() {
+                (version, Some(loaded)) => Some((slot, version, loaded)),
+                (_, None) => None,
+            })
             .ok_or_else(|| PluginError::NotFound { name: name.to_owned(), loaded: self.loaded_names() })?;
         if loaded.info.kind != wanted {
             return Err(PluginError::WrongKind {
@@ -472,7 +495,7 @@ impl PluginHost {
                 wanted: wanted.as_str(),
             });
         }
-        Ok((slot, loaded))
+        Ok((slot, version, loaded))
     }
 
     /// Instantiates the current version of plugin `name` in a fresh sandbox, without calling into it, and drops the

@@ -205,6 +205,16 @@ impl PluginHealth {
         if self.guarded.load(Ordering::Relaxed) { self.admit_at(Instant::now()) } else { Admission::Call }
     }
 
+    /// Counts a good call if the plugin is in good standing (nothing but a counter to bump, safe under any lock);
+    /// `false` leaves it to [`Self::record_ok`].
+    pub(crate) fn count_ok_in_good_standing(&self) -> bool {
+        let good = !self.guarded.load(Ordering::Relaxed);
+        if good {
+            self.count(CallResult::Ok);
+        }
+        good
+    }
+
     /// Counts a good call.
     pub(crate) fn record_ok(&self) {
         if self.guarded.load(Ordering::Relaxed) {

@@ -3,6 +3,7 @@
 use std::cell::RefCell;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use aegis_core::{TripContext, TripPredicate};
@@ -10,6 +11,7 @@ use aegis_core::{TripContext, TripPredicate};
 use crate::ServiceInfo;
 use crate::binding::{Binding, clamp_text};
 use crate::bindings::trip::TripPredicatePlugin;
+use crate::bindings::trip::exports::aegis::policy::trip_predicate::Verdict;
 use crate::bindings::types;
 use crate::error::PluginError;
 use crate::host::PluginHost;
@@ -19,6 +21,10 @@ use crate::host::PluginHost;
 pub struct WasmTripPredicate {
     binding: Binding<TripPredicatePlugin>,
     fallback: Arc<dyn TripPredicate>,
+    /// Decisions for which the whole window was sent (see [`Self::windows_sent`]).
+    windows_sent: AtomicU64,
+    /// Whether the last decision was about a context from outside a breaker.
+    untracked: AtomicBool,
 }
 
 impl fmt::Debug for WasmTripPredicate {
@@ -26,6 +32,7 @@ impl fmt::Debug for WasmTripPredicate {
         f.debug_struct("WasmTripPredicate")
             .field("binding", &self.binding)
             .field("fallback", &self.fallback)
+            .field("windows_sent", &self.windows_sent())
             .finish_non_exhaustive()
     }
 }
@@ -41,7 +48,7 @@ impl PluginHost {
         fallback: Arc<dyn TripPredicate>,
     ) -> Result<WasmTripPredicate, PluginError> {
         let binding = Binding::new(self, name, service.name.clone(), Some(service.into()), config)?;
-        Ok(WasmTripPredicate { binding, fallback })
+        Ok(WasmTripPredicate { binding, fallback, windows_sent: AtomicU64::new(0), untracked: AtomicBool::new(false) })
     }
 }
 
@@ -54,6 +61,13 @@ impl WasmTripPredicate {
     /// binds the plugin at the first call after it is loaded.
     pub fn is_loaded(&self) -> bool {
         self.binding.is_loaded()
+    }
+
+    /// How many decisions had to send the plugin the whole window because its copy was out of step (a fresh
+    /// instance in the middle of a breaker generation, a decision skipped during quarantine, a context built outside
+    /// a breaker). Every other decision crosses as plain numbers.
+    pub fn windows_sent(&self) -> u64 {
+        self.windows_sent.load(Ordering::Relaxed)
     }
 }
 
@@ -68,36 +82,54 @@ impl TripPredicate for WasmTripPredicate {
             consecutive_failures: c.consecutive_failures,
             slow_calls: c.slow_calls,
         };
-        WINDOW.with(|window| {
-            // A call that re-enters this thread's buffer (a plugin cannot, but be safe) packs into a fresh one.
-            let mut fresh = Vec::new();
-            let mut buffer = window.try_borrow_mut();
-            let window = buffer.as_deref_mut().unwrap_or(&mut fresh);
-            window.clear();
-            window.extend(ctx.recent().map(|s| pack_outcome(s.success, s.slow, s.duration)));
-            self.decide(ctx, counts, window)
-        })
-    }
-}
-
-thread_local! {
-    /// The packed window of the call in progress, reused so that a decision does not allocate.
-    static WINDOW: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
-}
-
-impl WasmTripPredicate {
-    fn decide(&self, ctx: &TripContext<'_>, counts: types::Counts, window: &[u64]) -> Option<String> {
+        let window = types::WindowSummary {
+            generation: ctx.generation().unwrap_or(0),
+            len: u32::try_from(ctx.window_len()).unwrap_or(u32::MAX),
+            failures: ctx.window_failures(),
+            slow_calls: ctx.window_slow_calls(),
+            newest: ctx.newest().map_or(0, |s| pack_outcome(s.success, s.slow, s.duration)),
+        };
         let decision = self.binding.call(|plugin, store| {
-            plugin
-                .aegis_policy_trip_predicate()
-                .call_should_trip(store, counts, window)
-                .map(|reason| Ok(reason.map(clamp_text)))
+            let trip = plugin.aegis_policy_trip_predicate();
+            // A context from outside a breaker is not linked to the one before it, and neither is the first one from a
+            // breaker after it (the flag changes only when the plugin is called: a skipped call does not count).
+            let untracked = ctx.generation().is_none();
+            let was_untracked = self.untracked.load(Ordering::Relaxed);
+            if was_untracked != untracked {
+                self.untracked.store(untracked, Ordering::Relaxed);
+            }
+            let send_window = was_untracked || untracked;
+            let mut verdict =
+                if send_window { Verdict::NeedWindow } else { trip.call_should_trip(&mut *store, counts, window)? };
+            if verdict == Verdict::NeedWindow {
+                // The plugin's copy is out of step (a fresh instance, a skipped call) or cannot be: send it all.
+                self.windows_sent.fetch_add(1, Ordering::Relaxed);
+                verdict = OUTCOMES.with(|outcomes| {
+                    // A call that re-enters this thread's buffer (a plugin cannot, but be safe) packs into a fresh one.
+                    let mut fresh = Vec::new();
+                    let mut buffer = outcomes.try_borrow_mut();
+                    let outcomes = buffer.as_deref_mut().unwrap_or(&mut fresh);
+                    outcomes.clear();
+                    outcomes.extend(ctx.recent().map(|s| pack_outcome(s.success, s.slow, s.duration)));
+                    trip.call_should_trip_with_window(&mut *store, counts, window, outcomes)
+                })?;
+            }
+            Ok(match verdict {
+                Verdict::StayClosed => Ok(None),
+                Verdict::Trip => Ok(Some(clamp_text(trip.call_trip_reason(store)?))),
+                Verdict::NeedWindow => Err("asked for the window again right after it was sent".to_owned()),
+            })
         });
         match decision {
             Some(decision) => decision,
             None => self.fallback.should_trip(ctx),
         }
     }
+}
+
+thread_local! {
+    /// The packed window of a resynchronising call, reused so that it does not allocate.
+    static OUTCOMES: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Largest latency a packed outcome can carry (62 bits of milliseconds).

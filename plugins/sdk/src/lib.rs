@@ -37,6 +37,10 @@ pub use wit_bindgen as __wit_bindgen;
 
 include!(concat!(env!("OUT_DIR"), "/export.rs"));
 
+mod window;
+#[doc(hidden)]
+pub use window::{WindowCopy as __WindowCopy, WindowSummary as __WindowSummary};
+
 /// The service a binding decides for (the host gives it once, when it binds the plugin).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ServiceInfo {
@@ -139,9 +143,14 @@ pub trait Policy: Sized {
     fn init(config: &Config) -> Result<Self, String>;
 }
 
-/// Decides whether a closed breaker opens.
+/// Decides whether a closed breaker opens. The host asks after every outcome the closed breaker records.
 pub trait TripPredicate: Policy {
     /// `window` holds the breaker's recent probe outcomes, oldest first. `Some(reason)` opens the breaker.
+    ///
+    /// The window costs nothing to read: the SDK keeps a copy of it inside the plugin, one outcome per decision, and
+    /// the host sends the whole window only when that copy is out of step (a fresh instance). For a time window,
+    /// outcomes the SDK saw arrive are exact; a resent window comes back bucket by bucket, failures first, each
+    /// outcome carrying its bucket's mean latency.
     fn should_trip(&self, service: &ServiceInfo, counts: &Counts, window: &[ProbeOutcome]) -> Option<String>;
 }
 

@@ -723,7 +723,8 @@ impl Breaker {
         let verdict = {
             let lane = self.lane.lock();
             let counts = lane.counts.load();
-            self.settings.trip.should_trip(&TripContext::new(&counts, &lane.window, self.settings.minimum_calls))
+            let ctx = TripContext::new(&counts, &lane.window, self.settings.minimum_calls).in_generation(g.generation);
+            self.settings.trip.should_trip(&ctx)
         };
         (verdict.map(|reason| self.transition(g, State::Open, now, reason.into())), false)
     }
@@ -1016,8 +1017,8 @@ impl Breaker {
             *evaluated = Some(version);
             g.generation
         };
-        let verdict =
-            self.settings.trip.should_trip(&TripContext::new(&e.counts, &e.window, self.settings.minimum_calls));
+        let ctx = TripContext::new(&e.counts, &e.window, self.settings.minimum_calls).in_generation(generation);
+        let verdict = self.settings.trip.should_trip(&ctx);
         let Some(reason) = verdict else { return };
         let mut g = self.lock();
         // The verdict is about a generation; if the breaker moved on meanwhile, it no longer applies.

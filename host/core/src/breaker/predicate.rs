@@ -21,7 +21,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::counts::Counts;
-use super::window::{Recent, Window};
+use super::window::{Recent, Sample, Window};
 
 /// Which recorded outcomes trigger a predicate call (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,15 +38,31 @@ pub struct TripContext<'a> {
     counts: &'a Counts,
     window: &'a Window,
     minimum_calls: u32,
+    generation: Option<u32>,
 }
 
 impl<'a> TripContext<'a> {
-    /// Builds a context, e.g. for testing a predicate outside a breaker.
+    /// Builds a context, e.g. for testing a predicate outside a breaker (no generation: see [`Self::generation`]).
     pub fn new(counts: &'a Counts, window: &'a Window, minimum_calls: u32) -> Self {
-        TripContext { counts, window, minimum_calls }
+        TripContext { counts, window, minimum_calls, generation: None }
+    }
+
+    /// The same context, as a breaker's generation `generation` (the breaker builds its contexts this way).
+    pub fn in_generation(self, generation: u32) -> Self {
+        TripContext { generation: Some(generation), ..self }
+    }
+
+    /// The breaker generation the counts and window belong to; `None` for a context built outside a breaker. Both
+    /// start empty with every generation, and every outcome recorded in it bumps [`Counts::requests`], so
+    /// `(generation, requests)` names the data exactly: a predicate that keeps its own copy of the window (a WASM
+    /// plugin) can tell one new outcome from a gap. Without a generation, nothing links one context to the next.
+    #[inline]
+    pub fn generation(&self) -> Option<u32> {
+        self.generation
     }
 
     /// Counters of the current generation.
+    #[inline]
     pub fn counts(&self) -> &Counts {
         self.counts
     }
@@ -56,9 +72,28 @@ impl<'a> TripContext<'a> {
         self.window.iter()
     }
 
+    /// The outcome recorded last, if it is still in the window (exact even for a time window).
+    #[inline]
+    pub fn newest(&self) -> Option<Sample> {
+        self.window.newest()
+    }
+
     /// Number of calls in the sliding window.
+    #[inline]
     pub fn window_len(&self) -> usize {
         self.window.len()
+    }
+
+    /// Failed calls in the sliding window.
+    #[inline]
+    pub fn window_failures(&self) -> u32 {
+        self.window.failures()
+    }
+
+    /// Slow calls (failed or not) in the sliding window.
+    #[inline]
+    pub fn window_slow_calls(&self) -> u32 {
+        self.window.slow_calls()
     }
 
     /// The configured `minimum_calls`.

@@ -487,6 +487,43 @@ fn blocking_predicate_runs_outside_the_lock_on_every_outcome() {
     *slot.lock().unwrap() = None;
 }
 
+/// What a predicate that mirrors the window relies on: `(generation, requests)` names the data, the window starts
+/// empty with every generation, and `newest` is the outcome just recorded.
+#[test]
+fn predicates_see_the_generation_and_the_newest_outcome() {
+    type Seen = (Option<u32>, u32, usize, Option<bool>);
+    #[derive(Debug, Default)]
+    struct Recorder(Mutex<Vec<Seen>>);
+    impl TripPredicate for Recorder {
+        fn should_trip(&self, ctx: &TripContext<'_>) -> Option<String> {
+            let seen = (ctx.generation(), ctx.counts().requests, ctx.window_len(), ctx.newest().map(|s| s.success));
+            self.0.lock().unwrap().push(seen);
+            (ctx.counts().consecutive_failures >= 2).then(|| "two in a row".to_string())
+        }
+    }
+    let t0 = Instant::now();
+    let seen = Arc::new(Recorder::default());
+    let b = Breaker::new(Settings::new("svc").reset_timeout(ms(10)).trip_predicate(seen.clone()));
+    succeed(&b, t0);
+    fail(&b, t0);
+    fail(&b, t0);
+    assert_eq!(b.current_state(), State::Open);
+    // Open (generation 1), then half-open (2); one success closes it into generation 3 with an empty window.
+    let p = b.try_acquire(t0 + ms(10)).unwrap();
+    b.record(t0 + ms(10), p, true, ms(1));
+    assert_eq!(b.current_state(), State::Closed);
+    fail(&b, t0 + ms(11));
+    assert_eq!(
+        *seen.0.lock().unwrap(),
+        vec![
+            (Some(0), 1, 1, Some(true)),
+            (Some(0), 2, 2, Some(false)),
+            (Some(0), 3, 3, Some(false)),
+            (Some(3), 1, 1, Some(false))
+        ]
+    );
+}
+
 #[test]
 fn builtin_predicate_is_not_called_on_plain_successes() {
     #[derive(Debug)]

@@ -198,6 +198,22 @@ impl Window {
         }
     }
 
+    /// The call recorded last, if it is still in the window. Exact for both kinds (a time window keeps it beside its
+    /// buckets), up to the count window's duration precision.
+    #[inline]
+    pub fn newest(&self) -> Option<Sample> {
+        match &self.inner {
+            Inner::Count(w) => {
+                let len = w.len.load(Relaxed);
+                (len > 0).then(|| w.sample((w.head.load(Relaxed) + w.cap - 1) % w.cap))
+            }
+            Inner::Time(w) => {
+                let w = lock(w);
+                w.newest.filter(|_| w.totals.calls() > 0)
+            }
+        }
+    }
+
     /// Empties the window without freeing its storage.
     pub fn clear(&mut self) {
         self.clear_shared();
@@ -251,7 +267,8 @@ impl Window {
                 let (a, b) = (a.get_mut().unwrap_or_else(PoisonError::into_inner), lock(b));
                 if a.buckets.len() == b.buckets.len() {
                     a.buckets.copy_from_slice(&b.buckets);
-                    (a.bucket_nanos, a.epoch, a.current, a.totals) = (b.bucket_nanos, b.epoch, b.current, b.totals);
+                    (a.bucket_nanos, a.epoch, a.current, a.totals, a.newest) =
+                        (b.bucket_nanos, b.epoch, b.current, b.totals, b.newest);
                 } else {
                     *a = b.clone();
                 }
@@ -400,6 +417,8 @@ struct TimeWindow {
     /// Sum of all live buckets, kept so rates are O(1).
     totals: Bucket,
     buckets: Box<[Bucket]>,
+    /// The last recorded call as it was (the buckets keep only aggregates); stale once every bucket expired.
+    newest: Option<Sample>,
 }
 
 impl TimeWindow {
@@ -411,6 +430,7 @@ impl TimeWindow {
             current: 0,
             totals: Bucket::default(),
             buckets: vec![Bucket::default(); buckets as usize].into_boxed_slice(),
+            newest: None,
         }
     }
 
@@ -442,6 +462,7 @@ impl TimeWindow {
             b.index = self.current;
             b.add(s);
             self.totals.add(s);
+            self.newest = Some(s);
         }
     }
 
@@ -449,6 +470,7 @@ impl TimeWindow {
         self.epoch = None;
         self.current = 0;
         self.totals = Bucket::default();
+        self.newest = None;
         self.buckets.fill(Bucket::default());
     }
 }
@@ -555,9 +577,11 @@ mod tests {
         assert_eq!((w.len(), w.failures(), w.slow_calls()), (3, 1, 2));
         let got: Vec<_> = w.iter().collect();
         assert_eq!(got, vec![s(true, 2, true), s(true, 3, false), s(false, 4, true)]);
+        assert_eq!(w.newest(), Some(s(false, 4, true)));
         w.clear();
         assert!(w.is_empty());
         assert_eq!(w.iter().count(), 0);
+        assert_eq!(w.newest(), None);
     }
 
     #[test]
@@ -578,14 +602,20 @@ mod tests {
         assert_eq!((w.len(), w.failures(), w.slow_calls()), (3, 1, 1));
         let got: Vec<_> = w.iter().collect();
         assert_eq!(got, vec![s(false, 20, false), s(true, 20, true), s(true, 5, false)]);
+        // The buckets blur order and durations; the newest call is kept as it was.
+        w.record(ms(1600), s(false, 7, true));
+        assert_eq!(w.newest(), Some(s(false, 7, true)));
+        assert_eq!(w.iter().last(), Some(s(true, 6, false)), "a bucket replays failures first, at its mean");
+        assert_eq!((w.len(), w.failures(), w.slow_calls()), (4, 2, 2));
         // Bucket 0 (t in [0, 1 s)) expires once bucket 10 begins.
         w.advance(ms(9_999));
-        assert_eq!(w.len(), 3);
+        assert_eq!(w.len(), 4);
         w.advance(ms(10_000));
-        assert_eq!((w.len(), w.failures()), (1, 0));
+        assert_eq!((w.len(), w.failures()), (2, 1));
         // A long idle gap empties everything in at most `buckets` steps.
         w.advance(ms(1_000_000));
         assert!(w.is_empty());
+        assert_eq!(w.newest(), None, "an expired call is not the newest one in the window");
         // Time going backwards lands in the newest bucket instead of corrupting totals.
         w.record(ms(5), s(false, 1, false));
         assert_eq!((w.len(), w.failures()), (1, 1));

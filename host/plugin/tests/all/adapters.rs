@@ -1,13 +1,16 @@
 //! Every bundled plugin through its adapter: the plugin decides, types survive the boundary, config reaches `init`.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aegis_core::policy::{
     Alert, AlertFormatter, AlertStatus, AnomalyScorer, Contains, Failure, FixedAction, FormatError, LogRule,
     MetricSample, Payload, RecoveryAction, RecoveryStrategy, Severity, ZScore,
 };
-use aegis_core::{ConsecutiveFailures, Counts, Sample, TripContext, TripPredicate, Window, WindowKind};
+use aegis_core::{
+    Breaker, ConsecutiveFailures, Counts, Sample, Settings, State, StateChange, TripContext, TripPredicate, Window,
+    WindowKind,
+};
 use aegis_plugin::{CallResult, PluginError, PluginKind};
 
 use crate::support::{BuiltIn, ask, config, host, service};
@@ -62,6 +65,62 @@ fn window_trip_sees_latencies_and_slow_verdicts() {
         Some("2 of the last 3 probes failed or slower than 100 ms")
     );
     assert!(ask_samples(&[(1, true), (1, true), (1, false)]).is_some(), "the host's slow verdict reaches the plugin");
+}
+
+/// The hot path sends no window: the plugin's copy follows a real breaker outcome by outcome, across generations,
+/// and the whole window crosses only when that copy is out of step (a fresh instance in mid-generation).
+#[test]
+fn window_trip_follows_a_breaker_outcome_by_outcome() {
+    let (host, dir) = host(&["window-trip"]);
+    let config = config(&[("window", "4"), ("failures", "3")]);
+    let p = Arc::new(host.trip_predicate("window-trip", service(), config, Arc::new(BuiltIn)).unwrap());
+    let reasons = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&reasons);
+    let breaker = Breaker::new(
+        Settings::new("api")
+            .window(WindowKind::Count(4))
+            .reset_timeout(Duration::from_millis(10))
+            .trip_predicate(p.clone())
+            .on_state_change(Arc::new(move |change: &StateChange| {
+                seen.lock().unwrap().push(change.reason.to_string())
+            })),
+    );
+    let t0 = Instant::now();
+    let record = |ok: bool, at: Instant| {
+        let permit = breaker.try_acquire(at).unwrap();
+        breaker.record(at, permit, ok, Duration::from_millis(3));
+    };
+    // Two bad probes among the last four, sliding, never three.
+    for ok in [true, false, true, false, true, true, false, true, false] {
+        record(ok, t0);
+    }
+    assert_eq!(breaker.current_state(), State::Closed);
+    record(false, t0);
+    assert_eq!(breaker.current_state(), State::Open);
+    // Half-open, one good trial closes it: a new generation whose window starts empty.
+    record(true, t0 + Duration::from_millis(10));
+    assert_eq!(breaker.current_state(), State::Closed);
+    record(false, t0 + Duration::from_millis(11));
+    record(false, t0 + Duration::from_millis(11));
+    assert_eq!(breaker.current_state(), State::Closed, "the old generation's failures are gone");
+    assert_eq!(p.windows_sent(), 0);
+
+    // A new version of the plugin: its fresh instance has no copy, so the next decision sends the window once.
+    host.load_file(&dir.path().join("window-trip.wasm")).unwrap();
+    record(true, t0 + Duration::from_millis(12));
+    assert_eq!(p.windows_sent(), 1);
+    record(false, t0 + Duration::from_millis(12));
+    assert_eq!(breaker.current_state(), State::Open);
+    assert_eq!(p.windows_sent(), 1);
+    assert_eq!(
+        *reasons.lock().unwrap(),
+        [
+            "3 of the last 4 probes failed or slow",
+            "reset timeout elapsed",
+            "1 consecutive successes in half-open state",
+            "3 of the last 4 probes failed or slow",
+        ]
+    );
 }
 
 #[test]
