@@ -113,7 +113,7 @@ pub(crate) struct PluginSlot {
 
 impl PluginSlot {
     pub(crate) fn current(&self) -> Option<Arc<Loaded>> {
-        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.versioned().1
     }
 
     /// The current version and the number that names it ([`Self::version`] returns it until the next change).

@@ -215,12 +215,10 @@ impl PluginHealth {
         good
     }
 
-    /// Counts a good call.
+    /// Counts a good call; while the plugin is quarantined or on probation, through the quarantine bookkeeping.
     pub(crate) fn record_ok(&self) {
-        if self.guarded.load(Ordering::Relaxed) {
+        if !self.count_ok_in_good_standing() {
             self.record(CallResult::Ok, Instant::now(), "");
-        } else {
-            self.count(CallResult::Ok);
         }
     }
 
