@@ -1,8 +1,9 @@
 //! Criterion benchmarks of the plugin host, in one run: a breaker's record-and-decide step with a trip predicate
-//! through WASM (`window-trip`) vs the native built-in vs recording alone, a decision that sends the plugin the
-//! whole window (its resynchronising path), instantiating a plugin from the pool
-//! (a fresh store and instance, dropped) and binding it (the same plus its `init` with a config), and loading a
-//! plugin cold (Cranelift) vs from the precompile cache. Builds the plugin workspace for wasm32-wasip2 first.
+//! through WASM (`window-trip`) vs the native built-in vs recording alone vs a component that does nothing
+//! (`bare-trip`, the floor of any WASM decision), a decision that sends the plugin the whole window (its
+//! resynchronising path), instantiating a plugin from the pool (a fresh store and instance, dropped) and binding it
+//! (the same plus its `init` with a config), and loading a plugin cold (Cranelift) vs from the precompile cache.
+//! Builds the plugin workspace for wasm32-wasip2 first.
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
@@ -14,8 +15,8 @@ use aegis_core::{ConsecutiveFailures, Counts, Sample, TripContext, TripPredicate
 use aegis_plugin::{CacheOutcome, PluginHost, SandboxLimits, ServiceInfo};
 use criterion::{Criterion, criterion_group, criterion_main};
 
-/// Builds the plugin workspace and returns the path of the compiled `window-trip` component.
-fn window_trip_wasm() -> PathBuf {
+/// Builds the plugin workspace and returns the directory holding the compiled components.
+fn build_plugins() -> PathBuf {
     let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../plugins");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
@@ -25,7 +26,7 @@ fn window_trip_wasm() -> PathBuf {
         .status()
         .expect("run cargo to build the plugins");
     assert!(status.success(), "building the plugin workspace failed: {status}");
-    plugins.join("target/wasm32-wasip2/release/window_trip.wasm")
+    plugins.join("target/wasm32-wasip2/release")
 }
 
 fn service() -> ServiceInfo {
@@ -78,14 +79,17 @@ impl Generation {
 }
 
 fn benches(c: &mut Criterion) {
-    let wasm = window_trip_wasm();
+    let built = build_plugins();
     let plugins = tempfile::tempdir().expect("temp dir");
     let plugin = plugins.path().join("window-trip.wasm");
-    std::fs::copy(&wasm, &plugin).expect("install window-trip");
+    std::fs::copy(built.join("window_trip.wasm"), &plugin).expect("install window-trip");
+    let bare = plugins.path().join("bare-trip.wasm");
+    std::fs::copy(built.join("bare_trip.wasm"), &bare).expect("install bare-trip");
     let cache = tempfile::tempdir().expect("temp dir");
 
     let host = PluginHost::new(SandboxLimits::default()).expect("engine");
     host.load_file(&plugin).expect("load window-trip");
+    host.load_file(&bare).expect("load bare-trip");
     let config = vec![("window".to_owned(), "10".to_owned()), ("failures".to_owned(), "5".to_owned())];
     let wasm_trip = host
         .trip_predicate("window-trip", service(), config.clone(), Arc::new(ConsecutiveFailures(5)))
@@ -101,6 +105,17 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             breaker.record();
             black_box(native.should_trip(&breaker.context()))
+        })
+    });
+    // The floor: the same step through a component that does nothing (no SDK, no window, no policy). What is
+    // left is wasmtime's component call, the host's binding and the breaker's bookkeeping.
+    let bare_trip = host
+        .trip_predicate("bare-trip", service(), Vec::new(), Arc::new(ConsecutiveFailures(5)))
+        .expect("bind bare-trip");
+    g.bench_function("wasm/bare", |b| {
+        b.iter(|| {
+            breaker.record();
+            black_box(bare_trip.should_trip(&breaker.context()))
         })
     });
     let sent = wasm_trip.windows_sent();
@@ -136,6 +151,7 @@ fn benches(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("bind");
     g.bench_function("instantiate", |b| b.iter(|| host.instantiate("window-trip").expect("instantiate")));
+    g.bench_function("instantiate/bare", |b| b.iter(|| host.instantiate("bare-trip").expect("instantiate")));
     g.bench_function("instantiate+init", |b| {
         b.iter(|| {
             black_box(
