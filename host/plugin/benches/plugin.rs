@@ -3,7 +3,8 @@
 //! (`bare-trip`, the floor of any WASM decision), a decision that sends the plugin the whole window (its
 //! resynchronising path), instantiating a plugin from the pool (a fresh store and instance, dropped) and binding it
 //! (the same plus its `init` with a config), and loading a plugin cold (Cranelift) vs from the precompile cache.
-//! Builds the plugin workspace for wasm32-wasip2 first.
+//! Builds the plugin workspace for wasm32-wasip2 first; with `AEGIS_BENCH_PLUGINS=<dir>` it takes `window_trip.wasm`
+//! and `bare_trip.wasm` from `<dir>` instead, to compare two builds of the SDK or of a plugin with one host build.
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
@@ -79,7 +80,7 @@ impl Generation {
 }
 
 fn benches(c: &mut Criterion) {
-    let built = build_plugins();
+    let built = std::env::var_os("AEGIS_BENCH_PLUGINS").map(PathBuf::from).unwrap_or_else(build_plugins);
     let plugins = tempfile::tempdir().expect("temp dir");
     let plugin = plugins.path().join("window-trip.wasm");
     std::fs::copy(built.join("window_trip.wasm"), &plugin).expect("install window-trip");
