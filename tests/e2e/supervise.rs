@@ -1,7 +1,7 @@
 //! The walking skeleton end to end: probe → breaker → WASM trip plugin → restart → metrics.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aegis_tests::{
     Proc, binary, free_port, get_text, install_plugin, post, scrape, start_aegis_host, start_http_service, wait_until,
@@ -413,5 +413,77 @@ services:
         "removed plugin unloaded; log:\n{}",
         host.log_text()
     );
+    assert!(host.terminate(Duration::from_secs(10)).is_some_and(|s| s.success()));
+}
+
+/// A trip plugin that never returns (the test-only `hostile` plugin, `mode: loop`) costs its own service one deadline
+/// per decision and nothing more: the log names the plugin and what it did, the third strike quarantines it, and
+/// another service keeps its probe schedule the whole time.
+#[test]
+fn a_runaway_plugin_is_cut_off_and_quarantined_while_other_services_keep_their_schedule() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let plugins = tmp.path().join("plugins");
+    install_plugin("hostile", &plugins);
+    let (_service, base) = start_http_service(&tmp.path().join("service.log"));
+    let admin = format!("127.0.0.1:{}", free_port());
+    let config = write_config(
+        tmp.path(),
+        &format!(
+            r#"
+admin: {{address: "{admin}"}}
+# A long deadline makes each runaway decision hold on for a whole second: a host that waited for it would show.
+plugins: {{dir: "{plugins}", deadline: 1s, quarantine: {{strikes: 3, window: 60s, coolDown: 60s}}}}
+storage: {{path: "{db}"}}
+services:
+  - name: runaway
+    type: http
+    endpoint: {base}/health
+    interval: 50ms
+    actions:
+      onFailure: ignore
+      circuitBreaker:
+        tripPolicy: {{plugin: hostile, config: {{mode: loop}}}}
+  - name: steady
+    type: http
+    endpoint: {base}/health
+    interval: 50ms
+    actions: {{onFailure: ignore}}
+"#,
+            plugins = plugins.display(),
+            db = tmp.path().join("aegis.db").display(),
+        ),
+    );
+    let mut host = start_aegis_host(&config, &tmp.path().join("aegis.log"));
+    let timeouts =
+        || scrape(&admin, "aegis_plugin_calls_total", "plugin=\"hostile\",result=\"timeout\"").unwrap_or(0.0);
+    let steady = || scrape(&admin, "aegis_health_checks_total", "result=\"success\",service=\"steady\"").unwrap_or(0.0);
+    let quarantined = || scrape(&admin, "aegis_plugin_quarantined", "plugin=\"hostile\"");
+
+    assert!(wait_until(Duration::from_secs(20), || timeouts() >= 1.0), "first strike; log:\n{}", host.log_text());
+    let (started, checks_before) = (Instant::now(), steady());
+    assert_eq!(quarantined(), Some(0.0), "one strike does not quarantine");
+    assert!(
+        wait_until(Duration::from_secs(20), || quarantined() == Some(1.0)),
+        "quarantined after the third strike; log:\n{}",
+        host.log_text()
+    );
+    let (elapsed, checks) = (started.elapsed(), steady() - checks_before);
+    assert_eq!(timeouts(), 3.0, "every strike was a missed deadline");
+    // Two more runaway decisions, a second each, ran in between. At a 50 ms interval the other service gets about
+    // 20 checks a second; when the decisions held up the async worker they ran on (two workers on two cores), it got
+    // half of that.
+    assert!(elapsed >= Duration::from_secs(2), "each strike used its whole deadline: {elapsed:?}");
+    let expected = elapsed.as_secs_f64() * 20.0;
+    assert!(
+        checks >= expected * 0.7,
+        "steady kept its schedule: {checks} checks in {elapsed:?}, expected {expected:.0}"
+    );
+
+    let log = host.log_text();
+    assert!(log.contains("plugin=hostile") && log.contains("missed its 1s deadline"), "the log names it; log:\n{log}");
+    assert!(log.contains("plugin quarantined after 3 strike(s)"), "quarantine logged; log:\n{log}");
+    // Quarantined: the built-in decides and the plugin is not called again within the cool-down.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(timeouts(), 3.0, "no call during the quarantine");
     assert!(host.terminate(Duration::from_secs(10)).is_some_and(|s| s.success()));
 }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod logs;
 pub mod metrics;
+mod off_worker;
 pub mod probe;
 pub mod process;
 pub mod store;

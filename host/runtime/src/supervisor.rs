@@ -34,6 +34,7 @@ use crate::anomaly::{AnomalyDetector, CheckWindow};
 use crate::config::{Config, OnFailure, ServiceConfig};
 use crate::error::RuntimeError;
 use crate::metrics::{Metrics, ServiceSeries};
+use crate::off_worker::OffWorker;
 use crate::probe::{Probe, ProbeResult, RetryPolicy};
 use crate::process::{ManagedProcess, STOP_GRACE};
 use crate::store::{Event, Store};
@@ -670,7 +671,7 @@ fn build_service(
             match shared.plugins.trip_predicate(&policy.plugin, info, policy.config.clone(), Arc::clone(&built_in)) {
                 Ok(p) => {
                     log_binding(&shared.plugins, "trip predicate", &s.name, &policy.plugin, p.is_loaded());
-                    (Arc::new(p), policy.plugin.clone())
+                    (Arc::new(OffWorker(Arc::new(p))), policy.plugin.clone())
                 }
                 Err(e) => {
                     tracing::error!(service = %s.name, "{e}; using the built-in trip predicate");
