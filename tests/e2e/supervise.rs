@@ -482,6 +482,18 @@ services:
     let log = host.log_text();
     assert!(log.contains("plugin=hostile") && log.contains("missed its 1s deadline"), "the log names it; log:\n{log}");
     assert!(log.contains("plugin quarantined after 3 strike(s)"), "quarantine logged; log:\n{log}");
+    // And recorded in the event history, with the last strike's reason.
+    let quarantine_event = || {
+        let events = get_text(&format!("http://{admin}/api/v1/events?service=-"))?;
+        let events: serde_json::Value = serde_json::from_str(&events).ok()?;
+        events["events"].as_array()?.iter().find(|e| e["kind"] == "plugin-quarantined").cloned()
+    };
+    assert!(wait_until(Duration::from_secs(5), || quarantine_event().is_some()), "quarantine event recorded");
+    let message = quarantine_event().map(|e| e["message"].to_string()).unwrap_or_default();
+    assert!(
+        message.contains("hostile: quarantined after 3 strike(s)") && message.contains("missed its 1s deadline"),
+        "{message}"
+    );
     // Quarantined: the built-in decides and the plugin is not called again within the cool-down.
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(timeouts(), 3.0, "no call during the quarantine");

@@ -9,7 +9,7 @@
 //! - `POST /api/v1/circuit-breakers/{service}/force-state`  `{"state": "open|closed|half-open|auto"}`
 //! - `POST /api/v1/circuit-breakers/{service}/reset`
 //! - `POST /api/v1/circuit-breakers/reset-all`
-//! - `GET  /api/v1/events?service=&limit=`
+//! - `GET  /api/v1/events?service=&limit=` (`service=-`: events of no service)
 //! - `GET  /api/v1/alerts?state=&service=`                  pending and firing alerts
 
 use std::collections::BTreeMap;
@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::watch;
 
+use crate::store::NO_SERVICE;
 use crate::supervisor::{ServiceHandle, ServiceMap, Shared};
 
 const MAX_EVENTS_PER_PAGE: u32 = 1000;
@@ -333,7 +334,8 @@ async fn events(
     let Query(q) = query
         .map_err(|e| error(StatusCode::BAD_REQUEST, format!("bad query: {e} (expected ?service=NAME&limit=N)")))?;
     let service = q.service.as_deref().filter(|n| !n.is_empty());
-    if let Some(name) = service {
+    // Events of no service have no service to look up.
+    if let Some(name) = service.filter(|n| *n != NO_SERVICE) {
         state.service(name)?;
     }
     let limit = q.limit.unwrap_or(100).min(MAX_EVENTS_PER_PAGE);

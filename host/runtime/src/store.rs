@@ -25,6 +25,10 @@ pub enum StoreError {
     Query { path: PathBuf, message: String },
 }
 
+/// The `service` of an event that belongs to no service: a plugin quarantine, a log match outside every service's
+/// files.
+pub const NO_SERVICE: &str = "-";
+
 /// One entry of the event history.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Event {
@@ -34,8 +38,9 @@ pub struct Event {
     /// RFC 3339, UTC.
     pub at: String,
     pub service: String,
-    /// `breaker-opened`, `breaker-closed`, `breaker-half-open`, `breaker-forced`, `restart`, `restart-failed`,
-    /// `gave-up`, `notified`, `notify-failed`, `process-exited`.
+    /// `breaker-opened`, `breaker-closed`, `breaker-half-open`, `breaker-forced`, `breaker-reset`, `restart`,
+    /// `restart-failed`, `gave-up`, `recovery-decision`, `notified`, `notify-failed`, `log-match`, `plugin-quarantined` and
+    /// `plugin-released` (the last two, and a log match outside every service's files, with [`NO_SERVICE`]).
     pub kind: String,
     pub message: String,
 }

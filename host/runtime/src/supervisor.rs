@@ -20,7 +20,7 @@ use aegis_core::{
     Backoff, Breaker, CallError, ConsecutiveFailures, Force, Manager, ManagerConfig, Settings, State, StateChange,
     TripPredicate, WindowKind,
 };
-use aegis_plugin::{PluginHost, ServiceInfo};
+use aegis_plugin::{PluginEvent, PluginHost, ServiceInfo};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use tokio::sync::{mpsc, watch};
@@ -37,7 +37,7 @@ use crate::metrics::{Metrics, ServiceSeries};
 use crate::off_worker::OffWorker;
 use crate::probe::{Probe, ProbeResult, RetryPolicy};
 use crate::process::{ManagedProcess, STOP_GRACE};
-use crate::store::{Event, Store};
+use crate::store::{Event, NO_SERVICE, Store};
 use crate::{unix_ms, unix_ms_i64};
 
 /// The policy name reported when the built-in trip predicate decides.
@@ -217,13 +217,52 @@ fn persist_restarts(shared: &Shared, service: &str, book: &RestartBook) {
     }
 }
 
+/// Records plugin quarantines and releases in the event history (with [`NO_SERVICE`]: a plugin may decide for many
+/// services, or for none, like an alert formatter), until `stop`; events queued by then are recorded too.
+async fn record_plugin_events(
+    shared: Arc<Shared>,
+    mut events: mpsc::Receiver<PluginEvent>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let record = |event: PluginEvent| {
+        let (kind, message) = match event {
+            PluginEvent::Quarantined { plugin, strikes, cool_down, last_error } => (
+                "plugin-quarantined",
+                format!(
+                    "{plugin}: quarantined after {strikes} strike(s), the built-in policy decides for {cool_down:?}; \
+                     last: {last_error}"
+                ),
+            ),
+            PluginEvent::Released { plugin } => {
+                ("plugin-released", format!("{plugin}: answered well after its quarantine; released"))
+            }
+        };
+        shared.event(NO_SERVICE, kind, &message);
+    };
+    loop {
+        tokio::select! {
+            Some(event) = events.recv() => record(event),
+            _ = stop.changed() => break,
+        }
+    }
+    while let Ok(event) = events.try_recv() {
+        record(event);
+    }
+}
+
 /// A validated config turned into running parts; [`Supervisor::run`] starts them.
 #[derive(Debug)]
 pub struct Supervisor {
     config: Config,
     shared: Arc<Shared>,
     services: Vec<(Arc<ServiceHandle>, Arc<Transitions>)>,
+    /// Plugin quarantines and releases, recorded as events by a task of [`Self::run`].
+    plugin_events: Option<mpsc::Receiver<PluginEvent>>,
 }
+
+/// Plugin events waiting to be recorded. They come one per quarantine or release, so a full queue means the
+/// recording task is stuck; further events are then only logged (the log has them all anyway).
+const PLUGIN_EVENT_QUEUE: usize = 256;
 
 impl Supervisor {
     /// Loads plugins and builds one breaker, backoff and probe per service. Plugins that fail to load are skipped
@@ -247,6 +286,13 @@ impl Supervisor {
         for (name, capabilities) in &config.plugins.grants {
             plugins.grant(name, capabilities.clone());
         }
+        // The listener runs on the thread of the plugin call that caused the event: it only queues it.
+        let (events_tx, plugin_events) = mpsc::channel(PLUGIN_EVENT_QUEUE);
+        plugins.on_event(Arc::new(move |event: &PluginEvent| {
+            if events_tx.try_send(event.clone()).is_err() {
+                tracing::warn!("plugin event not recorded, the event queue is full: {event:?}");
+            }
+        }));
         let report = plugins.load_dir(&config.plugins.dir)?;
         for info in &report.loaded {
             tracing::info!(plugin = %info.name, kind = %info.kind, path = %info.path.display(), "plugin loaded");
@@ -277,7 +323,7 @@ impl Supervisor {
             .into_iter()
             .map(|s| build_service(&shared, &s, None))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Supervisor { config, shared, services })
+        Ok(Supervisor { config, shared, services, plugin_events: Some(plugin_events) })
     }
 
     pub fn shared(&self) -> &Arc<Shared> {
@@ -315,6 +361,9 @@ impl Supervisor {
             tokio::spawn(crate::alerts::run_evaluation(Arc::clone(&self.shared), tasks_stop_rx.clone())),
             tokio::spawn(crate::alerts::run_delivery(Arc::clone(&self.shared), tasks_stop_rx.clone())),
         ];
+        if let Some(events) = self.plugin_events.take() {
+            tasks.push(tokio::spawn(record_plugin_events(Arc::clone(&self.shared), events, tasks_stop_rx.clone())));
+        }
         if let Some(every) = self.config.plugins.watch {
             let dir = self.config.plugins.dir.clone();
             tasks.push(tokio::spawn(watch_plugins(Arc::clone(&self.shared), dir, every, tasks_stop_rx.clone())));
@@ -512,7 +561,7 @@ async fn consume_log_matches(
         };
         let severity = m.severity.as_str();
         shared.metrics.log_matches.with_label_values(&[&m.rule, severity]).inc();
-        let service = m.service.clone().unwrap_or_else(|| "-".to_owned());
+        let service = m.service.clone().unwrap_or_else(|| NO_SERVICE.to_owned());
         let second = m.at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let slot = budget.entry(m.rule.clone()).or_insert((second, 0));
         if slot.0 != second {
