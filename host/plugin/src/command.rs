@@ -88,7 +88,7 @@ pub fn run_command(wasm: &Path, args: &[String]) -> Result<i32, CommandError> {
 }
 
 /// A binary core module has version 1 in its preamble; a component has layer 1 in the upper half of that word.
-fn is_core_module(bytes: &[u8]) -> bool {
+pub(crate) fn is_core_module(bytes: &[u8]) -> bool {
     bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[4..8] == [1, 0, 0, 0]
 }
 

@@ -541,6 +541,12 @@ impl PluginHost {
         cache: Option<&Cache>,
         grants: Grants,
     ) -> Result<Compiled, PluginError> {
+        if crate::command::is_core_module(bytes) {
+            return Err(PluginError::Compile {
+                path: path.to_owned(),
+                reason: "a core WebAssembly module, not a component: build the plugin for wasm32-wasip2".to_owned(),
+            });
+        }
         let compiled = match cache {
             Some(cache) => cache.load(&self.engine, bytes, &wasm_sha256),
             None => Component::new(&self.engine, bytes).map(|c| (c, CacheOutcome::Disabled)),

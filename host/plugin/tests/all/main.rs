@@ -7,6 +7,7 @@
 mod adapters;
 mod cache;
 mod capabilities;
+mod discovery;
 mod hostile;
 mod quarantine;
 mod reload;
