@@ -499,3 +499,54 @@ services:
     assert_eq!(timeouts(), 3.0, "no call during the quarantine");
     assert!(host.terminate(Duration::from_secs(10)).is_some_and(|s| s.success()));
 }
+
+/// With the directory watch off, SIGHUP is what picks up plugin changes: a service that names a plugin not there yet
+/// starts using it after the signal, and aegis-host keeps running (and probing) throughout.
+#[test]
+fn sighup_picks_up_plugin_changes_when_the_directory_is_not_watched() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let plugins = tmp.path().join("plugins");
+    std::fs::create_dir_all(&plugins).expect("plugin directory");
+    let (_service, base) = start_http_service(&tmp.path().join("service.log"));
+    let admin = format!("127.0.0.1:{}", free_port());
+    let config = write_config(
+        tmp.path(),
+        &format!(
+            r#"
+admin: {{address: "{admin}"}}
+plugins: {{dir: "{plugins}", deadline: 250ms, watch: false}}
+storage: {{path: "{db}"}}
+services:
+  - name: svc
+    type: http
+    endpoint: {base}/health
+    interval: 50ms
+    actions:
+      onFailure: ignore
+      circuitBreaker:
+        tripPolicy: {{plugin: window-trip}}
+"#,
+            plugins = plugins.display(),
+            db = tmp.path().join("aegis.db").display(),
+        ),
+    );
+    let mut host = start_aegis_host(&config, &tmp.path().join("aegis.log"));
+    let calls = || scrape(&admin, "aegis_plugin_calls_total", "plugin=\"window-trip\",result=\"ok\"").unwrap_or(0.0);
+    let checks = || scrape(&admin, "aegis_health_checks_total", "result=\"success\",service=\"svc\"").unwrap_or(0.0);
+    assert!(wait_until(Duration::from_secs(20), || checks() >= 3.0), "probing; log:\n{}", host.log_text());
+    assert!(host.log_text().contains("no plugin named `window-trip` is loaded"), "{}", host.log_text());
+
+    install_plugin("window-trip", &plugins);
+    // Not watched: nothing changes until the signal.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(calls(), 0.0, "the new plugin is not loaded before SIGHUP");
+    let status = std::process::Command::new("kill").args(["-HUP", &host.pid().to_string()]).status().expect("kill");
+    assert!(status.success());
+    assert!(
+        wait_until(Duration::from_secs(10), || calls() >= 3.0),
+        "the service decides with the plugin after SIGHUP; log:\n{}",
+        host.log_text()
+    );
+    assert!(host.log_text().contains("added=[\"window-trip\"]"), "{}", host.log_text());
+    assert!(host.terminate(Duration::from_secs(10)).is_some_and(|s| s.success()));
+}
