@@ -107,9 +107,13 @@ mod tests {
     #[test]
     fn runs_in_place_without_a_multi_thread_worker() {
         let stuck = OffWorker(Arc::new(Stuck { hold: Duration::ZERO }));
+        assert!(stuck.may_block());
         assert_eq!(decide(&stuck).as_deref(), Some("stuck"), "no runtime");
         let current = tokio::runtime::Builder::new_current_thread().build().unwrap();
         assert_eq!(current.block_on(async { decide(&stuck) }).as_deref(), Some("stuck"), "current-thread runtime");
-        assert!(stuck.may_block());
+        let multi = tokio::runtime::Builder::new_multi_thread().worker_threads(1).build().unwrap();
+        let stuck = Arc::new(stuck);
+        let on_pool = multi.block_on(multi.spawn_blocking(move || decide(&*stuck))).unwrap();
+        assert_eq!(on_pool.as_deref(), Some("stuck"), "blocking-pool thread");
     }
 }
