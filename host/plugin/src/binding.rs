@@ -276,17 +276,34 @@ fn describe(e: &wasmtime::Error, limits: &SandboxLimits) -> String {
     }
 }
 
-/// `text` cut to [`MAX_TEXT`] bytes on a character boundary, marked with `…` when cut.
-pub(crate) fn clamp_text(mut text: String) -> String {
-    if text.len() > MAX_TEXT {
-        let mut cut = MAX_TEXT;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-        text.push('…');
+/// Text a plugin hands back (a reason, a message), as the host passes it on: see [`plain_text`], at [`MAX_TEXT`].
+pub(crate) fn clamp_text(text: String) -> String {
+    plain_text(text, MAX_TEXT)
+}
+
+/// `text` safe to put in a log line, an event or a label: control characters are written as escapes (`\n`,
+/// `\u{1b}`), so a plugin cannot start a forged log line or send a terminal escape, and the result is cut to `max`
+/// bytes on a character boundary (never inside an escape), marked with `…` when cut. Plain short text is returned as
+/// is, without a copy.
+pub(crate) fn plain_text(text: String, max: usize) -> String {
+    if text.len() <= max && !text.contains(char::is_control) {
+        return text;
     }
-    text
+    let mut plain = String::with_capacity(text.len().min(max) + '…'.len_utf8());
+    for c in text.chars() {
+        let before = plain.len();
+        if c.is_control() {
+            plain.extend(c.escape_default());
+        } else {
+            plain.push(c);
+        }
+        if plain.len() > max {
+            plain.truncate(before);
+            plain.push('…');
+            break;
+        }
+    }
+    plain
 }
 
 #[cfg(test)]
@@ -298,5 +315,18 @@ mod tests {
         assert_eq!(clamp_text("short".into()), "short");
         let cut = clamp_text("é".repeat(MAX_TEXT));
         assert!(cut.len() <= MAX_TEXT + '…'.len_utf8() && cut.ends_with('…'));
+    }
+
+    #[test]
+    fn plain_text_escapes_control_characters_and_never_cuts_an_escape() {
+        assert_eq!(
+            plain_text("ok\n2026-01-01 ERROR forged\u{1b}[2J".into(), 100),
+            r"ok\n2026-01-01 ERROR forged\u{1b}[2J"
+        );
+        assert_eq!(plain_text("tab\there".into(), 100), r"tab\there");
+        // `\n` is two bytes: at a limit of 3 it does not fit after "ab".
+        assert_eq!(plain_text("ab\ncd".into(), 3), "ab…");
+        assert_eq!(plain_text("abc".into(), 3), "abc");
+        assert_eq!(plain_text("abcd".into(), 3), "abc…");
     }
 }

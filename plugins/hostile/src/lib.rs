@@ -5,8 +5,8 @@
 //! Config:
 //! - `mode` — `loop` (spin forever), `alloc` (grow memory until refused), `panic`, `recurse` (unbounded recursion),
 //!   `big` (return a `size`-byte reason), `file` (read `path`), `env` (read every environment variable), `socket`
-//!   (connect to `addr`), `clock` (read the wall and monotonic clocks), `log-flood` (log 10 000 long lines), `ok`
-//!   (behave: never trip)
+//!   (connect to `addr`), `clock` (read the wall and monotonic clocks), `log-flood` (log 10 000 long lines), `forge`
+//!   (log and trip with text that would start a forged log line and clear the terminal), `ok` (behave: never trip)
 //! - `when` — `always` (default) or `failures`: misbehave only when the counts show a failure, otherwise behave,
 //!   so a test can make the plugin healthy again
 //! - `at`   — `call` (default) or `init`: misbehave inside `init` instead of the decision
@@ -26,7 +26,7 @@ pub struct Hostile {
 }
 
 const MODES: &[&str] =
-    &["loop", "alloc", "panic", "recurse", "big", "file", "env", "socket", "clock", "log-flood", "ok"];
+    &["loop", "alloc", "panic", "recurse", "big", "file", "env", "socket", "clock", "log-flood", "forge", "ok"];
 
 impl Policy for Hostile {
     fn init(config: &Config) -> Result<Self, String> {
@@ -53,6 +53,9 @@ impl Policy for Hostile {
         Ok(policy)
     }
 }
+
+/// A line that, written as is, would add a fake error line to the host's log and clear the operator's terminal.
+const FORGED: &str = "harmless\n2026-01-01T00:00:00Z ERROR aegis: forged by a plugin\u{1b}[2J";
 
 /// Recursion the optimiser cannot turn into a loop: every frame keeps a buffer alive across the call.
 fn recurse(depth: u64) -> u64 {
@@ -111,6 +114,10 @@ impl Hostile {
                         !start.elapsed().is_zero()
                     )
                 })
+            }
+            "forge" => {
+                log(LogLevel::Info, FORGED);
+                Some(FORGED.to_owned())
             }
             "log-flood" => {
                 let line = "y".repeat(64 << 10);

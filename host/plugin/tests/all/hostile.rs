@@ -117,3 +117,14 @@ fn log_flood_is_capped_per_call() {
     assert!(lines <= 64 + 2, "{lines} lines");
     assert!(log.contains("dropping the rest"), "{}", log.lines().last().unwrap_or_default());
 }
+
+#[test]
+fn text_that_would_forge_log_lines_is_escaped() {
+    let (_host, _dir, p) = hostile(&[("mode", "forge")]);
+    let (reason, log) = capture_log(|| ask(&p, &[true]));
+    let reason = reason.unwrap();
+    assert_eq!(reason, r"harmless\n2026-01-01T00:00:00Z ERROR aegis: forged by a plugin\u{1b}[2J");
+    assert!(log.contains(&reason), "the plugin's log line is escaped the same way: {log}");
+    assert!(!log.contains('\u{1b}'), "no terminal escape reaches the log: {log:?}");
+    assert!(!log.lines().any(|l| l.starts_with("2026-01-01")), "no line of the log is the plugin's: {log}");
+}
