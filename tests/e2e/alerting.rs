@@ -7,7 +7,9 @@ use std::io::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
-use aegis_tests::{Proc, binary, free_port, get_text, post, scrape, start_aegis_host, start_http_service, wait_until};
+use aegis_tests::{
+    Proc, binary, free_port, get_text, plugin_calls, post, scrape, start_aegis_host, start_http_service, wait_until,
+};
 use serde_json::Value;
 
 /// Every webhook body received so far (the receiver appends them to `out`, which survives its restarts).
@@ -297,9 +299,7 @@ alerting:
     let texts = || -> Vec<String> {
         received(&out).iter().filter_map(|b| b["text"].as_str().map(str::to_owned)).collect::<Vec<_>>()
     };
-    let calls = |plugin: &str| {
-        scrape(&admin, "aegis_plugin_calls_total", &format!("plugin=\"{plugin}\",result=\"ok\"")).unwrap_or(0.0)
-    };
+    let calls = |plugin: &str| plugin_calls(&admin, plugin, "ok");
     assert!(
         wait_until(Duration::from_secs(20), || calls("ewma-latency") >= 4.0),
         "scorer warmed up; log:\n{}",

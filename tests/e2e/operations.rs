@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use aegis_tests::{Proc, binary, free_port, get_text, http, post, scrape, start_aegis_host, wait_until};
+use aegis_tests::{
+    Proc, binary, free_port, get_text, http, post, scrape, start_aegis_host, successful_checks, wait_until,
+};
 
 struct Api {
     base: String,
@@ -216,23 +218,14 @@ fn sighup_reloads_services_and_refuses_a_bad_file() {
     assert!(wait_until(Duration::from_secs(20), || names() == ["a", "b"]), "log:\n{}", host.log_text());
     assert_eq!(api.post("/api/v1/circuit-breakers/a/force-state", Some("t"), Some(r#"{"state":"open"}"#)).0, 200);
 
-    let hup = |pid: u32| {
-        let status = std::process::Command::new("kill").args(["-HUP", &pid.to_string()]).status().expect("kill");
-        assert!(status.success());
-    };
     write(&format!("{a}{c}"));
-    hup(host.pid());
+    host.hangup();
     assert!(wait_until(Duration::from_secs(10), || names() == ["a", "c"]), "reloaded; log:\n{}", host.log_text());
     let log = host.log_text();
     assert!(log.contains("removed by reload") && log.contains("added=1 changed=0"), "log:\n{log}");
     assert_eq!(api.get("/api/v1/circuit-breakers/a").1["state"], "forced-open", "untouched service kept its state");
     assert!(
-        wait_until(Duration::from_secs(5), || scrape(
-            &admin,
-            "aegis_health_checks_total",
-            "result=\"success\",service=\"c\""
-        )
-        .is_some_and(|v| v >= 1.0)),
+        wait_until(Duration::from_secs(5), || successful_checks(&admin, "c") >= 1.0),
         "the added service is probed"
     );
     let metrics = get_text(&format!("http://{admin}/metrics")).expect("metrics");
@@ -242,7 +235,7 @@ fn sighup_reloads_services_and_refuses_a_bad_file() {
     );
 
     std::fs::write(&config, "services:\n  - name: a\n    type: http\n    bogus: 1\n").expect("write bad config");
-    hup(host.pid());
+    host.hangup();
     assert!(
         wait_until(Duration::from_secs(10), || host.log_text().contains("reload refused")),
         "log:\n{}",

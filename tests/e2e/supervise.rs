@@ -4,7 +4,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use aegis_tests::{
-    Proc, binary, free_port, get_text, install_plugin, post, scrape, start_aegis_host, start_http_service, wait_until,
+    Proc, binary, free_port, get_text, install_plugin, plugin_calls, post, scrape, start_aegis_host,
+    start_http_service, successful_checks, wait_until,
 };
 
 const STATE: &str = "circuit_breaker_state";
@@ -83,8 +84,7 @@ services:
     let mut host = start_aegis_host(&config, &host_log);
 
     assert!(
-        wait_until(Duration::from_secs(20), || state(&admin) == Some(0.0)
-            && scrape(&admin, "aegis_health_checks_total", "result=\"success\",service=\"svc\"").unwrap_or(0.0) >= 2.0),
+        wait_until(Duration::from_secs(20), || state(&admin) == Some(0.0) && successful_checks(&admin, "svc") >= 2.0),
         "breaker closed with successful checks before the outage; log:\n{}",
         host.log_text()
     );
@@ -102,8 +102,8 @@ services:
     let log = host.log_text();
     assert!(log.contains("3 of the last 4 probes failed"), "the WASM plugin's reason is logged; log:\n{log}");
     assert_eq!(scrape(&admin, "aegis_breaker_trips_total", "breaker=\"svc\",policy=\"window-trip\""), Some(1.0));
-    let plugin_ok = scrape(&admin, "aegis_plugin_calls_total", "plugin=\"window-trip\",result=\"ok\"");
-    assert!(plugin_ok.is_some_and(|n| n >= 3.0), "plugin calls are exported: {plugin_ok:?}");
+    let plugin_ok = plugin_calls(&admin, "window-trip", "ok");
+    assert!(plugin_ok >= 3.0, "plugin calls are exported: {plugin_ok}");
     assert_eq!(scrape(&admin, "aegis_plugin_quarantined", "plugin=\"window-trip\""), Some(0.0));
 
     assert!(
@@ -375,8 +375,8 @@ services:
         ),
     );
     let mut host = start_aegis_host(&config, &tmp.path().join("aegis.log"));
-    let calls = || scrape(&admin, "aegis_plugin_calls_total", "plugin=\"window-trip\",result=\"ok\"").unwrap_or(0.0);
-    let checks = || scrape(&admin, "aegis_health_checks_total", "result=\"success\",service=\"svc\"").unwrap_or(0.0);
+    let calls = || plugin_calls(&admin, "window-trip", "ok");
+    let checks = || successful_checks(&admin, "svc");
     assert!(wait_until(Duration::from_secs(20), || calls() >= 1.0), "plugin deciding; log:\n{}", host.log_text());
 
     assert!(host.log_text().contains("no plugin named `late-trip` is loaded"), "{}", host.log_text());
@@ -384,7 +384,7 @@ services:
     // Added: a service that named it while it was missing starts using it.
     std::fs::copy(plugins.join("window-trip.wasm"), plugins.join("late-trip.tmp")).expect("copy late-trip");
     std::fs::rename(plugins.join("late-trip.tmp"), plugins.join("late-trip.wasm")).expect("install late-trip");
-    let late = || scrape(&admin, "aegis_plugin_calls_total", "plugin=\"late-trip\",result=\"ok\"").unwrap_or(0.0);
+    let late = || plugin_calls(&admin, "late-trip", "ok");
     assert!(wait_until(Duration::from_secs(10), || late() >= 1.0), "late plugin decides; log:\n{}", host.log_text());
     install_plugin("escalating-restart", &plugins);
     assert!(
@@ -454,9 +454,8 @@ services:
         ),
     );
     let mut host = start_aegis_host(&config, &tmp.path().join("aegis.log"));
-    let timeouts =
-        || scrape(&admin, "aegis_plugin_calls_total", "plugin=\"hostile\",result=\"timeout\"").unwrap_or(0.0);
-    let steady = || scrape(&admin, "aegis_health_checks_total", "result=\"success\",service=\"steady\"").unwrap_or(0.0);
+    let timeouts = || plugin_calls(&admin, "hostile", "timeout");
+    let steady = || successful_checks(&admin, "steady");
     let quarantined = || scrape(&admin, "aegis_plugin_quarantined", "plugin=\"hostile\"");
 
     assert!(wait_until(Duration::from_secs(20), || timeouts() >= 1.0), "first strike; log:\n{}", host.log_text());
@@ -531,8 +530,8 @@ services:
         ),
     );
     let mut host = start_aegis_host(&config, &tmp.path().join("aegis.log"));
-    let calls = || scrape(&admin, "aegis_plugin_calls_total", "plugin=\"window-trip\",result=\"ok\"").unwrap_or(0.0);
-    let checks = || scrape(&admin, "aegis_health_checks_total", "result=\"success\",service=\"svc\"").unwrap_or(0.0);
+    let calls = || plugin_calls(&admin, "window-trip", "ok");
+    let checks = || successful_checks(&admin, "svc");
     assert!(wait_until(Duration::from_secs(20), || checks() >= 3.0), "probing; log:\n{}", host.log_text());
     assert!(host.log_text().contains("no plugin named `window-trip` is loaded"), "{}", host.log_text());
 
@@ -540,8 +539,7 @@ services:
     // Not watched: nothing changes until the signal.
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(calls(), 0.0, "the new plugin is not loaded before SIGHUP");
-    let status = std::process::Command::new("kill").args(["-HUP", &host.pid().to_string()]).status().expect("kill");
-    assert!(status.success());
+    host.hangup();
     assert!(
         wait_until(Duration::from_secs(10), || calls() >= 3.0),
         "the service decides with the plugin after SIGHUP; log:\n{}",

@@ -86,6 +86,12 @@ impl Proc {
         self.child.as_ref().map(Child::id).unwrap_or_default()
     }
 
+    /// Sends SIGHUP (aegis-host reloads its config and its plugins).
+    pub fn hangup(&self) {
+        let status = Command::new("kill").args(["-HUP", &self.pid().to_string()]).status().expect("run kill");
+        assert!(status.success(), "kill -HUP {}: {status}", self.pid());
+    }
+
     pub fn log_text(&self) -> String {
         let mut text = String::new();
         if let Ok(mut f) = std::fs::File::open(&self.log) {
@@ -187,6 +193,16 @@ pub fn post(url: &str) -> String {
 pub fn sample(metrics: &str, name: &str, labels: &str) -> Option<f64> {
     let prefix = if labels.is_empty() { format!("{name} ") } else { format!("{name}{{{labels}}} ") };
     metrics.lines().find_map(|line| line.strip_prefix(&prefix)).and_then(|v| v.trim().parse().ok())
+}
+
+/// `aegis_plugin_calls_total{plugin, result}` at `admin` (0 until the first call).
+pub fn plugin_calls(admin: &str, plugin: &str, result: &str) -> f64 {
+    scrape(admin, "aegis_plugin_calls_total", &format!("plugin=\"{plugin}\",result=\"{result}\"")).unwrap_or(0.0)
+}
+
+/// `aegis_health_checks_total{result="success", service}` at `admin` (0 until the first success).
+pub fn successful_checks(admin: &str, service: &str) -> f64 {
+    scrape(admin, "aegis_health_checks_total", &format!("result=\"success\",service=\"{service}\"")).unwrap_or(0.0)
 }
 
 /// Scrapes `admin` (host:port) and reads one sample.
