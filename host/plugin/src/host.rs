@@ -420,7 +420,7 @@ impl PluginHost {
 
     /// Compiles, classifies and pre-links one component, replacing any plugin of the same name.
     pub fn load_file(&self, path: &Path) -> Result<PluginInfo, PluginError> {
-        let compiled = self.compile(path, self.cache_for(path))?;
+        let compiled = self.compile(path, Grants::Enforce)?;
         Ok(self.install(compiled))
     }
 
@@ -446,10 +446,7 @@ impl PluginHost {
     /// Describes a component without registering it (`aegis-host plugin check`). Capabilities its manifest asks
     /// for are reported in the info, not checked against grants.
     pub fn inspect(&self, path: &Path) -> Result<PluginInfo, PluginError> {
-        let bytes = std::fs::read(path)
-            .map_err(|e| PluginError::Compile { path: path.to_owned(), reason: format!("cannot read: {e}") })?;
-        let wasm_sha256 = Sha256::digest(&bytes).into();
-        self.compile_bytes(path, &bytes, wasm_sha256, self.cache_for(path), Grants::Ignore).map(|l| l.info)
+        self.compile(path, Grants::Ignore).map(|l| l.info)
     }
 
     /// The cache, unless it lies inside the directory of `plugin` (precompiled code is never taken from there).
@@ -474,7 +471,6 @@ impl PluginHost {
         self.plugins.read().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The slot of plugin `name` and its current version, which must be of kind `wanted`.
     /// The slot of plugin `name`, its current version (if of kind `wanted`) and that version's number.
     pub(crate) fn get(
         &self,
@@ -526,11 +522,12 @@ impl PluginHost {
         if loaded.is_empty() { "none".to_owned() } else { loaded.join(", ") }
     }
 
-    fn compile(&self, path: &Path, cache: Option<&Cache>) -> Result<Compiled, PluginError> {
+    /// Reads and compiles the component at `path`, through the cache unless it lies in the plugin's directory.
+    fn compile(&self, path: &Path, grants: Grants) -> Result<Compiled, PluginError> {
         let bytes = std::fs::read(path)
             .map_err(|e| PluginError::Compile { path: path.to_owned(), reason: format!("cannot read: {e}") })?;
         let wasm_sha256 = Sha256::digest(&bytes).into();
-        self.compile_bytes(path, &bytes, wasm_sha256, cache, Grants::Enforce)
+        self.compile_bytes(path, &bytes, wasm_sha256, self.cache_for(path), grants)
     }
 
     fn compile_bytes(

@@ -5,9 +5,6 @@
 //! default, as long as an operator configures): without a hand-off, every task queued on that worker, other services'
 //! probes among them, would wait that long too.
 
-use std::fmt;
-use std::sync::Arc;
-
 use aegis_core::{EvaluateOn, TripContext, TripPredicate};
 use tokio::runtime::{Handle, RuntimeFlavor};
 
@@ -22,15 +19,10 @@ pub(crate) fn run_blocking<R>(f: impl FnOnce() -> R) -> R {
 }
 
 /// A trip predicate (a plugin's) whose decisions run through [`run_blocking`].
-pub(crate) struct OffWorker(pub(crate) Arc<dyn TripPredicate>);
+#[derive(Debug)]
+pub(crate) struct OffWorker<P>(pub(crate) P);
 
-impl fmt::Debug for OffWorker {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("OffWorker").field(&self.0).finish()
-    }
-}
-
-impl TripPredicate for OffWorker {
+impl<P: TripPredicate> TripPredicate for OffWorker<P> {
     fn should_trip(&self, ctx: &TripContext<'_>) -> Option<String> {
         run_blocking(|| self.0.should_trip(ctx))
     }
@@ -46,6 +38,7 @@ impl TripPredicate for OffWorker {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::time::{Duration, Instant};
 
@@ -89,7 +82,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(30)).await;
             let decision = tokio::spawn(async {
                 let started = Instant::now();
-                let verdict = decide(&OffWorker(Arc::new(Stuck { hold: Duration::from_millis(500) })));
+                let verdict = decide(&OffWorker(Stuck { hold: Duration::from_millis(500) }));
                 (verdict, started.elapsed())
             });
             let before = ticks.load(Ordering::Relaxed);
@@ -106,7 +99,7 @@ mod tests {
 
     #[test]
     fn runs_in_place_without_a_multi_thread_worker() {
-        let stuck = OffWorker(Arc::new(Stuck { hold: Duration::ZERO }));
+        let stuck = OffWorker(Stuck { hold: Duration::ZERO });
         assert!(stuck.may_block());
         assert_eq!(decide(&stuck).as_deref(), Some("stuck"), "no runtime");
         let current = tokio::runtime::Builder::new_current_thread().build().unwrap();

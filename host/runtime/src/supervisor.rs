@@ -720,7 +720,7 @@ fn build_service(
             match shared.plugins.trip_predicate(&policy.plugin, info, policy.config.clone(), Arc::clone(&built_in)) {
                 Ok(p) => {
                     log_binding(&shared.plugins, "trip predicate", &s.name, &policy.plugin, p.is_loaded());
-                    (Arc::new(OffWorker(Arc::new(p))), policy.plugin.clone())
+                    (Arc::new(OffWorker(p)), policy.plugin.clone())
                 }
                 Err(e) => {
                     tracing::error!(service = %s.name, "{e}; using the built-in trip predicate");
