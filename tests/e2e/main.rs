@@ -3,5 +3,6 @@
 
 mod alerting;
 mod cli;
+mod isolation;
 mod operations;
 mod supervise;

@@ -9,8 +9,11 @@
 //! Delivery is at-least-once: a notification is written to the outbox, then sent; it is deleted only after the
 //! receiver answered 2xx, and retried with exponential backoff (`retry_initial` to `retry_max`) otherwise — also
 //! after a restart of aegis-host, since both the outbox and the alert book are in the store. Every request carries
-//! `Idempotency-Key: <fingerprint>@<startsAt ms>/<status>`; the same key may arrive more than once.
+//! `Idempotency-Key: <fingerprint>@<startsAt ms>/<status>`; the same key may arrive more than once. Each target is
+//! sent to by a lane of its own, so a receiver that hangs delays nothing addressed elsewhere, and an alert's
+//! resolution never overtakes its firing notification at a receiver.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -27,7 +30,7 @@ use crate::unix_ms;
 
 /// Key of the alert book in the store's state table.
 const BOOK_KEY: &str = "alert-book";
-/// Outbox entries sent per round.
+/// Outbox entries handed to a target's lane at once.
 const BATCH: u32 = 32;
 /// Longest wait between two looks at the outbox.
 const IDLE_POLL: Duration = Duration::from_secs(1);
@@ -298,33 +301,61 @@ pub async fn run_evaluation(shared: Arc<crate::supervisor::Shared>, mut stop: wa
     }
 }
 
-/// Sends what the outbox holds, oldest first, until `stop`.
+/// Sends what the outbox holds until `stop`. Every target has a lane of its own, a task that sends the target's due
+/// notifications one after the other, oldest first: a receiver that hangs holds up only what is addressed to it, for
+/// at most [`SEND_TIMEOUT`] a notification, and an alert's notifications reach each receiver in order (the store
+/// hands out only the oldest waiting one of each alert).
 pub async fn run_delivery(shared: Arc<crate::supervisor::Shared>, mut stop: watch::Receiver<bool>) {
+    let mut lanes = tokio::task::JoinSet::new();
+    // The target of each running lane.
+    let mut busy: HashMap<tokio::task::Id, String> = HashMap::new();
     loop {
         let now = i64::try_from(unix_ms()).unwrap_or(i64::MAX);
         let due = shared.store.due(now, BATCH).unwrap_or_else(|e| {
             tracing::error!("cannot read the alert outbox: {e}");
             Vec::new()
         });
-        for entry in &due {
-            deliver(&shared, entry).await;
+        let mut by_target: BTreeMap<String, Vec<OutboxEntry>> = BTreeMap::new();
+        for entry in due {
+            if !busy.values().any(|t| *t == entry.target) {
+                by_target.entry(entry.target.clone()).or_default().push(entry);
+            }
+        }
+        for (target, entries) in by_target {
+            let shared = Arc::clone(&shared);
+            let lane = lanes.spawn(async move {
+                for entry in &entries {
+                    deliver(&shared, entry).await;
+                }
+            });
+            busy.insert(lane.id(), target);
         }
         let (pending, next) = shared.store.outbox_status().unwrap_or((0, None));
         shared.metrics.outbox_pending.set(i64::try_from(pending).unwrap_or(i64::MAX));
-        if due.len() == BATCH as usize {
-            continue;
-        }
+        // What is due now is being sent, or waits for its target's lane: the lane's end wakes this loop.
         let now = i64::try_from(unix_ms()).unwrap_or(i64::MAX);
         let wait = next
-            .map(|at| Duration::from_millis(u64::try_from(at.saturating_sub(now)).unwrap_or(0)))
-            .unwrap_or(IDLE_POLL)
+            .filter(|&at| at > now)
+            .map_or(IDLE_POLL, |at| Duration::from_millis(u64::try_from(at - now).unwrap_or(0)))
             .min(IDLE_POLL);
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = shared.alerts.queued.notified() => {}
+            Some(done) = lanes.join_next_with_id() => {
+                let id = match done {
+                    Ok((id, ())) => id,
+                    Err(e) => {
+                        tracing::error!("an alert delivery lane failed: {e}");
+                        e.id()
+                    }
+                };
+                busy.remove(&id);
+            }
             _ = stop.changed() => break,
         }
     }
+    // Deliveries under way are dropped: their notifications stay in the outbox and are sent after the restart.
+    lanes.shutdown().await;
 }
 
 async fn deliver(shared: &crate::supervisor::Shared, entry: &OutboxEntry) {

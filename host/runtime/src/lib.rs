@@ -7,6 +7,7 @@ pub mod alerts;
 pub mod anomaly;
 pub mod config;
 pub mod error;
+pub mod lanes;
 pub mod logs;
 pub mod metrics;
 mod off_worker;

@@ -123,6 +123,7 @@ impl Store {
                  next_attempt_ms INTEGER NOT NULL,
                  last_error TEXT);
              CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_attempt_ms);
+             CREATE INDEX IF NOT EXISTS outbox_by_target ON outbox (target, id);
              CREATE TABLE IF NOT EXISTS state (
                  key TEXT PRIMARY KEY,
                  value TEXT NOT NULL);";
@@ -227,17 +228,26 @@ impl Store {
         Ok(conn.last_insert_rowid())
     }
 
-    /// Notifications due at `now_ms`, oldest first (so a receiver sees an alert's firing before its resolution).
-    pub fn due(&self, now_ms: i64, limit: u32) -> Result<Vec<OutboxEntry>, StoreError> {
+    /// Notifications due at `now_ms`, oldest first, at most `per_target` for each target. Only the oldest waiting
+    /// notification of each alert and target is ever due: a receiver sees an alert's firing before its resolution,
+    /// even while the firing one is waiting for a retry. (An alert is its idempotency key up to the `/` that
+    /// precedes the status.)
+    pub fn due(&self, now_ms: i64, per_target: u32) -> Result<Vec<OutboxEntry>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare(
-                "SELECT id, idempotency_key, target, content_type, headers, body, created_ms, attempts, next_attempt_ms
-                 FROM outbox WHERE next_attempt_ms <= ?1 ORDER BY id LIMIT ?2",
+            .prepare_cached(
+                "WITH heads AS (
+                     SELECT MIN(id) AS id FROM outbox
+                     GROUP BY target, substr(idempotency_key, 1, instr(idempotency_key, '/'))),
+                 due AS (
+                     SELECT o.*, ROW_NUMBER() OVER (PARTITION BY o.target ORDER BY o.id) AS n
+                     FROM outbox o JOIN heads USING (id) WHERE o.next_attempt_ms <= ?1)
+                 SELECT id, idempotency_key, target, content_type, headers, body, created_ms, attempts, next_attempt_ms
+                 FROM due WHERE n <= ?2 ORDER BY id",
             )
             .map_err(|e| self.query_err(e))?;
         let rows = stmt
-            .query_map(params![now_ms, limit], |r| {
+            .query_map(params![now_ms, per_target], |r| {
                 let headers: String = r.get(4)?;
                 Ok(OutboxEntry {
                     id: r.get(0)?,

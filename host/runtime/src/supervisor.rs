@@ -33,6 +33,7 @@ use crate::alerts::{Alerting, Source};
 use crate::anomaly::{AnomalyDetector, CheckWindow};
 use crate::config::{Config, OnFailure, ServiceConfig};
 use crate::error::RuntimeError;
+use crate::lanes::CheckLanes;
 use crate::metrics::{Metrics, ServiceSeries};
 use crate::off_worker::OffWorker;
 use crate::probe::{Probe, ProbeResult, RetryPolicy};
@@ -90,6 +91,8 @@ pub struct ServiceHandle {
     probe: Probe,
     backoff: Mutex<(Option<Backoff>, SmallRng)>,
     recovering: AtomicBool,
+    /// The last check was slow: the next one starts in the slow lane.
+    slow: AtomicBool,
     last_check: Mutex<Option<ProbeResult>>,
     restarts: Mutex<RestartBook>,
     /// A recovery-strategy plugin and its name; `None`: the fixed `onFailure`.
@@ -188,9 +191,8 @@ pub struct Shared {
     /// Metric series and scorers of every service (bound only when anomaly detection is enabled).
     pub anomaly: Mutex<AnomalyDetector>,
     pub anomaly_enabled: bool,
-    /// Checks in flight at once (`maxConcurrentChecks`). When the host is CPU-bound, thousands of due checks would
-    /// otherwise all be in flight together, each holding a connection and its buffers.
-    pub check_slots: tokio::sync::Semaphore,
+    /// Checks in flight at once: `maxConcurrentChecks` quick ones, and a lane of their own for slow ones.
+    pub lanes: CheckLanes,
 }
 
 fn service_label(service: &str) -> LabelSet {
@@ -304,7 +306,11 @@ impl Supervisor {
         let retry = RetryPolicy::new(config.retry_budget);
         let alerts = Alerting::new(config.alerting.clone(), &store, &plugins);
         let anomaly = Mutex::new(AnomalyDetector::new(config.anomaly.clone()));
-        let check_slots = tokio::sync::Semaphore::new(config.max_concurrent_checks);
+        let lanes = CheckLanes::new(
+            config.max_concurrent_checks,
+            metrics.checks_in_flight.with_label_values(&["quick"]),
+            metrics.checks_in_flight.with_label_values(&["slow"]),
+        );
         let shared = Arc::new(Shared {
             metrics,
             client,
@@ -315,7 +321,7 @@ impl Supervisor {
             alerts,
             anomaly,
             anomaly_enabled: config.anomaly.enabled,
-            check_slots,
+            lanes,
         });
         let mut config = config;
         // Each service's settings live in its handle from now on; the supervisor keeps the rest of the config.
@@ -338,22 +344,22 @@ impl Supervisor {
     /// reloads the config file: added, removed and changed services only; the others keep running untouched. An
     /// invalid file is refused and the running config kept.
     pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) -> Result<(), RuntimeError> {
+        let bind_error = |source| RuntimeError::Bind { address: self.config.admin_address.to_string(), source };
+        // Bound by Tokio (SO_REUSEADDR: a restart rebinds at once), then handed to the admin server's own runtime.
         let listener = tokio::net::TcpListener::bind(self.config.admin_address)
             .await
-            .map_err(|source| RuntimeError::Bind { address: self.config.admin_address.to_string(), source })?;
-        let admin_addr = listener
-            .local_addr()
-            .map_err(|source| RuntimeError::Bind { address: self.config.admin_address.to_string(), source })?;
-        tracing::info!("admin API and metrics on http://{admin_addr}/metrics");
+            .and_then(tokio::net::TcpListener::into_std)
+            .map_err(bind_error)?;
+        let admin_addr = listener.local_addr().map_err(bind_error)?;
         let registry: ServiceMap = Arc::default();
-        let (admin_stop, admin_stop_rx) = watch::channel(false);
-        let admin = tokio::spawn(crate::admin::serve(
+        let admin = crate::admin::start(
             listener,
             Arc::clone(&self.shared),
             Arc::clone(&registry),
             self.config.admin_token.clone(),
-            admin_stop_rx,
-        ));
+        )
+        .map_err(bind_error)?;
+        tracing::info!("admin API and metrics on http://{admin_addr}/metrics");
 
         // Alert evaluation and delivery, anomaly detection and log tailing run beside the service tasks.
         let (tasks_stop, tasks_stop_rx) = watch::channel(false);
@@ -405,8 +411,7 @@ impl Supervisor {
         for task in tasks {
             let _ = task.await;
         }
-        let _ = admin_stop.send(true);
-        let _ = admin.await;
+        admin.stop().await;
         Ok(())
     }
 
@@ -782,6 +787,7 @@ fn build_service(
         probe: Probe::new(&s.name, &s.probe, &shared.client),
         backoff: Mutex::new((s.backoff.map(Backoff::new), SmallRng::from_os_rng())),
         recovering: AtomicBool::new(false),
+        slow: AtomicBool::new(false),
         last_check: Mutex::new(None),
         restarts: Mutex::new(RestartBook {
             total: saved.restarts_total,
@@ -867,9 +873,9 @@ async fn check_once(
 ) {
     let name = handle.config.name.as_str();
     // The check runs through the manager's breaker: admission, the outcome and its duration, the lifetime counters.
-    // The trip predicate runs inside the recording; a plugin call is bounded by its epoch deadline.
-    // A closed semaphore is never closed here; without a slot the check would only run unbounded.
-    let _slot = shared.check_slots.acquire().await.ok();
+    // The trip predicate runs inside the recording; a plugin call is bounded by its epoch deadline. The slot is taken
+    // before the breaker times the check, so waiting for it is not counted as the check's latency.
+    let slot = shared.lanes.admit(handle.slow.load(Ordering::Relaxed)).await;
     let mut trial = false;
     let checked = shared
         .breakers
@@ -880,7 +886,8 @@ async fn check_once(
             // Boxed: the probe's future (an HTTP request is several KiB) then takes memory only while a check is in
             // flight, instead of being part of every service task's state between checks.
             let check = handle.probe.check_with(handle.config.timeout, handle.config.retries, Some(&shared.retry));
-            let result = Box::pin(check).await;
+            let (result, slow) = shared.lanes.run(slot, Box::pin(check)).await;
+            handle.slow.store(slow, Ordering::Relaxed);
             if result.success { Ok(result) } else { Err(result) }
         })
         .await;

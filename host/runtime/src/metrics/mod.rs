@@ -5,7 +5,7 @@ mod service;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use prometheus::{Encoder, Gauge, GaugeVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{Gauge, GaugeVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
 use self::service::ServiceFamilies;
 pub use self::service::{LATENCY_BUCKETS, ServiceSeries};
@@ -40,15 +40,18 @@ pub struct Metrics {
     pub alert_deliveries: IntCounterVec,
     /// Notifications waiting in the durable outbox.
     pub outbox_pending: IntGauge,
+    /// Checks in flight, by lane (quick, slow): see [`crate::lanes`].
+    pub checks_in_flight: IntGaugeVec,
     uptime: Gauge,
     started: Instant,
+    /// Length of the last rendering: the next one reserves that much at once.
+    rendered_len: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Metrics {
     pub fn new() -> Result<Self, RuntimeError> {
         let registry = Registry::new();
-        let services = Arc::new(ServiceFamilies::new()?);
-        registry.register(Box::new(SharedCollector(Arc::clone(&services))))?;
+        let services = Arc::new(ServiceFamilies::default());
         let breaker_trips = IntCounterVec::new(
             Opts::new("aegis_breaker_trips_total", "Times a breaker opened, by the policy that decided"),
             &["breaker", "policy"],
@@ -100,6 +103,11 @@ impl Metrics {
         let outbox_pending =
             IntGauge::new("aegis_alert_outbox_pending", "Alert notifications waiting in the durable outbox")?;
         registry.register(Box::new(outbox_pending.clone()))?;
+        let checks_in_flight = IntGaugeVec::new(
+            Opts::new("aegis_checks_in_flight", "Health checks in flight, by lane (quick, slow)"),
+            &["lane"],
+        )?;
+        registry.register(Box::new(checks_in_flight.clone()))?;
         let uptime = Gauge::new("aegis_uptime_seconds", "Seconds since aegis-host started")?;
         registry.register(Box::new(uptime.clone()))?;
         Ok(Metrics {
@@ -116,8 +124,10 @@ impl Metrics {
             alerts,
             alert_deliveries,
             outbox_pending,
+            checks_in_flight,
             uptime,
             started: Instant::now(),
+            rendered_len: Arc::default(),
         })
     }
 
@@ -159,9 +169,11 @@ impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> Result<String, RuntimeError> {
         self.uptime.set(self.started.elapsed().as_secs_f64());
-        let mut buf = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
-        String::from_utf8(buf).map_err(|e| RuntimeError::Metrics(prometheus::Error::Msg(e.to_string())))
+        let mut text = String::with_capacity(self.rendered_len.load(std::sync::atomic::Ordering::Relaxed));
+        TextEncoder::new().encode_utf8(&self.registry.gather(), &mut text)?;
+        self.services.write_text(&mut text);
+        self.rendered_len.store(text.len(), std::sync::atomic::Ordering::Relaxed);
+        Ok(text)
     }
 }
 
@@ -176,19 +188,6 @@ fn remove_where<T: prometheus::core::MetricVecBuilder>(vec: &prometheus::core::M
                 let _ = vec.remove(&labels);
             }
         }
-    }
-}
-
-/// Registers the shared [`ServiceFamilies`] (the registry takes its collectors by value).
-struct SharedCollector(Arc<ServiceFamilies>);
-
-impl prometheus::core::Collector for SharedCollector {
-    fn desc(&self) -> Vec<&prometheus::core::Desc> {
-        self.0.desc()
-    }
-
-    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
-        self.0.collect()
     }
 }
 

@@ -11,6 +11,9 @@
 //! - `POST /api/v1/circuit-breakers/reset-all`
 //! - `GET  /api/v1/events?service=&limit=` (`service=-`: events of no service)
 //! - `GET  /api/v1/alerts?state=&service=`                  pending and firing alerts
+//!
+//! The server runs on a thread of its own at a lower CPU priority, with a cap on open connections, and renders
+//! `/metrics` at most a few times a second: admin traffic never takes the probes' CPU or sockets first.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,35 +28,34 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio::sync::watch;
 
 use crate::store::NO_SERVICE;
 use crate::supervisor::{ServiceHandle, ServiceMap, Shared};
 
 const MAX_EVENTS_PER_PAGE: u32 = 1000;
 
+mod scrape;
+mod server;
+
+pub use self::server::{AdminServer, MAX_CONNECTIONS, NICENESS};
+
 #[derive(Clone)]
 struct AppState {
     shared: Arc<Shared>,
     services: ServiceMap,
     token: Option<Arc<str>>,
+    scrape: Arc<scrape::ScrapeCache>,
 }
 
-/// Serves until `stop` turns true.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
+/// Starts the admin server on `listener`, on a thread of its own (see [`server`]).
+pub fn start(
+    listener: std::net::TcpListener,
     shared: Arc<Shared>,
     services: ServiceMap,
     token: Option<String>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let state = AppState { shared, services, token: token.map(Arc::from) };
-    let shutdown = async move {
-        let _ = stop.wait_for(|s| *s).await;
-    };
-    if let Err(e) = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await {
-        tracing::error!("admin server stopped: {e}");
-    }
+) -> std::io::Result<AdminServer> {
+    let state = AppState { shared, services, token: token.map(Arc::from), scrape: Arc::default() };
+    AdminServer::start(listener, router(state))
 }
 
 fn router(state: AppState) -> Router {
@@ -132,8 +134,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn metrics(Extract(state): Extract<AppState>) -> ApiResult {
-    state.shared.metrics.sync_plugins(&state.shared.plugins.stats());
-    let text = state.shared.metrics.render().map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let text = state.scrape.get(&state.shared).map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response())
 }
 
