@@ -231,14 +231,15 @@ impl Store {
     /// Notifications due at `now_ms`, oldest first, at most `per_target` for each target. Only the oldest waiting
     /// notification of each alert and target is ever due: a receiver sees an alert's firing before its resolution,
     /// even while the firing one is waiting for a retry. (An alert is its idempotency key up to the `/` that
-    /// precedes the status.)
+    /// precedes the status; a key without one is an alert of its own.)
     pub fn due(&self, now_ms: i64, per_target: u32) -> Result<Vec<OutboxEntry>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(
                 "WITH heads AS (
                      SELECT MIN(id) AS id FROM outbox
-                     GROUP BY target, substr(idempotency_key, 1, instr(idempotency_key, '/'))),
+                     GROUP BY target, CASE WHEN instr(idempotency_key, '/') > 0
+                         THEN substr(idempotency_key, 1, instr(idempotency_key, '/')) ELSE idempotency_key END),
                  due AS (
                      SELECT o.*, ROW_NUMBER() OVER (PARTITION BY o.target ORDER BY o.id) AS n
                      FROM outbox o JOIN heads USING (id) WHERE o.next_attempt_ms <= ?1)

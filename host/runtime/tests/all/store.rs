@@ -40,3 +40,32 @@ fn the_outbox_keeps_entries_until_delivered_across_reopens() {
     let later = store.due(i64::MAX, 10).expect("due");
     assert_eq!((later.len(), later[0].attempts), (1, 1));
 }
+
+#[test]
+fn an_alerts_resolution_waits_for_its_firing_notification_and_targets_are_served_apart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&dir.path().join("aegis.db")).expect("open");
+    let (a, b) = ("http://127.0.0.1:1/a", "http://127.0.0.1:1/b");
+    for target in [a, b] {
+        store.enqueue("f1@1/firing", target, "application/json", &[], b"1").expect("queue");
+        store.enqueue("f2@1/firing", target, "application/json", &[], b"2").expect("queue");
+        store.enqueue("f1@1/resolved", target, "application/json", &[], b"3").expect("queue");
+    }
+    let keys = |due: &[aegis_runtime::store::OutboxEntry], target: &str| -> Vec<String> {
+        due.iter().filter(|e| e.target == target).map(|e| e.idempotency_key.clone()).collect()
+    };
+    let due = store.due(i64::MAX, 10).expect("due");
+    assert_eq!(keys(&due, a), ["f1@1/firing", "f2@1/firing"], "f1's resolution waits behind its firing");
+    assert_eq!(keys(&due, b), keys(&due, a));
+    // At `a`, f1's firing notification fails and waits for a retry: its resolution still waits.
+    store.retry_later(due[0].id, i64::MAX - 1, "timed out").expect("retry");
+    let due = store.due(i64::MAX - 2, 10).expect("due");
+    assert_eq!(keys(&due, a), ["f2@1/firing"]);
+    // At `b` it is delivered: the resolution is next there.
+    let first_b = due.iter().find(|e| e.target == b).expect("b").id;
+    store.delivered(first_b).expect("delivered");
+    assert_eq!(keys(&store.due(i64::MAX - 2, 10).expect("due"), b), ["f2@1/firing", "f1@1/resolved"]);
+    // At most `per_target` of each target at once.
+    let due = store.due(i64::MAX - 2, 1).expect("due");
+    assert_eq!((keys(&due, a).len(), keys(&due, b).len()), (1, 1));
+}
