@@ -25,6 +25,10 @@ pub struct ManagedProcess {
     service: String,
     config: ProcessConfig,
     running: Mutex<Option<Running>>,
+    /// Set by [`ManagedProcess::close`] (shutdown, or the service removed): nothing starts the process again. Read
+    /// under the `running` lock, so a start either finishes before the close takes the lock (and the close stops
+    /// what it started) or sees the flag.
+    closed: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -38,12 +42,15 @@ struct Running {
 
 impl ManagedProcess {
     pub fn new(service: String, config: ProcessConfig) -> Self {
-        ManagedProcess { service, config, running: Mutex::new(None) }
+        ManagedProcess { service, config, running: Mutex::new(None), closed: AtomicBool::new(false) }
     }
 
-    /// Starts the process if it is not running. Returns its pid.
+    /// Starts the process if it is not running. Returns its pid. Refused once the process is closed.
     pub async fn start(&self) -> Result<i32, String> {
         let mut running = self.running.lock().await;
+        if self.closed.load(Ordering::Acquire) {
+            return Err(format!("`{}` not started: its supervision has ended", self.config.program));
+        }
         if let Some(r) = running.as_ref().filter(|r| r.exited.borrow().is_none()) {
             return Ok(r.pid.as_raw_nonzero().get());
         }
@@ -99,11 +106,20 @@ impl ManagedProcess {
         }
     }
 
+    /// Stops the process for good (shutdown, or the service removed): SIGTERM, SIGKILL after `grace`, and no start
+    /// after this — a restart under way when the close began ends without starting a new process, and one that
+    /// started a process just before is stopped with it.
+    pub async fn close(&self, grace: Duration) {
+        self.closed.store(true, Ordering::Release);
+        self.stop(grace).await;
+    }
+
     /// Forgets the process without stopping it (shutdown with `stopChildren: false`): it keeps running in its own
     /// process group after the host exits. Its stdout and stderr were pipes to the host: after the host is gone a
     /// write there fails with EPIPE (or SIGPIPE for programs that do not ignore it), so a service meant to outlive
     /// the host should log to a file.
     pub async fn detach(&self) {
+        self.closed.store(true, Ordering::Release);
         let mut running = self.running.lock().await;
         if let Some(r) = running.take() {
             r.stopping.store(true, Ordering::Release);
@@ -112,7 +128,11 @@ impl ManagedProcess {
 
     /// Stops (if running) and starts again. Returns the new pid.
     pub async fn restart(&self) -> Result<i32, String> {
-        self.stop(STOP_GRACE).await;
+        self.restart_within(STOP_GRACE).await
+    }
+
+    async fn restart_within(&self, grace: Duration) -> Result<i32, String> {
+        self.stop(grace).await;
         self.start().await
     }
 
@@ -241,5 +261,50 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert!(gone, "process group {second} still exists after stop");
+    }
+
+    /// Whether a process whose command line holds `marker` is alive (zombies count as gone).
+    fn alive_with(marker: &str) -> bool {
+        std::fs::read_dir("/proc").into_iter().flatten().flatten().any(|entry| {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            let zombie = stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z'));
+            !zombie && String::from_utf8_lossy(&cmdline).contains(marker)
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_close_during_a_restart_leaves_no_process_behind() {
+        // Ignores SIGTERM, so the restart's stop waits out its grace: the close arrives in the middle of it.
+        let marker = format!("{}", 1_000_000 + std::process::id());
+        let config = ProcessConfig {
+            program: "sh".into(),
+            args: vec!["-c".into(), format!("trap '' TERM; exec sleep {marker}")],
+            cwd: None,
+            env: Default::default(),
+        };
+        let p = Arc::new(ManagedProcess::new("t".into(), config));
+        p.start().await.expect("starts");
+        // Let the shell install its trap before the restart's SIGTERM.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let restarting = tokio::spawn({
+            let p = Arc::clone(&p);
+            async move { p.restart_within(Duration::from_millis(300)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        p.close(Duration::from_millis(300)).await;
+        let restarted = restarting.await.expect("restart task");
+        assert!(restarted.is_err(), "the restart started nothing after the close: {restarted:?}");
+        assert_eq!(p.pid().await, None);
+        assert_eq!(p.start().await.map_err(|e| e.contains("supervision has ended")), Err(true));
+        let mut gone = false;
+        for _ in 0..50 {
+            if !alive_with(&marker) {
+                gone = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(gone, "no `sleep {marker}` is left running");
     }
 }

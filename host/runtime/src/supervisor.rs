@@ -508,7 +508,7 @@ impl Supervisor {
                 if keep_process.is_none()
                     && let Some(p) = &previous.process
                 {
-                    p.stop(STOP_GRACE).await;
+                    p.close(STOP_GRACE).await;
                 }
                 changed += 1;
             } else {
@@ -690,7 +690,7 @@ impl RunningService {
         let handle = self.stop_task().await;
         if let Some(process) = &handle.process {
             if stop_process {
-                process.stop(STOP_GRACE).await;
+                process.close(STOP_GRACE).await;
             } else if let Some(pid) = process.pid().await {
                 tracing::info!(service = %handle.config.name, pid, "leaving the supervised process running");
                 process.detach().await;
@@ -1093,10 +1093,13 @@ fn restart_after_backoff(handle: &Arc<ServiceHandle>, shared: &Arc<Shared>, stop
     tokio::spawn(async move {
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
-            _ = stop.changed() => {
-                handle.recovering.store(false, Ordering::Release);
-                return;
-            }
+            _ = stop.changed() => {}
+        }
+        // Stopping (shutdown, reload or removal): a pending restart is cancelled. One already running when the stop
+        // comes finishes, but its process is closed by then and starts nothing new.
+        if *stop.borrow() {
+            handle.recovering.store(false, Ordering::Release);
+            return;
         }
         let name = handle.config.name.as_str();
         let result = action::restart(&handle.config, handle.process.as_ref()).await;
