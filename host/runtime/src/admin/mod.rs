@@ -13,7 +13,8 @@
 //! - `GET  /api/v1/alerts?state=&service=`                  pending and firing alerts
 //!
 //! The server runs on a thread of its own at a lower CPU priority, with a cap on open connections, and renders
-//! `/metrics` at most a few times a second: admin traffic never takes the probes' CPU or sockets first.
+//! `/metrics` and `/api/v1/services` at most every 250 ms (see [`cache`]): admin traffic never takes the probes'
+//! CPU or sockets first.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -34,7 +35,7 @@ use crate::supervisor::{ServiceHandle, ServiceMap, Shared};
 
 const MAX_EVENTS_PER_PAGE: u32 = 1000;
 
-mod scrape;
+mod cache;
 mod server;
 
 pub use self::server::{AdminServer, MAX_CONNECTIONS, NICENESS};
@@ -44,7 +45,9 @@ struct AppState {
     shared: Arc<Shared>,
     services: ServiceMap,
     token: Option<Arc<str>>,
-    scrape: Arc<scrape::ScrapeCache>,
+    /// `/metrics` and `/api/v1/services`, rendered at most every [`cache::MAX_AGE`].
+    metrics: Arc<cache::Rendered>,
+    services_json: Arc<cache::Rendered>,
 }
 
 /// Starts the admin server on `listener`, on a thread of its own (see [`server`]).
@@ -54,7 +57,13 @@ pub fn start(
     services: ServiceMap,
     token: Option<String>,
 ) -> std::io::Result<AdminServer> {
-    let state = AppState { shared, services, token: token.map(Arc::from), scrape: Arc::default() };
+    let state = AppState {
+        shared,
+        services,
+        token: token.map(Arc::from),
+        metrics: Arc::default(),
+        services_json: Arc::default(),
+    };
     AdminServer::start(listener, router(state))
 }
 
@@ -108,6 +117,12 @@ impl AppState {
             .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("unknown service `{name}`")))
     }
 
+    /// An operator changed something: the next reads render afresh, so the change reads back at once.
+    fn changed(&self) {
+        self.metrics.clear();
+        self.services_json.clear();
+    }
+
     /// Mutations need the configured bearer token.
     fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         let Some(expected) = &self.token else {
@@ -134,7 +149,14 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn metrics(Extract(state): Extract<AppState>) -> ApiResult {
-    let text = state.scrape.get(&state.shared).map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let shared = &state.shared;
+    let text = state
+        .metrics
+        .get(|| {
+            shared.metrics.sync_plugins(&shared.plugins.stats());
+            shared.metrics.render().map(axum::body::Bytes::from)
+        })
+        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response())
 }
 
@@ -243,10 +265,16 @@ async fn health(Extract(state): Extract<AppState>) -> Response {
         .into_response()
 }
 
-async fn services(Extract(state): Extract<AppState>) -> Response {
-    let now = Instant::now();
-    let list: Vec<ServiceView> = state.all().values().map(|h| view(&state.shared, h, now)).collect();
-    axum::Json(json!({ "services": list })).into_response()
+async fn services(Extract(state): Extract<AppState>) -> ApiResult {
+    let body = state
+        .services_json
+        .get(|| {
+            let now = Instant::now();
+            let list: Vec<ServiceView> = state.all().values().map(|h| view(&state.shared, h, now)).collect();
+            serde_json::to_vec(&json!({ "services": list })).map(axum::body::Bytes::from)
+        })
+        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 async fn breaker(Extract(state): Extract<AppState>, Path(service): Path<String>) -> ApiResult {
@@ -289,6 +317,7 @@ async fn force_state(
         }
     }
     h.persist_breaker(&state.shared);
+    state.changed();
     let new_state = h.breaker.state(now);
     tracing::warn!(service, state = %new_state, "breaker state set by operator");
     Ok(axum::Json(json!({ "service": service, "state": new_state })).into_response())
@@ -299,6 +328,7 @@ fn reset_one(state: &AppState, h: &ServiceHandle, now: Instant) {
     h.clear_give_up(&state.shared);
     h.persist_breaker(&state.shared);
     state.shared.event(&h.config.name, "breaker-reset", "operator reset");
+    state.changed();
 }
 
 async fn reset(Extract(state): Extract<AppState>, Path(service): Path<String>, headers: HeaderMap) -> ApiResult {
@@ -318,6 +348,7 @@ async fn reset_all(Extract(state): Extract<AppState>, headers: HeaderMap) -> Api
         h.persist_breaker(&state.shared);
         state.shared.event(&h.config.name, "breaker-reset", "operator reset (all)");
     }
+    state.changed();
     Ok(axum::Json(json!({ "reset": all.len() })).into_response())
 }
 
