@@ -1,10 +1,14 @@
 //! Detection and alerting end to end: anomalies on the example service's slow mode, log rules on a real file that
 //! is rotated and truncated, and alerts delivered through the durable outbox to a real webhook receiver that is
 //! down for a while — with aegis-host restarted in between — so that every alert still arrives, firing and resolved.
+//! A formatter plugin that tries to set the request's framing headers is refused, and the alert still arrives whole.
 
 use std::collections::BTreeSet;
-use std::io::Write as _;
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aegis_tests::{
@@ -155,14 +159,13 @@ alerting:
         alert_statuses(&out),
         host.log_text()
     );
-    assert_eq!(
-        scrape(&admin, "aegis_log_matches_total", "rule=\"OutOfMemory\",severity=\"critical\""),
-        Some(1.0),
-        "one match, not the pre-existing line"
-    );
+    let matches = || scrape(&admin, "aegis_log_matches_total", "rule=\"OutOfMemory\",severity=\"critical\"");
+    // `/metrics` may be up to 250 ms old: wait for the count, then make sure it stays at one.
+    assert!(wait_until(Duration::from_secs(2), || matches() == Some(1.0)), "one match: {:?}", matches());
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(matches(), Some(1.0), "one match, not the pre-existing line");
     assert!(wait_until(Duration::from_secs(10), || has(&out, "OutOfMemory", "resolved")), "resolved after 1s quiet");
     // Rotation (rename + new file) and truncation keep matching.
-    let matches = || scrape(&admin, "aegis_log_matches_total", "rule=\"OutOfMemory\",severity=\"critical\"");
     std::fs::rename(&app_log, tmp.path().join("app.log.1")).expect("rotate");
     append(&app_log, "ERROR: out of memory in worker 2");
     assert!(
@@ -314,11 +317,10 @@ alerting:
         texts(),
         host.log_text()
     );
-    assert_eq!(
-        scrape(&admin, "aegis_log_matches_total", "rule=\"rust-panic\",severity=\"critical\""),
-        Some(1.0),
-        "one crash, one finding"
-    );
+    let findings = || scrape(&admin, "aegis_log_matches_total", "rule=\"rust-panic\",severity=\"critical\"");
+    assert!(wait_until(Duration::from_secs(2), || findings() == Some(1.0)), "one finding: {:?}", findings());
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(findings(), Some(1.0), "one crash, one finding");
 
     post(&format!("{base}/slow?ms=300"));
     assert!(
@@ -334,4 +336,199 @@ alerting:
         body.is_some_and(|b| b["attachments"].is_array() && b["channel"] == "#ops"),
         "chat-formatter's message shape, with its configured channel"
     );
+}
+
+/// One request as it reached [`RawReceiver`]: the head as sent (request line and header lines) and the body, read by
+/// the framing the head announced.
+#[derive(Clone, Debug)]
+struct RawRequest {
+    head: String,
+    body: Vec<u8>,
+}
+
+impl RawRequest {
+    /// Every value of header `name` (case-insensitive), in order.
+    fn header(&self, name: &str) -> Vec<&str> {
+        self.head
+            .lines()
+            .skip(1)
+            .filter_map(|line| line.split_once(':'))
+            .filter(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim())
+            .collect()
+    }
+}
+
+/// A minimal HTTP/1.1 receiver on a loopback port that answers every request 200 and keeps each one as it arrived on
+/// the wire: the example webhook server keeps JSON bodies only, and this test is about the Host header and framing.
+struct RawReceiver {
+    port: u16,
+    requests: Arc<Mutex<Vec<RawRequest>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl RawReceiver {
+    fn start() -> RawReceiver {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the raw receiver");
+        listener.set_nonblocking(true).expect("non-blocking listener");
+        let port = listener.local_addr().expect("local address").port();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (seen, stopped) = (Arc::clone(&requests), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let seen = Arc::clone(&seen);
+                        std::thread::spawn(move || serve(stream, &seen));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        RawReceiver { port, requests, stop }
+    }
+
+    fn requests(&self) -> Vec<RawRequest> {
+        self.requests.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl Drop for RawReceiver {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Reads requests from one connection until it closes (or is idle for 5 s), answering each 200.
+fn serve(stream: TcpStream, seen: &Mutex<Vec<RawRequest>>) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let Ok(mut writer) = stream.try_clone() else { return };
+    let mut reader = BufReader::new(stream);
+    while let Some(request) = read_request(&mut reader) {
+        seen.lock().unwrap_or_else(|p| p.into_inner()).push(request);
+        if writer.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").is_err() {
+            return;
+        }
+    }
+}
+
+/// One request: the head up to its blank line, then a chunked body if `Transfer-Encoding` says chunked, else
+/// `Content-Length` bytes (RFC 9112 §6.3). `None` at the end of the connection.
+fn read_request(reader: &mut BufReader<TcpStream>) -> Option<RawRequest> {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        if line == "\r\n" {
+            break;
+        }
+        head.push_str(&line);
+    }
+    let mut request = RawRequest { head, body: Vec::new() };
+    if request.header("transfer-encoding").iter().any(|v| v.to_ascii_lowercase().contains("chunked")) {
+        loop {
+            let mut size = String::new();
+            reader.read_line(&mut size).ok()?;
+            let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
+            let mut chunk = vec![0; size + 2];
+            reader.read_exact(&mut chunk).ok()?;
+            if size == 0 {
+                break;
+            }
+            request.body.extend_from_slice(&chunk[..size]);
+        }
+    } else if let Some(length) = request.header("content-length").first().and_then(|v| v.parse::<usize>().ok()) {
+        request.body = vec![0; length];
+        reader.read_exact(&mut request.body).ok()?;
+    }
+    Some(request)
+}
+
+/// The measured defect: a formatter plugin answering `Host: evil.example`, `Content-Length: 0`, `Transfer-Encoding:
+/// chunked` and an empty body got those headers sent, the receiver read an empty body, and the outbox counted the
+/// alert delivered. Now the answer is an invalid result and the built-in Alertmanager JSON goes out instead.
+#[test]
+fn a_formatter_plugin_cannot_set_the_framing_headers() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let plugins = tmp.path().join("plugins");
+    aegis_tests::install_plugin("hostile-formatter", &plugins);
+    let (_service, base) = start_http_service(&tmp.path().join("svc.log"));
+    let receiver = RawReceiver::start();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let config = tmp.path().join("aegis.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+admin: {{address: "{admin}"}}
+plugins: {{dir: "{plugins}", deadline: 250ms}}
+storage: {{path: "{db}"}}
+services:
+  - name: svc
+    type: http
+    endpoint: {base}/health
+    interval: 100ms
+    timeout: 3s
+    actions:
+      onFailure: ignore
+      circuitBreaker: {{failureThreshold: 2, resetTimeout: 300ms}}
+alerting:
+  webhook: http://127.0.0.1:{port}/hook
+  formatter: hostile-formatter
+  formatter_config: {{mode: framing}}
+  evaluation_interval: 100ms
+  retry_initial: 100ms
+  retry_max: 400ms
+"#,
+            plugins = plugins.display(),
+            db = tmp.path().join("aegis.db").display(),
+            port = receiver.port,
+        ),
+    )
+    .expect("write config");
+    let host = start_aegis_host(&config, &tmp.path().join("aegis.log"));
+    assert!(
+        wait_until(Duration::from_secs(20), || scrape(&admin, "circuit_breaker_state", "breaker=\"svc\"") == Some(0.0)),
+        "up; log:\n{}",
+        host.log_text()
+    );
+    assert!(host.log_text().contains("alert formatter bound to plugin"), "{}", host.log_text());
+
+    post(&format!("{base}/down"));
+    let breaker_alert = || {
+        receiver.requests().into_iter().find(|r| {
+            serde_json::from_slice::<Value>(&r.body)
+                .is_ok_and(|b| b["alerts"][0]["labels"]["alertname"] == "CircuitBreakerOpen")
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(15), || breaker_alert().is_some()),
+        "the breaker alert arrived; received {:?}; log:\n{}",
+        receiver.requests(),
+        host.log_text()
+    );
+    let request = breaker_alert().expect("breaker alert");
+    assert_eq!(request.header("host"), [format!("127.0.0.1:{}", receiver.port)], "{}", request.head);
+    assert!(request.header("transfer-encoding").is_empty(), "{}", request.head);
+    assert_eq!(request.header("content-length"), [request.body.len().to_string()], "{}", request.head);
+    assert_eq!(request.header("content-type"), ["application/json"], "{}", request.head);
+    assert_eq!(request.header("idempotency-key").len(), 1, "{}", request.head);
+    let body: Value = serde_json::from_slice(&request.body).expect("the body is JSON");
+    assert_eq!((body["version"].as_str(), body["status"].as_str()), (Some("4"), Some("firing")), "{body}");
+    assert_eq!(body["alerts"][0]["labels"]["service"], "svc", "{body}");
+    for r in receiver.requests() {
+        assert!(!r.head.to_ascii_lowercase().contains("evil.example") && !r.body.is_empty(), "{r:?}");
+    }
+    assert!(
+        wait_until(Duration::from_secs(10), || plugin_calls(&admin, "hostile-formatter", "invalid") >= 1.0),
+        "the answer counted as invalid; metrics:\n{}\nlog:\n{}",
+        get_text(&format!("http://{admin}/metrics")).unwrap_or_default(),
+        host.log_text()
+    );
+    assert_eq!(plugin_calls(&admin, "hostile-formatter", "ok"), 0.0);
+    assert!(host.log_text().contains("header Host is set by the host"), "{}", host.log_text());
 }

@@ -16,6 +16,38 @@ use crate::severity_to_wit;
 pub const MAX_BODY: usize = 1 << 20;
 /// Most headers a formatter may set.
 const MAX_HEADERS: usize = 32;
+/// Longest header name a formatter may set (far above any real one; with the two below it bounds the request head).
+const MAX_HEADER_NAME: usize = 256;
+/// Longest header value a formatter may set.
+const MAX_HEADER_VALUE: usize = 4096;
+
+/// Headers the host or its HTTP client owns, by lowercase name; a formatter that sets one is refused (a strike).
+/// The client adds a formatter's headers beside its own (`append`, not `insert`), so each of these would be a second,
+/// conflicting value on the wire:
+/// - framing, routing and connection management (RFC 9110 §7.6.1, RFC 9112 §6): `Host`, `Content-Length`,
+///   `Transfer-Encoding`, `Connection`, `Keep-Alive`, `TE`, `Trailer`, `Upgrade`, `Expect`, and every `Proxy-*`
+///   (see [`HOST_OWNED_PREFIXES`]). Set by a plugin they send the alert to another virtual host or make the receiver
+///   frame the body differently: it reads an empty body, answers 200, and the outbox counts a notification whose
+///   content was lost as delivered;
+/// - `Content-Type`: the payload's own `content_type` sets it; two values are ambiguous;
+/// - `Idempotency-Key`: the outbox's key, which receivers deduplicate on; a plugin's own key could make a receiver
+///   drop distinct notifications as repeats.
+const HOST_OWNED: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
+    "content-type",
+    "idempotency-key",
+];
+/// Prefixes of header names the host owns (lowercase): `Proxy-Authorization`, `Proxy-Connection`, … are for the
+/// proxy the client may be configured with, never for a receiver.
+const HOST_OWNED_PREFIXES: &[&str] = &["proxy-"];
 
 /// An alert formatter implemented by a plugin. On trap, timeout, invalid output or quarantine the built-in renders
 /// the alert; a plugin's own refusal (`err`) also falls back to the built-in, but is no strike.
@@ -56,8 +88,11 @@ impl WasmAlertFormatter {
     }
 }
 
-/// Checks a payload before it can reach an HTTP request: bounded size, header names and values that cannot split
-/// the request.
+/// Checks a payload before it can reach an HTTP request and the outbox: a bounded, non-empty body (an empty one
+/// would deliver a notification without the alert), header names that are RFC 9110 tokens and values of visible
+/// ASCII, space and tab (nothing that could split the request or make the client refuse to send it, which would
+/// leave the notification retrying forever), at most one header of a name (case-insensitively: receivers disagree on
+/// which of two wins), none the host owns ([`HOST_OWNED`]), and a content type.
 fn validate(p: wit::Payload) -> Result<Payload, String> {
     if p.body.len() > MAX_BODY {
         return Err(format!("body of {} bytes exceeds {MAX_BODY}", p.body.len()));
@@ -65,15 +100,54 @@ fn validate(p: wit::Payload) -> Result<Payload, String> {
     if p.headers.len() > MAX_HEADERS {
         return Err(format!("{} headers exceed {MAX_HEADERS}", p.headers.len()));
     }
-    let token = |s: &str| !s.is_empty() && s.len() <= 256 && s.bytes().all(|b| b.is_ascii_graphic() && b != b':');
-    let value = |s: &str| s.len() <= 4096 && s.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b));
-    if let Some((k, _)) = p.headers.iter().find(|(k, v)| !token(k) || !value(v)) {
-        return Err(format!("invalid header {k:?}"));
+    for (i, (name, value)) in p.headers.iter().enumerate() {
+        if !is_token(name) {
+            return Err(format!("invalid header name {}", preview(name)));
+        }
+        if !is_field_value(value) {
+            return Err(format!("invalid value of header {name}"));
+        }
+        if is_host_owned(name) {
+            return Err(format!("header {name} is set by the host"));
+        }
+        if p.headers[..i].iter().any(|(earlier, _)| earlier.eq_ignore_ascii_case(name)) {
+            return Err(format!("header {name} given twice"));
+        }
     }
-    if !value(&p.content_type) || p.content_type.is_empty() {
-        return Err(format!("invalid content type {:?}", p.content_type));
+    if p.content_type.is_empty() || !is_field_value(&p.content_type) {
+        return Err(format!("invalid content type {}", preview(&p.content_type)));
+    }
+    if p.body.is_empty() {
+        return Err("empty body".to_owned());
     }
     Ok(Payload { content_type: p.content_type, headers: p.headers, body: p.body })
+}
+
+/// An RFC 9110 token (`tchar`s) of at most [`MAX_HEADER_NAME`] bytes: what the HTTP client accepts as a name.
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_HEADER_NAME
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// A header value of visible ASCII, space and tab, at most [`MAX_HEADER_VALUE`] bytes: no CR or LF to start another
+/// header, nothing the HTTP client would refuse.
+fn is_field_value(s: &str) -> bool {
+    s.len() <= MAX_HEADER_VALUE && s.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+}
+
+fn is_host_owned(name: &str) -> bool {
+    HOST_OWNED.iter().any(|owned| name.eq_ignore_ascii_case(owned))
+        || HOST_OWNED_PREFIXES
+            .iter()
+            .any(|prefix| name.get(..prefix.len()).is_some_and(|h| h.eq_ignore_ascii_case(prefix)))
+}
+
+/// The start of text the host refused, quoted with escapes, for the strike's message.
+fn preview(s: &str) -> String {
+    const SHOWN: usize = 64;
+    let cut = s.floor_char_boundary(SHOWN);
+    format!("{:?}{}", &s[..cut], if cut < s.len() { "…" } else { "" })
 }
 
 impl AlertFormatter for WasmAlertFormatter {
@@ -105,6 +179,112 @@ impl AlertFormatter for WasmAlertFormatter {
                 self.fallback.format(alert, target)
             }
             None => self.fallback.format(alert, target),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload(headers: &[(&str, &str)]) -> wit::Payload {
+        wit::Payload {
+            content_type: "application/json".into(),
+            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            body: b"{\"text\":\"ServiceDown\"}".to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_good_payload_passes_with_its_own_headers() {
+        let p = validate(payload(&[("X-Aegis-Test", "1"), ("Authorization", "Bearer t0k3n"), ("X-Empty", "")]))
+            .expect("valid");
+        assert_eq!(p.content_type, "application/json");
+        assert_eq!(p.headers[0], ("X-Aegis-Test".to_owned(), "1".to_owned()));
+        assert_eq!(p.headers.len(), 3);
+        assert_eq!(p.body, b"{\"text\":\"ServiceDown\"}");
+    }
+
+    #[test]
+    fn headers_the_host_owns_are_refused_in_any_case() {
+        let owned = [
+            "Host",
+            "Content-Length",
+            "Transfer-Encoding",
+            "Connection",
+            "Keep-Alive",
+            "TE",
+            "Trailer",
+            "Upgrade",
+            "Expect",
+            "Content-Type",
+            "Idempotency-Key",
+            "Proxy-Authorization",
+            "Proxy-Connection",
+            "Proxy-Anything",
+        ];
+        for name in owned {
+            for spelled in [name.to_owned(), name.to_ascii_lowercase(), name.to_ascii_uppercase()] {
+                let err = validate(payload(&[("X-Fine", "1"), (&spelled, "0")])).expect_err(&spelled);
+                assert_eq!(err, format!("header {spelled} is set by the host"));
+            }
+        }
+        // Names that only resemble one are the formatter's.
+        for name in ["X-Host", "Hosts", "Content-Language", "Proxyish", "X-Idempotency-Key"] {
+            assert!(validate(payload(&[(name, "1")])).is_ok(), "{name}");
+        }
+    }
+
+    #[test]
+    fn the_measured_framing_attack_is_refused() {
+        let mut p = payload(&[("Host", "evil.example"), ("Content-Length", "0"), ("Transfer-Encoding", "chunked")]);
+        p.body.clear();
+        assert_eq!(validate(p).unwrap_err(), "header Host is set by the host", "the headers are named first");
+    }
+
+    #[test]
+    fn a_header_name_given_twice_is_refused_case_insensitively() {
+        let err = validate(payload(&[("X-Team", "a"), ("x-team", "b")])).unwrap_err();
+        assert_eq!(err, "header x-team given twice");
+        assert!(validate(payload(&[("X-Team", "a"), ("X-Team", "a")])).is_err(), "even with the same value");
+    }
+
+    #[test]
+    fn names_and_values_that_could_split_or_break_the_request_are_refused() {
+        for (name, value) in [
+            ("X-A", "1\r\nHost: evil.example"),
+            ("X-A", "1\n"),
+            ("X-A", "caf\u{e9}"),
+            ("X-A\r\nHost", "evil.example"),
+            ("X A", "1"),
+            ("X-A:", "1"),
+            ("X(A)", "1"),
+            ("", "1"),
+        ] {
+            assert!(validate(payload(&[(name, value)])).is_err(), "{name:?}: {value:?}");
+        }
+        let long_name = "X".repeat(MAX_HEADER_NAME + 1);
+        let err = validate(payload(&[(&long_name, "1")])).unwrap_err();
+        assert!(err.ends_with("…") && err.len() < 100, "the refused name is shown cut: {err}");
+        assert!(validate(payload(&[("X-A", &"v".repeat(MAX_HEADER_VALUE + 1))])).is_err());
+        assert!(validate(payload(&[("X-A", &"v".repeat(MAX_HEADER_VALUE))])).is_ok());
+    }
+
+    #[test]
+    fn bodies_header_counts_and_content_types_are_bounded() {
+        let mut p = payload(&[]);
+        p.body = vec![b'x'; MAX_BODY + 1];
+        assert!(validate(p).unwrap_err().contains("exceeds"));
+        let mut p = payload(&[]);
+        p.body.clear();
+        assert_eq!(validate(p).unwrap_err(), "empty body");
+        let names: Vec<String> = (0..=MAX_HEADERS).map(|i| format!("X-{i}")).collect();
+        let many: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "1")).collect();
+        assert!(validate(payload(&many)).unwrap_err().contains("headers exceed"));
+        assert!(validate(payload(&many[..MAX_HEADERS])).is_ok());
+        for content_type in ["", "text/plain\r\nHost: evil.example"] {
+            let p = wit::Payload { content_type: content_type.into(), ..payload(&[]) };
+            assert!(validate(p).unwrap_err().starts_with("invalid content type"), "{content_type:?}");
         }
     }
 }

@@ -19,6 +19,10 @@ use crate::sandbox::{SandboxLimits, StoreData, new_store};
 /// Longest text (reason, message) a plugin may hand back; longer text is cut, not refused.
 pub(crate) const MAX_TEXT: usize = 1024;
 
+/// Longest account of a failed call (the log line of a strike, the last error of a quarantine event). Longer than
+/// [`MAX_TEXT`]: it may carry the plugin's text and a wasm backtrace, whose frame names are the plugin's own too.
+const MAX_STRIKE_TEXT: usize = 4096;
+
 /// The typed exports of one policy world.
 pub(crate) trait World: Sized + Send + 'static {
     const KIND: PluginKind;
@@ -172,7 +176,7 @@ impl<W: World> Binding<W> {
         world
             .init(&mut store, self.service.as_ref(), &config)
             .map_err(instantiate_err)?
-            .map_err(|reason| PluginError::InitRefused { name: name.clone(), reason })?;
+            .map_err(|reason| PluginError::InitRefused { name: name.clone(), reason: clamp_text(reason) })?;
         Ok(Instance { store, world })
     }
 
@@ -255,17 +259,21 @@ impl<W: World> Binding<W> {
         *current = Current { version, plugin, instance: None };
     }
 
+    /// Counts a failed call. `error` may hold the plugin's text (its answer, its frame names in a backtrace): it is
+    /// escaped and cut like any plugin text before it reaches the log and the quarantine event.
     fn strike(&self, health: &PluginHealth, result: CallResult, error: &str) {
+        let error = plain_text(error.to_owned(), MAX_STRIKE_TEXT);
         tracing::warn!(plugin = %self.name, kind = %W::KIND, subject = %self.subject, %result,
             "plugin failed, using the built-in policy for this decision: {error}");
-        health.record(result, Instant::now(), error);
+        health.record(result, Instant::now(), &error);
     }
 }
 
-/// A one-line account of a failed plugin call, naming the limit it hit.
+/// A one-line account of a failed plugin call, naming the limit it hit. The error chain may carry a wasm backtrace
+/// whose frame names come from the plugin's own name section: escaped and cut like any plugin text.
 fn describe(e: &wasmtime::Error, limits: &SandboxLimits) -> String {
     let chain = format!("{e:#}");
-    match e.downcast_ref::<Trap>() {
+    let account = match e.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => format!("missed its {:?} deadline", limits.deadline),
         Some(Trap::StackOverflow) => "overflowed its stack (runaway recursion?)".to_owned(),
         Some(Trap::UnreachableCodeReached) => format!("trapped (a panic or abort in the plugin): {chain}"),
@@ -273,7 +281,14 @@ fn describe(e: &wasmtime::Error, limits: &SandboxLimits) -> String {
             format!("hit its {} MiB memory cap: {chain}", limits.memory_bytes >> 20)
         }
         _ => format!("trapped: {chain}"),
-    }
+    };
+    plain_text(account, MAX_STRIKE_TEXT)
+}
+
+/// `e`'s error chain as one escaped line of bounded length, for an error that may come from running plugin code
+/// (a start function that traps while instantiating): its wasm backtrace names the plugin's own frames.
+pub(crate) fn error_chain(e: &wasmtime::Error) -> String {
+    plain_text(format!("{e:#}"), MAX_STRIKE_TEXT)
 }
 
 /// Text a plugin hands back (a reason, a message), as the host passes it on: see [`plain_text`], at [`MAX_TEXT`].
@@ -315,6 +330,18 @@ mod tests {
         assert_eq!(clamp_text("short".into()), "short");
         let cut = clamp_text("é".repeat(MAX_TEXT));
         assert!(cut.len() <= MAX_TEXT + '…'.len_utf8() && cut.ends_with('…'));
+    }
+
+    #[test]
+    fn failure_accounts_are_one_escaped_line_of_bounded_length() {
+        let limits = SandboxLimits::default();
+        let forged = wasmtime::Error::msg("wasm backtrace:\n    0: 0x2a - x\n2026-01-01 ERROR forged\u{1b}[2J");
+        assert_eq!(
+            describe(&forged, &limits),
+            r"trapped: wasm backtrace:\n    0: 0x2a - x\n2026-01-01 ERROR forged\u{1b}[2J"
+        );
+        let long = describe(&wasmtime::Error::msg("f".repeat(10 * MAX_STRIKE_TEXT)), &limits);
+        assert!(long.len() <= MAX_STRIKE_TEXT + '…'.len_utf8() && long.ends_with('…'), "{}", long.len());
     }
 
     #[test]

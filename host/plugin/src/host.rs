@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine};
 
+use crate::binding::error_chain;
 use crate::bindings::{alert, anomaly, log_rule, recovery, trip};
 use crate::cache::{Cache, CacheOutcome};
 use crate::error::PluginError;
@@ -501,7 +502,7 @@ impl PluginHost {
         let plugin =
             slot.ok_or_else(|| PluginError::NotFound { name: name.to_owned(), loaded: self.loaded_names() })?;
         self.instantiate_pre(&plugin.pre, name)
-            .map_err(|e| PluginError::Instantiate { name: name.to_owned(), reason: format!("{e:#}") })
+            .map_err(|e| PluginError::Instantiate { name: name.to_owned(), reason: error_chain(&e) })
     }
 
     fn instantiate_pre(&self, pre: &Pre, name: &str) -> wasmtime::Result<()> {
@@ -576,7 +577,7 @@ impl PluginHost {
         self.instantiate_pre(&pre, &name).map_err(|e| PluginError::WorldMismatch {
             path: path.to_owned(),
             kind: kind.as_str(),
-            reason: format!("{e:#} (built against another version of the aegis:policy contract or SDK?)"),
+            reason: format!("{} (built against another version of the aegis:policy contract or SDK?)", error_chain(&e)),
         })?;
         let manifest = manifest::read(path, &name, kind)?;
         let granted = self.grants.read().unwrap_or_else(|p| p.into_inner()).get(&name).cloned().unwrap_or_default();

@@ -28,10 +28,10 @@ pub use cache::CacheOutcome;
 pub use command::{CommandError, run_command};
 pub use error::PluginError;
 pub use host::{LoadReport, PluginHost, PluginInfo, PluginKind, ReloadReport};
-pub use log_rule::WasmLogRule;
+pub use log_rule::{MAX_RULE_NAME, MAX_RULE_NAMES, WasmLogRule};
 pub use manifest::Capabilities;
 pub use quarantine::{CallResult, EventListener, PluginEvent, PluginStats, QuarantinePolicy};
-pub use recovery::WasmRecoveryStrategy;
+pub use recovery::{MAX_WAIT, MIN_WAIT, WasmRecoveryStrategy};
 pub use sandbox::SandboxLimits;
 pub use trip::WasmTripPredicate;
 

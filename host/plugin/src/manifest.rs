@@ -13,6 +13,9 @@ use serde::Deserialize;
 use crate::error::PluginError;
 use crate::host::PluginKind;
 
+/// Longest `version` a manifest may declare (semver with pre-release and build metadata fits easily).
+const MAX_VERSION: usize = 64;
+
 /// What a plugin may reach outside its sandbox. Empty (the default) is nothing.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Capabilities {
@@ -122,6 +125,12 @@ pub(crate) fn read(wasm: &Path, name: &str, kind: PluginKind) -> Result<Manifest
         };
         config.push((key, value));
     }
+    // The version is shown to the operator (`aegis-host plugin list`) as the plugin's author wrote it.
+    if let Some(version) = wire.version.as_deref()
+        && (version.is_empty() || version.len() > MAX_VERSION || version.contains(char::is_control))
+    {
+        return Err(bad(format!("version {version:?}: expected 1 to {MAX_VERSION} characters, no control characters")));
+    }
     if let Some(dir) = wire.capabilities.read_dirs.iter().find(|d| !d.is_absolute()) {
         return Err(bad(format!("capabilities.read-dirs: `{}` is not an absolute path", dir.display())));
     }
@@ -173,6 +182,8 @@ mod tests {
             ("capabilites: {}\n", "capabilites"),
             ("capabilities: {read-dirs: [rel]}\n", "absolute"),
             ("config: {a: [1]}\n", "`a`"),
+            ("version: \"1.0\\n\\e[2J\"\n", "version"),
+            ("version: \"\"\n", "version"),
         ] {
             let err = manifest(text).unwrap_err().to_string();
             assert!(err.contains("p.manifest.yaml") && err.contains(needle), "{text}: {err}");

@@ -16,7 +16,17 @@ use crate::host::PluginHost;
 /// Most failures a strategy is shown; older ones are left out so a long outage cannot blow up a call.
 const MAX_HISTORY: usize = 64;
 
-/// A recovery strategy implemented by a plugin; falls back to the built-in on trap, timeout or quarantine.
+/// Shortest `wait` a strategy may ask for. After a wait the host asks again, recording an event and a log line for
+/// each decision, so `wait(0)` would be a busy loop that floods the event store for as long as the breaker is open.
+/// A second is shorter than any useful recovery step (a restart, a probe interval at its usual setting).
+pub const MIN_WAIT: Duration = Duration::from_secs(1);
+/// Longest `wait` a strategy may ask for. A service's recovery waits out the whole of it, so `wait(u64::MAX)` would
+/// park recovery for good; a day is longer than any sensible pause, and a strategy that wants to stop deciding says
+/// `ignore`.
+pub const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
+
+/// A recovery strategy implemented by a plugin; falls back to the built-in on trap, timeout, a `wait` outside
+/// [`MIN_WAIT`]..=[`MAX_WAIT`] (an invalid result) or quarantine.
 pub struct WasmRecoveryStrategy {
     binding: Binding<RecoveryStrategyPlugin>,
     fallback: Arc<dyn RecoveryStrategy>,
@@ -63,15 +73,53 @@ impl RecoveryStrategy for WasmRecoveryStrategy {
         let failures: Vec<wit::Failure> =
             recent.iter().map(|f| wit::Failure { at_ms: f.at_ms, detail: f.detail.clone() }).collect();
         let action = self.binding.call(|plugin, store| {
-            plugin.aegis_policy_recovery_strategy().call_decide(store, &failures, attempt).map(|a| {
-                Ok(match a {
-                    wit::Action::Restart => RecoveryAction::Restart,
-                    wit::Action::Notify(message) => RecoveryAction::Notify(message.map(clamp_text)),
-                    wit::Action::Ignore => RecoveryAction::Ignore,
-                    wit::Action::Wait(ms) => RecoveryAction::Wait(Duration::from_millis(ms)),
-                })
-            })
+            plugin.aegis_policy_recovery_strategy().call_decide(store, &failures, attempt).map(validate)
         });
         action.unwrap_or_else(|| self.fallback.decide(history, attempt))
+    }
+}
+
+/// The plugin's action as the host runs it: a notification's message cut and escaped, a wait within
+/// [`MIN_WAIT`]..=[`MAX_WAIT`].
+fn validate(action: wit::Action) -> Result<RecoveryAction, String> {
+    Ok(match action {
+        wit::Action::Restart => RecoveryAction::Restart,
+        wit::Action::Notify(message) => RecoveryAction::Notify(message.map(clamp_text)),
+        wit::Action::Ignore => RecoveryAction::Ignore,
+        wit::Action::Wait(ms) => {
+            let wait = Duration::from_millis(ms);
+            if !(MIN_WAIT..=MAX_WAIT).contains(&wait) {
+                return Err(format!("wait of {ms} ms is outside {MIN_WAIT:?}..={MAX_WAIT:?}"));
+            }
+            RecoveryAction::Wait(wait)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_outside_the_bounds_are_refused() {
+        let wait = |ms| validate(wit::Action::Wait(ms));
+        assert_eq!(wait(1_000), Ok(RecoveryAction::Wait(Duration::from_secs(1))));
+        assert_eq!(wait(300_000), Ok(RecoveryAction::Wait(Duration::from_secs(300))));
+        assert_eq!(wait(24 * 3600 * 1000), Ok(RecoveryAction::Wait(MAX_WAIT)));
+        for ms in [0, 999, 24 * 3600 * 1000 + 1, u64::MAX] {
+            let err = wait(ms).unwrap_err();
+            assert!(err.contains(&format!("wait of {ms} ms")), "{err}");
+        }
+    }
+
+    #[test]
+    fn other_actions_pass_with_their_message_cut_and_escaped() {
+        assert_eq!(validate(wit::Action::Restart), Ok(RecoveryAction::Restart));
+        assert_eq!(validate(wit::Action::Ignore), Ok(RecoveryAction::Ignore));
+        assert_eq!(validate(wit::Action::Notify(None)), Ok(RecoveryAction::Notify(None)));
+        assert_eq!(
+            validate(wit::Action::Notify(Some("down\nERROR forged".into()))),
+            Ok(RecoveryAction::Notify(Some(r"down\nERROR forged".into())))
+        );
     }
 }

@@ -20,8 +20,9 @@ impl Policy for EscalatingRestart {
     fn init(config: &Config) -> Result<Self, String> {
         config.deny_unknown(&["restarts", "wait_ms", "notify"])?;
         let wait_ms: u64 = config.parse_or("wait_ms", 300_000)?;
-        if wait_ms == 0 {
-            return Err("`wait_ms` must be positive".into());
+        // The host refuses waits outside one second to a day (an answer that would flood events or park recovery).
+        if !(1_000..=86_400_000).contains(&wait_ms) {
+            return Err(format!("`wait_ms` must be from 1000 (a second) to 86400000 (a day), not {wait_ms}"));
         }
         Ok(EscalatingRestart {
             restarts: config.parse_or("restarts", 3)?,
@@ -94,6 +95,8 @@ mod tests {
     fn bad_config_is_refused_with_the_key() {
         assert!(policy(&[("restarts", "-1")]).unwrap_err().contains("`restarts`"));
         assert!(policy(&[("wait_ms", "0")]).unwrap_err().contains("wait_ms"));
+        assert!(policy(&[("wait_ms", "999")]).unwrap_err().contains("a second"), "below what the host accepts");
+        assert!(policy(&[("wait_ms", "86400001")]).is_err(), "above a day");
         assert!(policy(&[("restart", "1")]).unwrap_err().contains("`restart`"));
     }
 }

@@ -169,7 +169,8 @@ pub enum Action {
     /// Notify, with an optional message for the receiver.
     Notify(Option<String>),
     Ignore,
-    /// Do nothing now and ask again after this many milliseconds.
+    /// Do nothing now and ask again after this many milliseconds: from 1 000 (a second) to 86 400 000 (a day). The
+    /// host refuses any other wait as an invalid answer and decides with its built-in strategy.
     Wait(u64),
 }
 
@@ -192,7 +193,8 @@ pub enum Severity {
 /// What a log rule found in a line.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Finding {
-    /// The rule's name, e.g. `rust-panic`.
+    /// The rule's name, e.g. `rust-panic`: 1 to 128 bytes without control characters. It names a metric series and
+    /// an alert, so a binding may report at most 64 distinct names; the host refuses others as invalid answers.
     pub rule: String,
     pub severity: Severity,
     pub message: String,
@@ -215,6 +217,7 @@ pub struct Sample {
 /// An anomaly a scorer found; higher scores are more anomalous.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Anomaly {
+    /// A positive finite number (0 means "not anomalous" to the host); the host refuses any other as invalid.
     pub score: f64,
     pub reason: String,
 }
@@ -264,7 +267,11 @@ impl Alert {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Payload {
     pub content_type: String,
+    /// Extra request headers, each name at most once. The host owns the request's framing and routing and refuses
+    /// a payload that sets `Host`, `Content-Length`, `Transfer-Encoding`, `Connection`, `Keep-Alive`, `TE`,
+    /// `Trailer`, `Upgrade`, `Expect`, a `Proxy-*` header, `Content-Type` (use `content_type`) or `Idempotency-Key`.
     pub headers: Vec<(String, String)>,
+    /// Must not be empty: a notification without a body would lose the alert.
     pub body: Vec<u8>,
 }
 

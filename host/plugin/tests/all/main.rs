@@ -1,5 +1,5 @@
 //! Integration tests of the plugin host against real components, built from `plugins/` by the first test that
-//! needs them: every bundled plugin through its adapter, the hostile test plugin, and quarantine.
+//! needs them: every bundled plugin through its adapter, the hostile test plugins, and quarantine.
 
 // Tests may unwrap: a panic is the failure report there.
 #![allow(clippy::unwrap_used)]
@@ -9,6 +9,7 @@ mod cache;
 mod capabilities;
 mod discovery;
 mod hostile;
+mod hostile_formatter;
 mod quarantine;
 mod reload;
 mod support;
