@@ -1,5 +1,7 @@
-//! `aegis-host`: run the supervisor, check configs, inspect plugins.
+//! `aegis-host`: run the supervisor, check configs, inspect plugins; completions and a man page from the same clap
+//! definition.
 
+mod limits;
 mod memory;
 
 use std::io::IsTerminal;
@@ -8,7 +10,7 @@ use std::process::ExitCode;
 
 use aegis_plugin::{PluginHost, SandboxLimits};
 use aegis_runtime::{Config, Supervisor};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 /// Exit status for an invalid config or bad command-line input.
 const EXIT_CONFIG: u8 = 2;
@@ -22,8 +24,21 @@ struct Cli {
     #[arg(long, short, value_name = "FILE")]
     config: Option<PathBuf>,
 
+    /// Logs as text for people, or as one JSON object per line for a log shipper.
+    ///
+    /// JSON lines carry the event's fields and those of its spans (e.g. `service`). Logs go to stderr; `AEGIS_LOG`
+    /// sets the level (e.g. `debug`).
+    #[arg(long, global = true, value_enum, env = "AEGIS_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -35,6 +50,14 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// Print a shell completion script to stdout.
+    ///
+    /// For example: `aegis-host completions bash > /etc/bash_completion.d/aegis-host`.
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff) to stdout.
+    ///
+    /// For example: `aegis-host man | man -l -`.
+    Man,
     /// Run a WASI command component (e.g. a plugin's test binary) with this process's stdio, arguments and
     /// environment, and exit with its status; the cargo runner of the plugin workspace.
     Run {
@@ -60,9 +83,14 @@ enum PluginCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    init_tracing(cli.log_format);
     match (cli.command, cli.config) {
         (Some(Command::CheckConfig { file }), _) => check_config(&file),
+        (Some(Command::Completions { shell }), _) => {
+            clap_complete::generate(shell, &mut Cli::command(), "aegis-host", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        (Some(Command::Man), _) => man_page(),
         (Some(Command::Plugin { command }), _) => plugin(command),
         (Some(Command::Run { command }), _) => match command.split_first() {
             Some((file, args)) => run_command(Path::new(file), args),
@@ -76,15 +104,27 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
+fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("AEGIS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.with_target(false).with_ansi(std::io::stderr().is_terminal()).init(),
+        // The event's fields at the top level beside `span` (the innermost) and `spans` (outermost first), each
+        // carrying its fields, e.g. `{"message":"supervising",...,"span":{"service":"web","name":"run_service"}}`.
+        LogFormat::Json => logs.json().flatten_event(true).with_current_span(true).with_span_list(true).init(),
+    }
+}
+
+fn man_page() -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    match clap_mangen::Man::new(Cli::command()).render(&mut out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("aegis-host: cannot write the man page: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn load(file: &Path) -> Result<Config, ExitCode> {
@@ -99,85 +139,7 @@ fn check_config(file: &Path) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    println!("{}: ok", file.display());
-    println!("admin: http://{}/metrics", config.admin_address);
-    println!(
-        "plugins: {} (deadline {:?}, memory {} MiB)",
-        config.plugins.dir.display(),
-        config.plugins.limits.deadline,
-        config.plugins.limits.memory_bytes >> 20
-    );
-    for s in &config.services {
-        let b = &s.breaker;
-        println!("service {}:", s.name);
-        println!(
-            "  check: {} {} every {:?}, timeout {:?}, retries {}",
-            s.probe.kind(),
-            s.endpoint,
-            s.interval,
-            s.timeout,
-            s.retries
-        );
-        println!("  onFailure: {}", s.on_failure.as_str());
-        println!(
-            "  circuitBreaker: enabled={} failureThreshold={} resetTimeout={:?} successThreshold={} trip={}",
-            b.enabled,
-            b.failure_threshold,
-            b.reset_timeout,
-            b.success_threshold,
-            b.trip_policy.as_ref().map_or("built-in", |p| p.plugin.as_str())
-        );
-        match &s.backoff {
-            Some(bo) => println!(
-                "  backoff: initial={:?} max={:?} multiplier={} jitter={:?}",
-                bo.initial, bo.max, bo.multiplier, bo.jitter
-            ),
-            None => println!("  backoff: disabled"),
-        }
-        if let Some(p) = &s.process {
-            println!("  process: {} {}", p.program, p.args.join(" "));
-        }
-        if let Some(r) = &s.restart {
-            println!("  restart command: {}", r.command);
-        }
-        if let Some(p) = &s.recovery_policy {
-            println!("  recovery strategy: {}", p.plugin);
-        }
-    }
-    let logs = &config.logs;
-    if logs.enabled && !logs.settings.files.is_empty() {
-        println!("logs: every {:?}, lines cut at {} bytes", logs.settings.poll_interval, logs.settings.max_line_bytes);
-        for f in &logs.settings.files {
-            println!("  file {} (service {})", f.path, f.service.as_deref().unwrap_or("-"));
-        }
-        for p in &logs.settings.patterns {
-            println!("  pattern {} [{}]: {}", p.name, p.severity, p.regex);
-        }
-        for name in &logs.plugins {
-            println!("  rule plugin {name}");
-        }
-    }
-    let a = &config.anomaly;
-    if a.enabled {
-        println!("anomaly_detection: every {:?}, history {}, detector {:?}", a.interval, a.history, a.detector);
-        for (service, t) in &a.thresholds {
-            println!(
-                "  {service}: latency > {:?} ms, error rate > {:?}, throughput < {:?}/s",
-                t.latency_ms, t.error_rate, t.throughput
-            );
-        }
-        for (service, p) in &a.scorers {
-            println!("  {service}: scorer plugin {}", p.plugin);
-        }
-    }
-    let al = &config.alerting;
-    println!(
-        "alerting: {} (repeat every {:?}, retries {:?}..{:?})",
-        if al.targets.is_empty() { "tracked, not sent".to_owned() } else { format!("{:?}", al.targets) },
-        al.repeat_interval,
-        al.retry_initial,
-        al.retry_max
-    );
+    print!("{}", config.summary());
     for warning in config.warnings() {
         eprintln!("warning: {warning}");
     }
@@ -259,6 +221,7 @@ fn run_command(file: &Path, args: &[String]) -> ExitCode {
 
 fn run(file: &Path) -> ExitCode {
     memory::tune_allocator();
+    limits::raise_open_files();
     let config = match load(file) {
         Ok(c) => c,
         Err(code) => return code,
@@ -308,5 +271,23 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn log_format_is_a_global_flag() {
+        let cli =
+            Cli::try_parse_from(["aegis-host", "check-config", "f.yaml", "--log-format", "json"]).expect("parses");
+        assert_eq!(cli.log_format, LogFormat::Json);
+        assert!(Cli::try_parse_from(["aegis-host", "--log-format", "xml", "man"]).is_err());
     }
 }

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-pub use self::config::{BreakerConfig, BreakerOverride, ENV_FIELDS, ManagerConfig, env_name, parse_duration};
+pub use self::config::{
+    BreakerConfig, BreakerOverride, ENV_FIELDS, ManagerConfig, SharedRetries, env_name, parse_duration,
+};
 use crate::breaker::{Breaker, Counts, Force, Permit, Settings, State, StateChange, StateListener};
 use crate::clock::Clock;
 use crate::error::{CallError, ManagerError, Rejected};

@@ -2,22 +2,31 @@
 //! types the rest of the runtime uses. All conversion and validation happens in [`Config::from_yaml`].
 //!
 //! A file is either a mapping with `services:` (and optional `admin:`, `plugins:`, `notifications:`, `storage:`,
-//! `shutdown:` and `defaults:`) or, as in the seed documents, a bare list of services. `defaults:` holds any
-//! per-service setting; a service's own value wins, field by field. Relative paths are relative to the working
-//! directory.
+//! `shutdown:`, `defaults:` and seed 002's `retries:`) or, as in the seed documents, a bare list of services.
+//! `defaults:` holds any per-service setting; a service's own value wins, field by field. Relative paths are relative
+//! to the working directory.
+//!
+//! Seed 002's settings — the `retries:` block and the `CIRCUIT_BREAKER_*` variables — are parsed by aegis-core's
+//! manager config, never here, so they mean the same in both places: `threshold` is `failureThreshold`, `timeout`
+//! is `resetTimeout` (open → half-open), `recovery_time` is `recoveryTime` (the closed-state period after which
+//! counted failures are forgotten). Breaker settings layer, lowest first: built-in defaults < `retries:` <
+//! `defaults.actions.circuitBreaker` < `CIRCUIT_BREAKER_*` < the service's own `actions.circuitBreaker`.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use aegis_core::manager::{BreakerOverride, SharedRetries};
 use aegis_core::{BackoffSettings, BudgetSettings, Jitter};
 use aegis_plugin::{Capabilities, QuarantinePolicy, SandboxLimits};
 use serde::Deserialize;
 
 mod detection;
+mod summary;
 
 pub use self::detection::{AlertRule, AlertTarget, AlertingConfig, AnomalyConfig, Detector, LogsConfig, Thresholds};
+pub use self::summary::Summary;
 use crate::error::ConfigError;
 use crate::probe::{HttpOptions, TlsOptions};
 
@@ -43,6 +52,9 @@ struct FileWire {
     shutdown: Option<ShutdownWire>,
     #[serde(default)]
     defaults: Option<DefaultsWire>,
+    /// Seed 002's shared breaker settings, under `defaults:` (see the module doc).
+    #[serde(default)]
+    retries: Option<SharedRetries>,
     #[serde(default)]
     plugins: Option<PluginsWire>,
     #[serde(default)]
@@ -278,6 +290,42 @@ fn merge<T>(own: Option<T>, defaults: Option<T>, or: fn(T, T) -> T) -> Option<T>
     }
 }
 
+/// A seed-002 layer (from aegis-core's parser) in this file's terms; `None` when it sets nothing used here.
+fn seed_002_layer(o: &BreakerOverride) -> Option<BreakerWire> {
+    let w = BreakerWire {
+        enabled: o.enabled,
+        failure_threshold: o.failure_threshold,
+        reset_timeout: o.timeout,
+        // "Off" travels as zero, as a file writes it.
+        recovery_time: o.recovery_time.map(|d| d.unwrap_or(Duration::ZERO)),
+        success_threshold: o.success_threshold,
+        slow_call_duration: o.slow_call_duration,
+        window_size: None,
+        trip_policy: None,
+    };
+    let any = w.enabled.is_some()
+        || w.failure_threshold.is_some()
+        || w.reset_timeout.is_some()
+        || w.recovery_time.is_some()
+        || w.success_threshold.is_some()
+        || w.slow_call_duration.is_some();
+    any.then_some(w)
+}
+
+/// The variables aegis-core understands that have no counterpart here: half-open admits one check at a time, and
+/// rate-based trips are a trip-policy plugin's job.
+fn unsupported_env(o: &BreakerOverride) -> Vec<&'static str> {
+    [
+        ("CIRCUIT_BREAKER_MAX_REQUESTS", o.max_requests.is_some()),
+        ("CIRCUIT_BREAKER_FAILURE_RATE_THRESHOLD", o.failure_rate_threshold.is_some()),
+        ("CIRCUIT_BREAKER_SLOW_CALL_RATE_THRESHOLD", o.slow_call_rate_threshold.is_some()),
+        ("CIRCUIT_BREAKER_MINIMUM_CALLS", o.minimum_calls.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(var, set)| set.then_some(var))
+    .collect()
+}
+
 #[derive(Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 struct RestartLimitWire {
@@ -297,6 +345,9 @@ struct BreakerWire {
     failure_threshold: Option<u32>,
     #[serde(default, deserialize_with = "opt_duration")]
     reset_timeout: Option<Duration>,
+    /// `0s` switches a default off.
+    #[serde(default, deserialize_with = "opt_duration")]
+    recovery_time: Option<Duration>,
     #[serde(default)]
     success_threshold: Option<u32>,
     #[serde(default, deserialize_with = "opt_duration")]
@@ -313,6 +364,7 @@ impl BreakerWire {
             enabled: self.enabled.or(d.enabled),
             failure_threshold: self.failure_threshold.or(d.failure_threshold),
             reset_timeout: self.reset_timeout.or(d.reset_timeout),
+            recovery_time: self.recovery_time.or(d.recovery_time),
             success_threshold: self.success_threshold.or(d.success_threshold),
             slow_call_duration: self.slow_call_duration.or(d.slow_call_duration),
             window_size: self.window_size.or(d.window_size),
@@ -475,6 +527,8 @@ pub struct Config {
     pub logs: LogsConfig,
     pub anomaly: AnomalyConfig,
     pub alerting: AlertingConfig,
+    /// `CIRCUIT_BREAKER_*` variables that were set but name a setting aegis-host's breakers do not have.
+    pub ignored_env: Vec<&'static str>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -580,6 +634,9 @@ pub struct BreakerConfig {
     pub enabled: bool,
     pub failure_threshold: u32,
     pub reset_timeout: Duration,
+    /// Closed state: counted failures are forgotten this often (gobreaker `Interval`, seed 002 `recovery_time`);
+    /// `None` keeps them until the next state change.
+    pub recovery_time: Option<Duration>,
     pub success_threshold: u32,
     pub slow_call_duration: Option<Duration>,
     pub window_size: u32,
@@ -600,6 +657,7 @@ impl Default for BreakerConfig {
             enabled: true,
             failure_threshold: 3,
             reset_timeout: Duration::from_secs(30),
+            recovery_time: None,
             success_threshold: 1,
             slow_call_duration: None,
             window_size: 20,
@@ -640,6 +698,7 @@ impl Config {
                 storage: None,
                 shutdown: None,
                 defaults: None,
+                retries: None,
                 plugins: None,
                 notifications: None,
                 retry_budget: None,
@@ -673,6 +732,9 @@ impl Config {
                 )
             })
             .collect();
+        warnings.extend(self.ignored_env.iter().map(|var| {
+            format!("environment: {var} is set, but aegis-host's breakers have no such setting; it is ignored")
+        }));
         warnings.extend(self.logs.warnings.iter().cloned());
         warnings.extend(self.anomaly.warnings.iter().cloned());
         if self.services.is_empty() && !self.logs.enabled {
@@ -709,12 +771,14 @@ impl Validator<'_> {
         let storage_path = wire.storage.map_or_else(|| PathBuf::from("aegis.db"), |s| s.path);
         let stop_children_on_exit = wire.shutdown.is_none_or(|s| s.stop_children);
         let mut defaults = wire.defaults.unwrap_or_default();
-        // Seed 002's environment overrides beat the file's defaults; a service's own settings still win.
-        if let Some(from_env) = self.env_breaker(env)? {
-            let mut actions = defaults.actions.take().unwrap_or_default();
-            actions.circuit_breaker = merge(Some(from_env), actions.circuit_breaker, BreakerWire::or);
-            defaults.actions = Some(actions);
-        }
+        // Seed 002's layers around the file's own defaults (order in the module doc).
+        let shared = wire.retries.map(|r| r.layer()).unwrap_or_default();
+        let from_env = BreakerOverride::from_env(env).map_err(|e| self.env_invalid(e))?;
+        let ignored_env = unsupported_env(&from_env);
+        let mut actions = defaults.actions.take().unwrap_or_default();
+        let file = merge(actions.circuit_breaker, seed_002_layer(&shared), BreakerWire::or);
+        actions.circuit_breaker = merge(seed_002_layer(&from_env), file, BreakerWire::or);
+        defaults.actions = Some(actions);
         let plugins = self.plugins(wire.plugins)?;
         let retry_budget = self.retry_budget(wire.retry_budget)?;
         let max_concurrent_checks = match wire.max_concurrent_checks {
@@ -754,7 +818,19 @@ impl Validator<'_> {
             logs,
             anomaly,
             alerting,
+            ignored_env,
         })
+    }
+
+    /// A `CIRCUIT_BREAKER_*` value rejected by aegis-core's parser. (The `retries:` block's errors come from the
+    /// YAML parser instead, with their line and column.)
+    fn env_invalid(&self, e: aegis_core::ConfigError) -> ConfigError {
+        match e {
+            aegis_core::ConfigError::Invalid { field, value, reason } => {
+                self.invalid(field, format!("invalid value {value:?}: {reason}"))
+            }
+            other => self.invalid("CIRCUIT_BREAKER_*", other.to_string()),
+        }
     }
 
     fn retry_budget(&self, wire: Option<RetryBudgetWire>) -> Result<BudgetSettings, ConfigError> {
@@ -766,40 +842,6 @@ impl Validator<'_> {
         }
         budget.validate().map_err(|e| self.invalid("retryBudget", e.to_string()))?;
         Ok(budget)
-    }
-
-    /// `CIRCUIT_BREAKER_{ENABLED,THRESHOLD,TIMEOUT,SUCCESS_THRESHOLD}` as a defaults layer.
-    fn env_breaker(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<Option<BreakerWire>, ConfigError> {
-        let bad = |key: &str, raw: &str, why: String| self.invalid(key, format!("invalid value {raw:?}: {why}"));
-        let number = |key: &str| -> Result<Option<u32>, ConfigError> {
-            env(key).map(|raw| raw.trim().parse::<u32>().map_err(|e| bad(key, &raw, e.to_string()))).transpose()
-        };
-        let enabled = env("CIRCUIT_BREAKER_ENABLED")
-            .map(|raw| match raw.trim() {
-                "true" | "1" | "yes" => Ok(true),
-                "false" | "0" | "no" => Ok(false),
-                _ => Err(bad("CIRCUIT_BREAKER_ENABLED", &raw, "expected true or false".into())),
-            })
-            .transpose()?;
-        let reset_timeout = env("CIRCUIT_BREAKER_TIMEOUT")
-            .map(|raw| {
-                humantime::parse_duration(raw.trim()).map_err(|e| bad("CIRCUIT_BREAKER_TIMEOUT", &raw, e.to_string()))
-            })
-            .transpose()?;
-        let layer = BreakerWire {
-            enabled,
-            failure_threshold: number("CIRCUIT_BREAKER_THRESHOLD")?,
-            reset_timeout,
-            success_threshold: number("CIRCUIT_BREAKER_SUCCESS_THRESHOLD")?,
-            slow_call_duration: None,
-            window_size: None,
-            trip_policy: None,
-        };
-        let any = layer.enabled.is_some()
-            || layer.failure_threshold.is_some()
-            || layer.reset_timeout.is_some()
-            || layer.success_threshold.is_some();
-        Ok(any.then_some(layer))
     }
 
     fn plugins(&self, wire: Option<PluginsWire>) -> Result<PluginsConfig, ConfigError> {
@@ -1084,6 +1126,7 @@ impl Validator<'_> {
         if let Some(d) = w.reset_timeout {
             b.reset_timeout = d;
         }
+        b.recovery_time = w.recovery_time.filter(|d| !d.is_zero());
         if let Some(n) = w.success_threshold {
             if n == 0 {
                 return Err(self.invalid(at("actions.circuitBreaker.successThreshold"), "must be at least 1"));
@@ -1413,5 +1456,100 @@ services:
         let bad = |key: &str| if key == "CIRCUIT_BREAKER_TIMEOUT" { Some("soon".to_owned()) } else { None };
         let err = Config::from_yaml_with_env(Path::new("t.yaml"), text, &bad).expect_err("bad env").to_string();
         assert!(err.contains("CIRCUIT_BREAKER_TIMEOUT") && err.contains("\"soon\""), "{err}");
+    }
+
+    /// Seed 002's block under `defaults:`, the environment over both, a service's own settings over everything.
+    const SEED_002: &str = "retries:\n  circuit_breaker_threshold: 5\n  circuit_breaker_timeout: 60s\n  \
+        circuit_breaker_recovery_time: 300s\ndefaults:\n  actions:\n    circuitBreaker: {successThreshold: 2}\n\
+        services:\n  - {name: a, type: tcp, endpoint: '127.0.0.1:1', actions: {onFailure: ignore}}\n  \
+        - {name: b, type: tcp, endpoint: '127.0.0.1:2', actions: {onFailure: ignore, circuitBreaker: \
+        {failureThreshold: 2, resetTimeout: 5s, recoveryTime: 0s}}}\n";
+
+    #[test]
+    fn seed_002_retries_block_maps_onto_the_breaker_under_defaults() {
+        let c = parse(SEED_002).expect("parses");
+        let a = &c.service("a").expect("a").breaker;
+        assert_eq!(
+            (a.failure_threshold, a.reset_timeout, a.recovery_time, a.success_threshold),
+            (5, Duration::from_secs(60), Some(Duration::from_secs(300)), 2)
+        );
+        let b = &c.service("b").expect("b").breaker;
+        assert_eq!(
+            (b.failure_threshold, b.reset_timeout, b.recovery_time),
+            (2, Duration::from_secs(5), None),
+            "the service's own settings win; 0s switches the recovery time off"
+        );
+        let text = "retries:\n  circuit_breaker_timeout: 60s\ndefaults:\n  actions:\n    circuitBreaker: {resetTimeout: 9s}\n\
+                    services:\n  - {name: a, type: tcp, endpoint: '127.0.0.1:1', actions: {onFailure: ignore}}\n";
+        let a = &parse(text).expect("parses").services[0].breaker;
+        assert_eq!(a.reset_timeout, Duration::from_secs(9), "`defaults:` beats `retries:`");
+        assert_eq!(a.recovery_time, None, "no recovery time unless one is configured");
+    }
+
+    #[test]
+    fn circuit_breaker_recovery_time_from_the_environment() {
+        let env = |key: &str| match key {
+            "CIRCUIT_BREAKER_RECOVERY_TIME" => Some("10m".to_owned()),
+            "CIRCUIT_BREAKER_TIMEOUT" => Some("2m".to_owned()),
+            _ => None,
+        };
+        let c = Config::from_yaml_with_env(Path::new("t.yaml"), SEED_002, &env).expect("parses");
+        let a = &c.service("a").expect("a").breaker;
+        assert_eq!(
+            (a.reset_timeout, a.recovery_time),
+            (Duration::from_secs(120), Some(Duration::from_secs(600))),
+            "the environment beats the file's `retries:`"
+        );
+        let b = &c.service("b").expect("b").breaker;
+        assert_eq!((b.reset_timeout, b.recovery_time), (Duration::from_secs(5), None), "but not a service's own");
+        let off = |key: &str| (key == "CIRCUIT_BREAKER_RECOVERY_TIME").then(|| "0".to_owned());
+        let c = Config::from_yaml_with_env(Path::new("t.yaml"), SEED_002, &off).expect("parses");
+        assert_eq!(c.service("a").expect("a").breaker.recovery_time, None, "0 switches it off");
+        assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+    }
+
+    #[test]
+    fn seed_002_errors_are_located() {
+        let cases = [
+            (
+                "retries:\n  circuit_breaker_threshold: 0\n",
+                "test.yaml:2:30: retries.circuit_breaker_threshold: ",
+                "at least 1",
+            ),
+            (
+                "retries:\n  circuit_breaker_timeout: soon\n",
+                "test.yaml:2:28: retries.circuit_breaker_timeout: ",
+                "\"soon\"",
+            ),
+            (
+                "retries:\n  circuit_breaker_recovery_time: -1\n",
+                "test.yaml:2:34: retries.circuit_breaker_recovery_time: ",
+                "negative",
+            ),
+            (
+                "retries:\n  circuit_breaker_threshhold: 5\n",
+                "test.yaml:2:3: retries: ",
+                "unknown field `circuit_breaker_threshhold`",
+            ),
+            ("retries: 3\n", "test.yaml:1:10: retries: ", "expected seed 002's block of circuit_breaker_threshold"),
+        ];
+        for (text, location, why) in cases {
+            let err = parse(text).expect_err(text).to_string();
+            assert!(err.starts_with(location) && err.contains(why), "{text}: {err}");
+        }
+        let env = |key: &str| (key == "CIRCUIT_BREAKER_RECOVERY_TIME").then(|| "later".to_owned());
+        let err = Config::from_yaml_with_env(Path::new("t.yaml"), MINIMAL, &env).expect_err("bad env").to_string();
+        assert!(err.starts_with("t.yaml: CIRCUIT_BREAKER_RECOVERY_TIME: invalid value \"later\""), "{err}");
+        let env = |key: &str| (key == "CIRCUIT_BREAKER_THRESHOLD").then(|| "0".to_owned());
+        let err = Config::from_yaml_with_env(Path::new("t.yaml"), MINIMAL, &env).expect_err("zero").to_string();
+        assert!(err.contains("CIRCUIT_BREAKER_THRESHOLD") && err.contains("at least 1"), "{err}");
+    }
+
+    #[test]
+    fn core_only_variables_are_warned_about() {
+        let env = |key: &str| (key == "CIRCUIT_BREAKER_MAX_REQUESTS").then(|| "3".to_owned());
+        let c = Config::from_yaml_with_env(Path::new("t.yaml"), SEED_002, &env).expect("parses");
+        assert_eq!(c.ignored_env, ["CIRCUIT_BREAKER_MAX_REQUESTS"]);
+        assert!(c.warnings().iter().any(|w| w.contains("CIRCUIT_BREAKER_MAX_REQUESTS")), "{:?}", c.warnings());
     }
 }

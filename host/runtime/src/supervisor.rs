@@ -756,6 +756,7 @@ fn build_service(
     let settings = Settings::new(s.name.clone())
         .failure_threshold(b.failure_threshold)
         .reset_timeout(b.reset_timeout)
+        .interval(b.recovery_time)
         .success_threshold(b.success_threshold)
         .max_requests(1)
         .slow_call_duration(b.slow_call_duration)

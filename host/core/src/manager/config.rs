@@ -1,6 +1,7 @@
 //! Manager configuration (seed 002): YAML wire structs, environment overrides and their conversion into validated
 //! domain types, all in one place (STYLE §4). Owns parsing and precedence; performs no I/O — the YAML arrives as text
-//! and the environment as a lookup closure.
+//! and the environment as a lookup closure. It is also the one parser of seed 002's settings for other config formats:
+//! aegis-host's files embed [`SharedRetries`] and read the environment through [`BreakerOverride::from_env`].
 //!
 //! Precedence, lowest to highest: built-in defaults < `defaults:` (and seed-002 `retries:`) in YAML <
 //! `CIRCUIT_BREAKER_<FIELD>` < `services.<name>:` in YAML < `CIRCUIT_BREAKER_<SERVICE>_<FIELD>`.
@@ -9,6 +10,9 @@
 //! seed-000 `resetTimeout`); `recovery_time` ("time before attempting recovery") is read as the closed-state
 //! `interval` after which old failures are forgiven. That is the one interpretation under which both settings have
 //! distinct effects.
+//!
+//! Values are checked while the YAML is read wherever one value alone decides (a duration's text, a threshold of
+//! 0), so the YAML parser's error carries the offending scalar's line and column; checks across fields run after.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -137,6 +141,13 @@ impl BreakerOverride {
         }
     }
 
+    /// The global `CIRCUIT_BREAKER_<FIELD>` variables (see [`ENV_FIELDS`]) through `lookup` (pass
+    /// `|k| std::env::var(k).ok()` in a binary; tests pass a map). Each value is checked on its own, so an error names
+    /// the variable.
+    pub fn from_env(lookup: impl Fn(&str) -> Option<String>) -> Result<BreakerOverride, ConfigError> {
+        env_layer("CIRCUIT_BREAKER_", &lookup)
+    }
+
     /// `self` with `top`'s fields laid over it.
     pub fn merge(&self, top: &BreakerOverride) -> BreakerOverride {
         BreakerOverride {
@@ -191,13 +202,12 @@ impl ManagerConfig {
     /// `retries.circuit_breaker_*`).
     pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
         let wire: ConfigWire = serde_yaml::from_str(text).map_err(|e| ConfigError::Yaml(e.to_string()))?;
-        let mut layer = wire.retries.map(|r| r.into_override()).transpose()?.unwrap_or_default();
-        layer = layer.merge(&wire.defaults.into_override("defaults")?);
+        let layer = wire.retries.map(|r| r.layer()).unwrap_or_default().merge(&wire.defaults.into_override());
         let defaults = layer.apply(&BreakerConfig::default());
         validate(&defaults, "defaults")?;
         let mut services = BTreeMap::new();
         for (name, w) in wire.services {
-            let o = w.into_override(&format!("services.{name}"))?;
+            let o = w.into_override();
             validate(&o.apply(&defaults), &format!("services.{name}"))?;
             services.insert(name, o);
         }
@@ -208,7 +218,7 @@ impl ManagerConfig {
     /// pass a map). Global variables change `defaults`; `CIRCUIT_BREAKER_<SERVICE>_*` (service name upper-cased,
     /// non-alphanumerics as `_`) change the named services listed in the YAML.
     pub fn with_env(mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let global = env_layer("CIRCUIT_BREAKER_", &lookup)?;
+        let global = BreakerOverride::from_env(&lookup)?;
         self.defaults = global.apply(&self.defaults);
         validate(&self.defaults, "CIRCUIT_BREAKER_*")?;
         for (name, o) in &mut self.services {
@@ -269,14 +279,14 @@ fn env_layer(prefix: &str, lookup: &impl Fn(&str) -> Option<String>) -> Result<B
         let v = raw.trim();
         match field {
             "ENABLED" => o.enabled = Some(parse_bool(&key, v)?),
-            "THRESHOLD" => o.failure_threshold = Some(parse_num(&key, v)?),
+            "THRESHOLD" => o.failure_threshold = Some(parse_count(&key, v)?),
             "TIMEOUT" => o.timeout = Some(parse_duration(v).map_err(|r| ConfigError::invalid(&key, v, r))?),
             "RECOVERY_TIME" => {
                 let d = parse_duration(v).map_err(|r| ConfigError::invalid(&key, v, r))?;
                 o.recovery_time = Some((!d.is_zero()).then_some(d));
             }
-            "SUCCESS_THRESHOLD" => o.success_threshold = Some(parse_num(&key, v)?),
-            "MAX_REQUESTS" => o.max_requests = Some(parse_num(&key, v)?),
+            "SUCCESS_THRESHOLD" => o.success_threshold = Some(parse_count(&key, v)?),
+            "MAX_REQUESTS" => o.max_requests = Some(parse_count(&key, v)?),
             "SLOW_CALL_DURATION" => {
                 o.slow_call_duration = Some(parse_duration(v).map_err(|r| ConfigError::invalid(&key, v, r))?);
             }
@@ -293,9 +303,20 @@ fn parse_num(key: &str, v: &str) -> Result<u32, ConfigError> {
     v.parse().map_err(|_| ConfigError::invalid(key, v, "expected a non-negative integer"))
 }
 
+/// A count that must be at least 1 (thresholds, permits).
+fn parse_count(key: &str, v: &str) -> Result<u32, ConfigError> {
+    match parse_num(key, v)? {
+        0 => Err(ConfigError::invalid(key, v, "must be at least 1")),
+        n => Ok(n),
+    }
+}
+
 fn parse_percent(key: &str, v: &str) -> Result<f64, ConfigError> {
     let p: f64 =
         v.trim_end_matches('%').trim().parse().map_err(|_| ConfigError::invalid(key, v, "expected a percentage"))?;
+    if !(p.is_finite() && p > 0.0 && p <= 100.0) {
+        return Err(ConfigError::invalid(key, v, "must be a percentage in (0, 100]"));
+    }
     Ok(p / 100.0)
 }
 
@@ -343,21 +364,129 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
-/// A duration in YAML: text with units, or a bare number of seconds.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum DurationWire {
-    Secs(f64),
-    Text(String),
+/// A duration in YAML: text with units, or a bare number of seconds. Parsed while it is read, so a bad one is an
+/// error of the YAML parser, located at the scalar.
+struct DurationWire(Duration);
+
+impl<'de> Deserialize<'de> for DurationWire {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = DurationWire;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a duration like `60s`, `500ms` or `1h30m`, or a number of seconds")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<DurationWire, E> {
+                parse_duration(v).map(DurationWire).map_err(|r| E::custom(format!("invalid duration {v:?}: {r}")))
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<DurationWire, E> {
+                Ok(DurationWire(Duration::from_secs(v)))
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<DurationWire, E> {
+                u64::try_from(v)
+                    .map(|v| DurationWire(Duration::from_secs(v)))
+                    .map_err(|_| E::custom(format!("invalid duration {v}: must not be negative")))
+            }
+
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<DurationWire, E> {
+                Duration::try_from_secs_f64(v)
+                    .map(DurationWire)
+                    .map_err(|e| E::custom(format!("invalid duration {v}: {e}")))
+            }
+        }
+
+        d.deserialize_any(Visitor)
+    }
 }
 
-impl DurationWire {
-    fn parse(self, field: &str) -> Result<Duration, ConfigError> {
-        match self {
-            DurationWire::Secs(s) => Duration::try_from_secs_f64(s).map_err(|e| ConfigError::invalid(field, s, e)),
-            DurationWire::Text(t) => parse_duration(&t).map_err(|r| ConfigError::invalid(field, &t, r)),
+/// A threshold or count that must be at least 1. A visitor, not a check after reading, so the error is raised at
+/// the scalar and the YAML parser locates it there.
+fn at_least_one<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    use serde::de::{Error, Unexpected};
+
+    struct Visitor;
+
+    impl serde::de::Visitor<'_> for Visitor {
+        type Value = Option<u32>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a whole number of at least 1")
+        }
+
+        fn visit_u64<E: Error>(self, v: u64) -> Result<Option<u32>, E> {
+            match u32::try_from(v) {
+                Ok(n) if n > 0 => Ok(Some(n)),
+                _ => Err(E::invalid_value(Unexpected::Unsigned(v), &self)),
+            }
+        }
+
+        fn visit_i64<E: Error>(self, v: i64) -> Result<Option<u32>, E> {
+            match u64::try_from(v) {
+                Ok(v) => self.visit_u64(v),
+                Err(_) => Err(E::invalid_value(Unexpected::Signed(v), &self)),
+            }
+        }
+
+        fn visit_unit<E: Error>(self) -> Result<Option<u32>, E> {
+            Ok(None)
         }
     }
+
+    d.deserialize_any(Visitor)
+}
+
+/// Seed 002's "Shared Configuration" block, as written there:
+///
+/// ```yaml
+/// retries:
+///   circuit_breaker_threshold: 5      # consecutive failures that open the breaker
+///   circuit_breaker_timeout: 60s      # open → half-open
+///   circuit_breaker_recovery_time: 300s # closed state: counts are cleared this often (0 = never)
+/// ```
+///
+/// The one parser of the block: [`ManagerConfig::from_yaml`] reads it, and so does any config format that embeds it
+/// as a field of its own wire structs (aegis-host's files). Each value is checked while it is read, so errors carry
+/// the YAML location; [`SharedRetries::layer`] gives the settings as a layer to merge under the format's own
+/// defaults.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SharedRetries(BreakerOverride);
+
+impl SharedRetries {
+    /// The block's settings: `failure_threshold`, `timeout` and `recovery_time`, each only if written.
+    pub fn layer(&self) -> BreakerOverride {
+        self.0.clone()
+    }
+}
+
+impl<'de> Deserialize<'de> for SharedRetries {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let w = RetriesWire::deserialize(d)?;
+        Ok(SharedRetries(BreakerOverride {
+            failure_threshold: w.circuit_breaker_threshold,
+            timeout: w.circuit_breaker_timeout.map(|d| d.0),
+            recovery_time: w.circuit_breaker_recovery_time.map(|d| (!d.0.is_zero()).then_some(d.0)),
+            ..BreakerOverride::default()
+        }))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "seed 002's block of circuit_breaker_threshold, circuit_breaker_timeout and circuit_breaker_recovery_time"
+)]
+struct RetriesWire {
+    #[serde(default, deserialize_with = "at_least_one")]
+    circuit_breaker_threshold: Option<u32>,
+    #[serde(default)]
+    circuit_breaker_timeout: Option<DurationWire>,
+    #[serde(default)]
+    circuit_breaker_recovery_time: Option<DurationWire>,
 }
 
 #[derive(Deserialize)]
@@ -369,29 +498,7 @@ struct ConfigWire {
     services: BTreeMap<String, BreakerWire>,
     history: Option<usize>,
     /// seed-002 shared-config block.
-    retries: Option<RetriesWire>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RetriesWire {
-    circuit_breaker_threshold: Option<u32>,
-    circuit_breaker_timeout: Option<DurationWire>,
-    circuit_breaker_recovery_time: Option<DurationWire>,
-}
-
-impl RetriesWire {
-    fn into_override(self) -> Result<BreakerOverride, ConfigError> {
-        Ok(BreakerOverride {
-            failure_threshold: self.circuit_breaker_threshold,
-            timeout: self.circuit_breaker_timeout.map(|d| d.parse("retries.circuit_breaker_timeout")).transpose()?,
-            recovery_time: self
-                .circuit_breaker_recovery_time
-                .map(|d| d.parse("retries.circuit_breaker_recovery_time").map(|d| (!d.is_zero()).then_some(d)))
-                .transpose()?,
-            ..BreakerOverride::default()
-        })
-    }
+    retries: Option<SharedRetries>,
 }
 
 #[derive(Deserialize)]
@@ -430,29 +537,24 @@ struct BreakerWire {
 }
 
 impl BreakerWire {
-    fn into_override(self, at: &str) -> Result<BreakerOverride, ConfigError> {
-        let dur = |d: Option<DurationWire>, f: &str| d.map(|d| d.parse(&format!("{at}.{f}"))).transpose();
-        let window = match self.window {
-            None => None,
-            Some(WindowWire::Count { size }) => Some(WindowKind::Count(size)),
-            Some(WindowWire::Time { size, buckets }) => Some(WindowKind::Time {
-                size: size.parse(&format!("{at}.window.size"))?,
-                buckets: buckets.unwrap_or(10),
-            }),
-        };
-        Ok(BreakerOverride {
+    fn into_override(self) -> BreakerOverride {
+        let window = self.window.map(|w| match w {
+            WindowWire::Count { size } => WindowKind::Count(size),
+            WindowWire::Time { size, buckets } => WindowKind::Time { size: size.0, buckets: buckets.unwrap_or(10) },
+        });
+        BreakerOverride {
             enabled: self.enabled,
             failure_threshold: self.failure_threshold,
-            timeout: dur(self.timeout, "timeout")?,
-            recovery_time: dur(self.recovery_time, "recovery_time")?.map(|d| (!d.is_zero()).then_some(d)),
+            timeout: self.timeout.map(|d| d.0),
+            recovery_time: self.recovery_time.map(|d| (!d.0.is_zero()).then_some(d.0)),
             success_threshold: self.success_threshold,
             max_requests: self.max_requests,
-            slow_call_duration: dur(self.slow_call_duration, "slow_call_duration")?,
+            slow_call_duration: self.slow_call_duration.map(|d| d.0),
             failure_rate_threshold: self.failure_rate_threshold.map(|p| p / 100.0),
             slow_call_rate_threshold: self.slow_call_rate_threshold.map(|p| p / 100.0),
             minimum_calls: self.minimum_calls,
             window,
-        })
+        }
     }
 }
 
@@ -539,6 +641,55 @@ services:
         let e = ManagerConfig::from_yaml("defaults:\n  failure_threshold: 0\n").unwrap_err();
         assert!(e.to_string().contains("defaults.failure_threshold"), "{e}");
         assert!(ManagerConfig::from_yaml("").is_err() || ManagerConfig::from_yaml("{}").is_ok());
+    }
+
+    #[test]
+    fn seed_002_block_errors_are_located_at_the_value() {
+        let cases = [
+            ("retries:\n  circuit_breaker_threshold: 0\n", "retries.circuit_breaker_threshold", "line 2 column 30"),
+            ("retries:\n  circuit_breaker_timeout: soon\n", "retries.circuit_breaker_timeout", "line 2 column 28"),
+            ("retries:\n  circuit_breaker_recovery_time: -5\n", "circuit_breaker_recovery_time", "line 2 column 34"),
+            ("retries:\n  circuit_breaker_retries: 3\n", "circuit_breaker_retries", "line 2 column 3"),
+        ];
+        for (yaml, field, at) in cases {
+            let e = ManagerConfig::from_yaml(yaml).unwrap_err().to_string();
+            assert!(e.contains(field) && e.contains(at), "{yaml}: {e}");
+        }
+        let e = ManagerConfig::from_yaml("defaults:\n  window: {type: time, size: 3 fortnights}\n").unwrap_err();
+        // Inside the tagged `window:` the parser has buffered the mapping: the error is located at `defaults:`.
+        assert!(e.to_string().contains("defaults: invalid duration \"3 fortnights\""), "{e}");
+    }
+
+    #[test]
+    fn seed_002_block_embeds_in_other_formats() {
+        #[derive(Deserialize)]
+        struct Host {
+            retries: SharedRetries,
+        }
+        let h: Host = serde_yaml::from_str(
+            "retries:\n  circuit_breaker_threshold: 5\n  circuit_breaker_timeout: 60s\n  circuit_breaker_recovery_time: 0\n",
+        )
+        .unwrap();
+        let o = h.retries.layer();
+        assert_eq!((o.failure_threshold, o.timeout), (Some(5), Some(Duration::from_secs(60))));
+        assert_eq!(o.recovery_time, Some(None), "0 switches the count reset off");
+        assert_eq!(o.success_threshold, None, "only the block's three settings");
+    }
+
+    #[test]
+    fn env_values_are_checked_one_by_one() {
+        let cases = [
+            ("CIRCUIT_BREAKER_THRESHOLD", "0", "must be at least 1"),
+            ("CIRCUIT_BREAKER_SUCCESS_THRESHOLD", "0", "must be at least 1"),
+            ("CIRCUIT_BREAKER_FAILURE_RATE_THRESHOLD", "150%", "(0, 100]"),
+            ("CIRCUIT_BREAKER_RECOVERY_TIME", "5 parsecs", "unknown unit"),
+        ];
+        for (key, value, why) in cases {
+            let e = BreakerOverride::from_env(|k| (k == key).then(|| value.to_owned())).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains(value) && e.contains(why), "{e}");
+        }
+        let o = BreakerOverride::from_env(|k| (k == "CIRCUIT_BREAKER_RECOVERY_TIME").then(|| "5m".to_owned())).unwrap();
+        assert_eq!(o, BreakerOverride { recovery_time: Some(Some(Duration::from_secs(300))), ..Default::default() });
     }
 
     #[test]

@@ -183,6 +183,27 @@ pub enum Detector {
     ZScore,
 }
 
+impl Detector {
+    /// Every detector.
+    pub const ALL: [Detector; 4] = [Detector::None, Detector::RobustZ, Detector::Ewma, Detector::ZScore];
+
+    /// The name the config uses (`anomaly_detection.detector`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Detector::None => "none",
+            Detector::RobustZ => "robust_z",
+            Detector::Ewma => "ewma",
+            Detector::ZScore => "zscore",
+        }
+    }
+}
+
+impl std::fmt::Display for Detector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Static thresholds of one service (seed 004 `anomaly_detection.thresholds`).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Thresholds {
@@ -392,16 +413,13 @@ impl Validator<'_> {
             c.history = n;
         }
         c.detector = match w.detector.as_deref().map(str::trim) {
-            None | Some("robust_z") => Detector::RobustZ,
-            Some("ewma") => Detector::Ewma,
-            Some("zscore") => Detector::ZScore,
-            Some("none") => Detector::None,
-            Some(other) => {
-                return Err(self.invalid(
+            None => Detector::default(),
+            Some(name) => Detector::ALL.into_iter().find(|d| d.as_str() == name).ok_or_else(|| {
+                self.invalid(
                     "anomaly_detection.detector",
-                    format!("unknown detector `{other}` (expected robust_z, ewma, zscore or none)"),
-                ));
-            }
+                    format!("unknown detector `{name}` (expected robust_z, ewma, zscore or none)"),
+                )
+            })?,
         };
         let kinds: [(&str, Vec<ThresholdWire>); 3] = [
             ("latency", w.thresholds.latency),
