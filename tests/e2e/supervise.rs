@@ -548,3 +548,64 @@ services:
     assert!(host.log_text().contains("added=[\"window-trip\"]"), "{}", host.log_text());
     assert!(host.terminate(Duration::from_secs(10)).is_some_and(|s| s.success()));
 }
+
+/// Whether a live (not zombie) process has `marker` in its command line.
+fn alive_with(marker: &str) -> bool {
+    std::fs::read_dir("/proc").into_iter().flatten().flatten().any(|entry| {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let zombie = stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z'));
+        !zombie && String::from_utf8_lossy(&cmdline).contains(marker)
+    })
+}
+
+/// SIGTERM to aegis-host while it restarts a process that ignores SIGTERM (the restart waits out its 5 s grace):
+/// shutdown cancels the restart, and no process of the service outlives aegis-host — not the old one, and no new one
+/// started by the restart after shutdown began.
+#[test]
+fn shutdown_during_a_restart_leaves_no_child_behind() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let admin = format!("127.0.0.1:{}", free_port());
+    // A number no other process has on its command line: the test's own pid, offset.
+    let marker = format!("{}", 2_000_000 + std::process::id());
+    let config = write_config(
+        tmp.path(),
+        &format!(
+            r#"
+admin: {{address: "{admin}"}}
+storage: {{path: "{db}"}}
+services:
+  - name: svc
+    type: tcp
+    endpoint: 127.0.0.1:{closed}
+    interval: 100ms
+    timeout: 200ms
+    process:
+      command: ["sh", "-c", "trap '' TERM; exec sleep {marker}"]
+    actions:
+      onFailure: restart
+      circuitBreaker: {{failureThreshold: 1, resetTimeout: 30s}}
+      backoff: {{initialInterval: 10ms, maxInterval: 10ms, jitter: none}}
+"#,
+            db = tmp.path().join("aegis.db").display(),
+            closed = free_port(),
+        ),
+    );
+    let mut host = start_aegis_host(&config, &tmp.path().join("aegis.log"));
+    assert!(
+        wait_until(Duration::from_secs(20), || host.log_text().contains("restarting in")),
+        "the check fails and a restart begins; log:\n{}",
+        host.log_text()
+    );
+    assert!(alive_with(&marker), "the supervised process runs");
+    // The restart has sent SIGTERM and waits out its grace: stop aegis-host now.
+    std::thread::sleep(Duration::from_millis(500));
+    let status = host.terminate(Duration::from_secs(20)).expect("aegis-host stops on SIGTERM");
+    let gone = wait_until(Duration::from_secs(5), || !alive_with(&marker));
+    if !gone {
+        let _ = std::process::Command::new("pkill").args(["-KILL", "-f", &format!("sleep {marker}")]).status();
+    }
+    assert!(status.success(), "clean exit: {status}");
+    assert!(gone, "no `sleep {marker}` outlived aegis-host; log:\n{}", host.log_text());
+    assert!(!host.log_text().contains("restarted: process respawned"), "{}", host.log_text());
+}
