@@ -24,7 +24,10 @@ use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use tokio::sync::{Notify, watch};
 
+use aegis_core::alerting::label_set;
+
 use crate::config::{AlertRule, AlertTarget, AlertingConfig};
+use crate::metrics::Metrics;
 use crate::store::{OutboxEntry, Store};
 use crate::unix_ms;
 
@@ -45,6 +48,11 @@ pub enum Source {
     BreakerOpen,
     GaveUp,
     Anomaly,
+}
+
+/// The labels of a service's level alerts (breaker open, restart limit reached).
+pub fn service_label(service: &str) -> LabelSet {
+    label_set([("service", service)])
 }
 
 fn spec(name: &str, rule: &AlertRule, source: SourceKind, repeat: Duration) -> AlertSpec {
@@ -118,7 +126,7 @@ impl Alerting {
                 Arc::clone(&built_in),
             ) {
                 Ok(f) => {
-                    crate::supervisor::log_binding(plugins, "alert formatter", &config.receiver, name, f.is_loaded());
+                    crate::binding::log_binding(plugins, "alert formatter", &config.receiver, name, f.is_loaded());
                     (Arc::new(f) as Arc<dyn AlertFormatter>, name.clone())
                 }
                 Err(e) => {
@@ -197,7 +205,7 @@ impl Alerting {
 
     /// Advances the book, queues its notifications in the outbox and saves the book. Formatting may call a plugin:
     /// run this on a blocking thread. Returns how many notifications were queued.
-    pub fn evaluate(&self, store: &Store, metrics: &crate::metrics::Metrics) -> usize {
+    pub fn evaluate(&self, store: &Store, metrics: &Metrics) -> usize {
         let now = unix_ms();
         let (notices, snapshot, counts) = {
             let mut book = self.book();
@@ -281,8 +289,18 @@ impl Alerting {
     }
 }
 
+/// What the alert tasks work with: the book, the store holding it and the outbox, the metrics and the HTTP client.
+/// The tasks take this rather than the runtime's whole shared state, so alerting depends on no part that uses it.
+#[derive(Debug)]
+pub struct AlertContext {
+    pub alerts: Arc<Alerting>,
+    pub store: Arc<Store>,
+    pub metrics: Metrics,
+    pub client: reqwest::Client,
+}
+
 /// Evaluates the alert book every `evaluation_interval`, and at once when a source changed something.
-pub async fn run_evaluation(shared: Arc<crate::supervisor::Shared>, mut stop: watch::Receiver<bool>) {
+pub async fn run_evaluation(shared: Arc<AlertContext>, mut stop: watch::Receiver<bool>) {
     let interval = shared.alerts.config.evaluation_interval;
     // A burst of source changes (a log flood) is evaluated at most this often.
     let gap = interval.min(MIN_EVALUATION_GAP);
@@ -305,7 +323,7 @@ pub async fn run_evaluation(shared: Arc<crate::supervisor::Shared>, mut stop: wa
 /// notifications one after the other, oldest first: a receiver that hangs holds up only what is addressed to it, for
 /// at most [`SEND_TIMEOUT`] a notification, and an alert's notifications reach each receiver in order (the store
 /// hands out only the oldest waiting one of each alert).
-pub async fn run_delivery(shared: Arc<crate::supervisor::Shared>, mut stop: watch::Receiver<bool>) {
+pub async fn run_delivery(shared: Arc<AlertContext>, mut stop: watch::Receiver<bool>) {
     let mut lanes = tokio::task::JoinSet::new();
     // The target of each running lane.
     let mut busy: HashMap<tokio::task::Id, String> = HashMap::new();
@@ -358,7 +376,7 @@ pub async fn run_delivery(shared: Arc<crate::supervisor::Shared>, mut stop: watc
     lanes.shutdown().await;
 }
 
-async fn deliver(shared: &crate::supervisor::Shared, entry: &OutboxEntry) {
+async fn deliver(shared: &AlertContext, entry: &OutboxEntry) {
     let target = if entry.target.ends_with("/api/v2/alerts") { "alertmanager" } else { "webhook" };
     let mut request = shared
         .client

@@ -145,7 +145,7 @@ impl AnomalyDetector {
             let fallback: Arc<dyn AnomalyScorer> = Arc::new(BuiltIns(by_metric.clone()));
             match plugins.anomaly_scorer(&p.plugin, service.clone(), p.config.clone(), fallback) {
                 Ok(scorer) => {
-                    crate::supervisor::log_binding(
+                    crate::binding::log_binding(
                         plugins,
                         "anomaly scorer",
                         &service.name,
@@ -213,11 +213,17 @@ impl AnomalyDetector {
 /// Cumulative log lines read for a service, if it has log files (for `throughput`).
 pub type LineSource = Arc<dyn Fn(&str) -> Option<u64> + Send + Sync>;
 
+/// Each service's name and its checks since the last call, which starts the next window (the supervisor reads them
+/// from the services it runs).
+pub type WindowSource = Arc<dyn Fn() -> Vec<(String, CheckWindow)> + Send + Sync>;
+
 /// Every `interval`: collects each service's checks (and log lines) of the past interval, judges them on a blocking
 /// thread (plugins may be called) and turns the verdicts into `aegis_anomaly_score` and anomaly alerts.
 pub async fn run(
-    shared: Arc<crate::supervisor::Shared>,
-    services: crate::supervisor::ServiceMap,
+    detector: Arc<std::sync::Mutex<AnomalyDetector>>,
+    alerts: Arc<crate::alerts::Alerting>,
+    metrics: crate::metrics::Metrics,
+    windows: WindowSource,
     lines: LineSource,
     interval: std::time::Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -233,22 +239,20 @@ pub async fn run(
             _ = ticker.tick() => {}
             _ = stop.changed() => break,
         }
-        let handles: Vec<_> = services.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
-        let observations: Vec<Observation> = handles
-            .iter()
-            .map(|h| {
-                let name = h.config.name.clone();
+        let observations: Vec<Observation> = windows()
+            .into_iter()
+            .map(|(name, checks)| {
                 let throughput = lines(&name).map(|now| {
                     let before = previous_lines.insert(name.clone(), now).unwrap_or(now);
                     now.saturating_sub(before) as f64 / interval.as_secs_f64()
                 });
-                Observation { service: name, checks: h.take_window(), throughput }
+                Observation { service: name, checks, throughput }
             })
             .collect();
         let at_ms = crate::unix_ms();
-        let s = Arc::clone(&shared);
+        let d = Arc::clone(&detector);
         let verdicts = tokio::task::spawn_blocking(move || {
-            s.anomaly.lock().unwrap_or_else(|p| p.into_inner()).evaluate(at_ms, &observations)
+            d.lock().unwrap_or_else(|p| p.into_inner()).evaluate(at_ms, &observations)
         })
         .await
         .unwrap_or_else(|e| {
@@ -256,7 +260,7 @@ pub async fn run(
             Vec::new()
         });
         for v in verdicts {
-            shared.metrics.anomaly_score.with_label_values(&[v.service.as_str(), v.metric]).set(v.score);
+            metrics.anomaly_score.with_label_values(&[v.service.as_str(), v.metric]).set(v.score);
             let labels = label_set([("service", v.service.as_str()), ("metric", v.metric)]);
             match &v.anomaly {
                 Some(a) => {
@@ -267,9 +271,9 @@ pub async fn run(
                         ("value", format!("{:.4}", v.value)),
                         ("score", format!("{:.2}", a.score)),
                     ]);
-                    shared.alerts.raise(Source::Anomaly, labels, annotations);
+                    alerts.raise(Source::Anomaly, labels, annotations);
                 }
-                None => shared.alerts.clear(Source::Anomaly, &labels),
+                None => alerts.clear(Source::Anomaly, &labels),
             }
         }
     }

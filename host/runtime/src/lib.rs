@@ -5,6 +5,7 @@ pub mod action;
 pub mod admin;
 pub mod alerts;
 pub mod anomaly;
+mod binding;
 pub mod config;
 pub mod error;
 pub mod lanes;
@@ -13,6 +14,7 @@ pub mod metrics;
 mod off_worker;
 pub mod probe;
 pub mod process;
+pub mod state;
 pub mod store;
 pub mod supervisor;
 

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use aegis_core::policy::{Failure, FixedAction, RecoveryAction, RecoveryStrategy, Severity};
 use aegis_core::{
-    Backoff, Breaker, CallError, ConsecutiveFailures, Force, Manager, ManagerConfig, Settings, State, StateChange,
+    Backoff, CallError, ConsecutiveFailures, Force, Manager, ManagerConfig, Settings, State, StateChange,
     TripPredicate, WindowKind,
 };
 use aegis_plugin::{PluginEvent, PluginHost, ServiceInfo};
@@ -26,19 +26,21 @@ use rand::rngs::SmallRng;
 use tokio::sync::{mpsc, watch};
 use tokio::time::MissedTickBehavior;
 
-use aegis_core::alerting::{LabelSet, label_set};
+use aegis_core::alerting::label_set;
 
 use crate::action::{self, RestartOutcome, notify};
-use crate::alerts::{Alerting, Source};
+use crate::alerts::{AlertContext, Alerting, Source, service_label};
 use crate::anomaly::{AnomalyDetector, CheckWindow};
+use crate::binding::log_binding;
 use crate::config::{Config, OnFailure, ServiceConfig};
 use crate::error::RuntimeError;
 use crate::lanes::CheckLanes;
-use crate::metrics::{Metrics, ServiceSeries};
+use crate::metrics::Metrics;
 use crate::off_worker::OffWorker;
-use crate::probe::{Probe, ProbeResult, RetryPolicy};
+use crate::probe::{Probe, RetryPolicy};
 use crate::process::{ManagedProcess, STOP_GRACE};
-use crate::store::{Event, NO_SERVICE, Store};
+use crate::state::{RestartBook, ServiceHandle, ServiceMap, Shared};
+use crate::store::{NO_SERVICE, Store};
 use crate::{unix_ms, unix_ms_i64};
 
 /// The policy name reported when the built-in trip predicate decides.
@@ -80,144 +82,8 @@ impl Transitions {
     }
 }
 
-/// Everything about one supervised service that outlives a single check.
-#[derive(Debug)]
-pub struct ServiceHandle {
-    pub config: ServiceConfig,
-    pub breaker: Arc<Breaker>,
-    /// `built-in` or the trip plugin's name.
-    pub trip_policy: String,
-    pub process: Option<Arc<ManagedProcess>>,
-    probe: Probe,
-    backoff: Mutex<(Option<Backoff>, SmallRng)>,
-    recovering: AtomicBool,
-    /// The last check was slow: the next one starts in the slow lane.
-    slow: AtomicBool,
-    last_check: Mutex<Option<ProbeResult>>,
-    restarts: Mutex<RestartBook>,
-    /// A recovery-strategy plugin and its name; `None`: the fixed `onFailure`.
-    recovery: Option<(Arc<dyn RecoveryStrategy>, String)>,
-    /// A strategy decision is under way (or waiting out its `wait`).
-    deciding: AtomicBool,
-    /// Decisions since the service last recovered (the strategy's `attempt`).
-    decisions: AtomicU32,
-    /// Recent failed checks, oldest first, for the strategy.
-    failures: Mutex<VecDeque<Failure>>,
-    /// Checks since the last anomaly evaluation.
-    window: Mutex<CheckWindow>,
-    /// The service's Prometheus series.
-    series: Arc<ServiceSeries>,
-}
-
 /// Failed checks kept for a recovery strategy.
 const FAILURE_HISTORY: usize = 32;
-
-/// Restart bookkeeping for the restart limit; persisted.
-#[derive(Debug, Default)]
-struct RestartBook {
-    total: u64,
-    /// Unix-epoch milliseconds of restarts still inside the limit's interval, oldest first.
-    recent_ms: VecDeque<i64>,
-    gave_up: bool,
-}
-
-impl ServiceHandle {
-    pub fn last_check(&self) -> Option<ProbeResult> {
-        self.last_check.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    fn restarts(&self) -> std::sync::MutexGuard<'_, RestartBook> {
-        self.restarts.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Total restarts, and whether Aegis gave up on the service.
-    pub fn restart_status(&self) -> (u64, bool) {
-        let book = self.restarts();
-        (book.total, book.gave_up)
-    }
-
-    /// Clears a give-up (an operator reset the service's breaker).
-    pub fn clear_give_up(&self, shared: &Shared) {
-        let mut book = self.restarts();
-        if book.gave_up {
-            book.gave_up = false;
-            book.recent_ms.clear();
-            self.series.set_gave_up(false);
-            persist_restarts(shared, &self.config.name, &book);
-            shared.alerts.clear(Source::GaveUp, &service_label(&self.config.name));
-        }
-    }
-
-    /// The checks since the last call (for anomaly detection), resetting the count.
-    pub fn take_window(&self) -> CheckWindow {
-        std::mem::take(&mut *self.window.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-
-    /// Saves the breaker's state (after a transition or an operator action).
-    pub fn persist_breaker(&self, shared: &Shared) {
-        if let Err(e) = shared.store.save_breaker(&self.config.name, &self.breaker.snapshot()) {
-            tracing::error!(service = %self.config.name, "{e}");
-        }
-    }
-
-    /// Delay before the next recovery attempt, and the attempt number.
-    fn next_delay(&self) -> (Duration, u32) {
-        let mut guard = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
-        let (backoff, rng) = &mut *guard;
-        match backoff {
-            Some(b) => {
-                let delay = b.next_delay(Instant::now(), rng);
-                (delay, b.attempt())
-            }
-            None => (Duration::ZERO, 0),
-        }
-    }
-}
-
-/// State shared by every service task.
-#[derive(Debug)]
-pub struct Shared {
-    pub metrics: Metrics,
-    pub client: reqwest::Client,
-    pub plugins: PluginHost,
-    pub store: Store,
-    /// Every service's breaker by name: checks run through it, and the admin API's health summary, counters and
-    /// reset-all come from it. Its in-memory history is off: events are kept in the store.
-    pub breakers: Manager,
-    /// Spacing and the shared budget of check retries.
-    pub retry: RetryPolicy,
-    /// Active alerts and their delivery.
-    pub alerts: Alerting,
-    /// Metric series and scorers of every service (bound only when anomaly detection is enabled).
-    pub anomaly: Mutex<AnomalyDetector>,
-    pub anomaly_enabled: bool,
-    /// Checks in flight at once: `maxConcurrentChecks` quick ones, and a lane of their own for slow ones.
-    pub lanes: CheckLanes,
-}
-
-fn service_label(service: &str) -> LabelSet {
-    label_set([("service", service)])
-}
-
-impl Shared {
-    /// Records an event in the store and the log. A store failure is logged, never fatal.
-    pub fn event(&self, service: &str, kind: &str, message: &str) -> Option<Event> {
-        match self.store.append_event(service, kind, message) {
-            Ok(e) => Some(e),
-            Err(e) => {
-                tracing::error!(service, kind, "cannot record event: {e}");
-                None
-            }
-        }
-    }
-}
-
-fn persist_restarts(shared: &Shared, service: &str, book: &RestartBook) {
-    let recent: Vec<i64> = book.recent_ms.iter().copied().collect();
-    if let Err(e) = shared.store.save_restarts(service, book.total, &recent, book.gave_up) {
-        tracing::error!(service, "{e}");
-    }
-}
 
 /// Records plugin quarantines and releases in the event history (with [`NO_SERVICE`]: a plugin may decide for many
 /// services, or for none, like an alert formatter), until `stop`; events queued by then are recorded too.
@@ -315,11 +181,11 @@ impl Supervisor {
             metrics,
             client,
             plugins,
-            store,
+            store: Arc::new(store),
             breakers,
             retry,
-            alerts,
-            anomaly,
+            alerts: Arc::new(alerts),
+            anomaly: Arc::new(anomaly),
             anomaly_enabled: config.anomaly.enabled,
             lanes,
         });
@@ -363,9 +229,15 @@ impl Supervisor {
 
         // Alert evaluation and delivery, anomaly detection and log tailing run beside the service tasks.
         let (tasks_stop, tasks_stop_rx) = watch::channel(false);
+        let alerting = Arc::new(AlertContext {
+            alerts: Arc::clone(&self.shared.alerts),
+            store: Arc::clone(&self.shared.store),
+            metrics: self.shared.metrics.clone(),
+            client: self.shared.client.clone(),
+        });
         let mut tasks = vec![
-            tokio::spawn(crate::alerts::run_evaluation(Arc::clone(&self.shared), tasks_stop_rx.clone())),
-            tokio::spawn(crate::alerts::run_delivery(Arc::clone(&self.shared), tasks_stop_rx.clone())),
+            tokio::spawn(crate::alerts::run_evaluation(Arc::clone(&alerting), tasks_stop_rx.clone())),
+            tokio::spawn(crate::alerts::run_delivery(alerting, tasks_stop_rx.clone())),
         ];
         if let Some(events) = self.plugin_events.take() {
             tasks.push(tokio::spawn(record_plugin_events(Arc::clone(&self.shared), events, tasks_stop_rx.clone())));
@@ -376,9 +248,16 @@ impl Supervisor {
         }
         let lines = self.start_logs(&mut tasks, &tasks_stop_rx);
         if self.config.anomaly.enabled {
+            let services = Arc::clone(&registry);
+            let windows: crate::anomaly::WindowSource = Arc::new(move || {
+                let handles: Vec<_> = services.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+                handles.iter().map(|h| (h.config.name.clone(), h.take_window())).collect()
+            });
             tasks.push(tokio::spawn(crate::anomaly::run(
-                Arc::clone(&self.shared),
-                Arc::clone(&registry),
+                Arc::clone(&self.shared.anomaly),
+                Arc::clone(&self.shared.alerts),
+                self.shared.metrics.clone(),
+                windows,
                 lines,
                 self.config.anomaly.interval,
                 tasks_stop_rx.clone(),
@@ -587,22 +466,6 @@ async fn consume_log_matches(
     }
 }
 
-/// Logs how a policy was bound: to its loaded plugin, or waiting for a plugin that is not loaded (a typo, or one
-/// still to be copied in) while the built-in decides.
-pub(crate) fn log_binding(plugins: &PluginHost, policy: &str, subject: &str, plugin: &str, loaded: bool) {
-    if loaded {
-        tracing::info!(subject, plugin, "{policy} bound to plugin");
-    } else {
-        let names: Vec<String> = plugins.plugins().into_iter().map(|p| p.name).collect();
-        let names = if names.is_empty() { "none".to_owned() } else { names.join(", ") };
-        tracing::warn!(
-            subject,
-            plugin,
-            "no plugin named `{plugin}` is loaded (loaded: {names}); the built-in {policy} decides until it appears"
-        );
-    }
-}
-
 /// Reloads the plugin directory on a blocking thread (compiling a plugin takes milliseconds to seconds). Changed
 /// plugins are swapped in at their bindings' next call; a broken replacement keeps the old version running.
 async fn reload_plugins(shared: &Arc<Shared>, dir: PathBuf) {
@@ -662,9 +525,6 @@ async fn watch_plugins(shared: Arc<Shared>, dir: PathBuf, every: Duration, mut s
         }
     }
 }
-
-/// The services the admin API sees; replaced as a whole on reload.
-pub type ServiceMap = Arc<std::sync::RwLock<BTreeMap<String, Arc<ServiceHandle>>>>;
 
 fn publish(registry: &ServiceMap, running: &BTreeMap<String, RunningService>) {
     let map = running.iter().map(|(name, r)| (name.clone(), Arc::clone(&r.handle))).collect();
@@ -1138,7 +998,7 @@ fn restart_after_backoff(handle: &Arc<ServiceHandle>, shared: &Arc<Shared>, stop
             let mut book = handle.restarts();
             book.total += 1;
             book.recent_ms.push_back(unix_ms_i64());
-            persist_restarts(&shared, name, &book);
+            shared.save_restarts(name, &book);
         }
         handle.recovering.store(false, Ordering::Release);
     });
@@ -1156,7 +1016,7 @@ fn restart_limit_reached(handle: &ServiceHandle, shared: &Shared) -> Option<Stri
         return None;
     }
     book.gave_up = true;
-    persist_restarts(shared, &handle.config.name, &book);
+    shared.save_restarts(&handle.config.name, &book);
     handle.series.set_gave_up(true);
     Some(format!(
         "gave up: {} restarts within {}; reset the breaker to resume",

@@ -30,8 +30,8 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::state::{ServiceHandle, ServiceMap, Shared};
 use crate::store::NO_SERVICE;
-use crate::supervisor::{ServiceHandle, ServiceMap, Shared};
 
 const MAX_EVENTS_PER_PAGE: u32 = 1000;
 

@@ -1,0 +1,73 @@
+//! The runtime's shared state: [`Shared`] (what every service task, the admin API and the background tasks use:
+//! metrics, HTTP client, plugin host, store, breakers, alerting, anomaly detector, check lanes), the
+//! [`ServiceHandle`] of each service and the [`ServiceMap`] the admin API and the anomaly task read.
+//!
+//! Direction of the imports: this module sits above the parts it holds and below the parts that use it. It holds an
+//! [`Alerting`] and an [`AnomalyDetector`] as fields, so it imports `alerts` and `anomaly`; they never import it
+//! back — their tasks take the pieces they need (the alerting, the store, the metrics, a source of check windows),
+//! not `Shared`. The admin API and the supervisor import this module; it imports neither, and never spawns tasks
+//! or runs checks. Writes to the store go through the small methods here and on [`ServiceHandle`], so a failing
+//! store is logged in one place and never stops supervision.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use aegis_core::Manager;
+use aegis_plugin::PluginHost;
+
+use crate::alerts::Alerting;
+use crate::anomaly::AnomalyDetector;
+use crate::lanes::CheckLanes;
+use crate::metrics::Metrics;
+use crate::probe::RetryPolicy;
+use crate::store::{Event, Store};
+
+mod service;
+
+pub(crate) use self::service::RestartBook;
+pub use self::service::ServiceHandle;
+
+/// State shared by every service task.
+#[derive(Debug)]
+pub struct Shared {
+    pub metrics: Metrics,
+    pub client: reqwest::Client,
+    pub plugins: PluginHost,
+    pub store: Arc<Store>,
+    /// Every service's breaker by name: checks run through it, and the admin API's health summary, counters and
+    /// reset-all come from it. Its in-memory history is off: events are kept in the store.
+    pub breakers: Manager,
+    /// Spacing and the shared budget of check retries.
+    pub retry: RetryPolicy,
+    /// Active alerts and their delivery.
+    pub alerts: Arc<Alerting>,
+    /// Metric series and scorers of every service (bound only when anomaly detection is enabled).
+    pub anomaly: Arc<Mutex<AnomalyDetector>>,
+    pub anomaly_enabled: bool,
+    /// Checks in flight at once: `maxConcurrentChecks` quick ones, and a lane of their own for slow ones.
+    pub lanes: CheckLanes,
+}
+
+impl Shared {
+    /// Records an event in the store and the log. A store failure is logged, never fatal.
+    pub fn event(&self, service: &str, kind: &str, message: &str) -> Option<Event> {
+        match self.store.append_event(service, kind, message) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                tracing::error!(service, kind, "cannot record event: {e}");
+                None
+            }
+        }
+    }
+
+    /// Saves a service's restart book. A store failure is logged, never fatal.
+    pub(crate) fn save_restarts(&self, service: &str, book: &RestartBook) {
+        let recent: Vec<i64> = book.recent_ms.iter().copied().collect();
+        if let Err(e) = self.store.save_restarts(service, book.total, &recent, book.gave_up) {
+            tracing::error!(service, "{e}");
+        }
+    }
+}
+
+/// The services the admin API sees; replaced as a whole on reload.
+pub type ServiceMap = Arc<RwLock<BTreeMap<String, Arc<ServiceHandle>>>>;

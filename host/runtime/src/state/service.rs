@@ -1,0 +1,117 @@
+//! One supervised service's state that outlives a single check: its config, breaker, probe, backoff, restart book,
+//! recent failures and the checks waiting for anomaly detection.
+//!
+//! Owns the data and the small operations on it that the admin API needs too (last check, restart status, clearing
+//! a give-up, saving the breaker). It must not run checks, decide recoveries or spawn tasks: the supervisor's
+//! probe loop, transitions and recovery do that through the crate-visible fields. Every field is either immutable
+//! after construction, atomic, or behind its own short mutex, because the service task, recovery tasks and the
+//! admin thread read it concurrently.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU32};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aegis_core::Backoff;
+use aegis_core::Breaker;
+use aegis_core::policy::{Failure, RecoveryStrategy};
+use rand::rngs::SmallRng;
+
+use super::Shared;
+use crate::alerts::{Source, service_label};
+use crate::anomaly::CheckWindow;
+use crate::config::ServiceConfig;
+use crate::metrics::ServiceSeries;
+use crate::probe::{Probe, ProbeResult};
+use crate::process::ManagedProcess;
+
+/// Everything about one supervised service that outlives a single check.
+#[derive(Debug)]
+pub struct ServiceHandle {
+    pub config: ServiceConfig,
+    pub breaker: Arc<Breaker>,
+    /// `built-in` or the trip plugin's name.
+    pub trip_policy: String,
+    pub process: Option<Arc<ManagedProcess>>,
+    pub(crate) probe: Probe,
+    pub(crate) backoff: Mutex<(Option<Backoff>, SmallRng)>,
+    pub(crate) recovering: AtomicBool,
+    /// The last check was slow: the next one starts in the slow lane.
+    pub(crate) slow: AtomicBool,
+    pub(crate) last_check: Mutex<Option<ProbeResult>>,
+    pub(crate) restarts: Mutex<RestartBook>,
+    /// A recovery-strategy plugin and its name; `None`: the fixed `onFailure`.
+    pub(crate) recovery: Option<(Arc<dyn RecoveryStrategy>, String)>,
+    /// A strategy decision is under way (or waiting out its `wait`).
+    pub(crate) deciding: AtomicBool,
+    /// Decisions since the service last recovered (the strategy's `attempt`).
+    pub(crate) decisions: AtomicU32,
+    /// Recent failed checks, oldest first, for the strategy.
+    pub(crate) failures: Mutex<VecDeque<Failure>>,
+    /// Checks since the last anomaly evaluation.
+    pub(crate) window: Mutex<CheckWindow>,
+    /// The service's Prometheus series.
+    pub(crate) series: Arc<ServiceSeries>,
+}
+
+/// Restart bookkeeping for the restart limit; persisted.
+#[derive(Debug, Default)]
+pub(crate) struct RestartBook {
+    pub(crate) total: u64,
+    /// Unix-epoch milliseconds of restarts still inside the limit's interval, oldest first.
+    pub(crate) recent_ms: VecDeque<i64>,
+    pub(crate) gave_up: bool,
+}
+
+impl ServiceHandle {
+    pub fn last_check(&self) -> Option<ProbeResult> {
+        self.last_check.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn restarts(&self) -> std::sync::MutexGuard<'_, RestartBook> {
+        self.restarts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Total restarts, and whether Aegis gave up on the service.
+    pub fn restart_status(&self) -> (u64, bool) {
+        let book = self.restarts();
+        (book.total, book.gave_up)
+    }
+
+    /// Clears a give-up (an operator reset the service's breaker).
+    pub fn clear_give_up(&self, shared: &Shared) {
+        let mut book = self.restarts();
+        if book.gave_up {
+            book.gave_up = false;
+            book.recent_ms.clear();
+            self.series.set_gave_up(false);
+            shared.save_restarts(&self.config.name, &book);
+            shared.alerts.clear(Source::GaveUp, &service_label(&self.config.name));
+        }
+    }
+
+    /// The checks since the last call (for anomaly detection), resetting the count.
+    pub fn take_window(&self) -> CheckWindow {
+        std::mem::take(&mut *self.window.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Saves the breaker's state (after a transition or an operator action).
+    pub fn persist_breaker(&self, shared: &Shared) {
+        if let Err(e) = shared.store.save_breaker(&self.config.name, &self.breaker.snapshot()) {
+            tracing::error!(service = %self.config.name, "{e}");
+        }
+    }
+
+    /// Delay before the next recovery attempt, and the attempt number.
+    pub(crate) fn next_delay(&self) -> (Duration, u32) {
+        let mut guard = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
+        let (backoff, rng) = &mut *guard;
+        match backoff {
+            Some(b) => {
+                let delay = b.next_delay(Instant::now(), rng);
+                (delay, b.attempt())
+            }
+            None => (Duration::ZERO, 0),
+        }
+    }
+}
