@@ -1,0 +1,146 @@
+//! A service's config turned into its [`ServiceHandle`]: the trip predicate and recovery strategy bound (plugin or
+//! built-in), the breaker registered and restored from the store, the restart book restored, level alerts brought in
+//! line with the restored state, anomaly scorers bound. Runs at start and on reload; must not start tasks or probe.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU32};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use aegis_core::alerting::label_set;
+use aegis_core::policy::{FixedAction, RecoveryStrategy};
+use aegis_core::{Backoff, ConsecutiveFailures, Force, Settings, State, StateChange, TripPredicate, WindowKind};
+use aegis_plugin::ServiceInfo;
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+
+use super::recovery::fixed_action;
+use super::transitions::{Transition, Transitions};
+use crate::alerts::{Source, service_label};
+use crate::anomaly::CheckWindow;
+use crate::binding::log_binding;
+use crate::config::ServiceConfig;
+use crate::error::RuntimeError;
+use crate::off_worker::OffWorker;
+use crate::probe::Probe;
+use crate::process::ManagedProcess;
+use crate::state::{RestartBook, ServiceHandle, Shared};
+
+/// The policy name reported when the built-in trip predicate decides.
+const BUILT_IN: &str = "built-in";
+
+pub(super) fn build_service(
+    shared: &Arc<Shared>,
+    s: &ServiceConfig,
+    process: Option<Arc<ManagedProcess>>,
+) -> Result<(Arc<ServiceHandle>, Arc<Transitions>), RuntimeError> {
+    let b = &s.breaker;
+    let built_in: Arc<dyn TripPredicate> = Arc::new(ConsecutiveFailures(b.failure_threshold));
+    let (predicate, trip_policy): (Arc<dyn TripPredicate>, String) = match &b.trip_policy {
+        None => (Arc::clone(&built_in), BUILT_IN.to_owned()),
+        Some(policy) => {
+            let info =
+                ServiceInfo { name: s.name.clone(), kind: s.probe.kind().to_owned(), endpoint: s.endpoint.clone() };
+            match shared.plugins.trip_predicate(&policy.plugin, info, policy.config.clone(), Arc::clone(&built_in)) {
+                Ok(p) => {
+                    log_binding(&shared.plugins, "trip predicate", &s.name, &policy.plugin, p.is_loaded());
+                    (Arc::new(OffWorker(p)), policy.plugin.clone())
+                }
+                Err(e) => {
+                    tracing::error!(service = %s.name, "{e}; using the built-in trip predicate");
+                    (Arc::clone(&built_in), BUILT_IN.to_owned())
+                }
+            }
+        }
+    };
+    let recovery = s.recovery_policy.as_ref().and_then(|policy| {
+        let info = ServiceInfo { name: s.name.clone(), kind: s.probe.kind().to_owned(), endpoint: s.endpoint.clone() };
+        let fixed: Arc<dyn RecoveryStrategy> = Arc::new(FixedAction(fixed_action(s.on_failure)));
+        match shared.plugins.recovery_strategy(&policy.plugin, info, policy.config.clone(), fixed) {
+            Ok(p) => {
+                log_binding(&shared.plugins, "recovery strategy", &s.name, &policy.plugin, p.is_loaded());
+                Some((Arc::new(p) as Arc<dyn RecoveryStrategy>, policy.plugin.clone()))
+            }
+            Err(e) => {
+                tracing::error!(service = %s.name, "{e}; using onFailure `{}`", s.on_failure.as_str());
+                None
+            }
+        }
+    });
+    let changes = Arc::new(Transitions::default());
+    let tx = Arc::clone(&changes);
+    let listener = Arc::new(move |change: &StateChange| {
+        tx.push(Transition { from: change.from, to: change.to, reason: change.reason.clone() });
+    });
+    let settings = Settings::new(s.name.clone())
+        .failure_threshold(b.failure_threshold)
+        .reset_timeout(b.reset_timeout)
+        .interval(b.recovery_time)
+        .success_threshold(b.success_threshold)
+        .max_requests(1)
+        .slow_call_duration(b.slow_call_duration)
+        .window(WindowKind::Count(b.window_size))
+        .trip_predicate(predicate)
+        .on_state_change(listener);
+    let breaker = shared.breakers.register(settings, Instant::now());
+    let saved = shared.store.load(&s.name)?;
+    if let Some(snapshot) = &saved.breaker {
+        breaker.restore(Instant::now(), snapshot);
+        tracing::info!(service = %s.name, state = %snapshot.state, "breaker state restored");
+    }
+    if !b.enabled {
+        breaker.force(Instant::now(), Force::Disabled);
+    } else if breaker.state(Instant::now()) == State::Disabled {
+        // Disabled in the saved state but enabled in the config now: the config wins.
+        breaker.force(Instant::now(), Force::Auto);
+    }
+    // Transitions caused by restoring are not news: no recovery, no trip count.
+    while changes.try_recv().is_some() {}
+    let series = shared.metrics.register_service(&s.name);
+    series.set_breaker_state(breaker.state(Instant::now()).metric_value());
+    series.set_gave_up(saved.gave_up);
+    let handle = ServiceHandle {
+        config: s.clone(),
+        breaker,
+        trip_policy,
+        process: process.or_else(|| s.process.clone().map(|p| Arc::new(ManagedProcess::new(s.name.clone(), p)))),
+        probe: Probe::new(&s.name, &s.probe, &shared.client),
+        backoff: Mutex::new((s.backoff.map(Backoff::new), SmallRng::from_os_rng())),
+        recovering: AtomicBool::new(false),
+        slow: AtomicBool::new(false),
+        last_check: Mutex::new(None),
+        restarts: Mutex::new(RestartBook {
+            total: saved.restarts_total,
+            recent_ms: saved.recent_restarts_ms.into_iter().collect(),
+            gave_up: saved.gave_up,
+        }),
+        recovery,
+        deciding: AtomicBool::new(false),
+        decisions: AtomicU32::new(0),
+        failures: Mutex::new(VecDeque::new()),
+        window: Mutex::new(CheckWindow::default()),
+        series,
+    };
+    // Level alerts restored from the store follow the restored state: still open (or given up) keeps them, anything
+    // else clears them.
+    let labels = service_label(&s.name);
+    if handle.breaker.state(Instant::now()) == State::Open {
+        shared.alerts.raise(
+            Source::BreakerOpen,
+            labels.clone(),
+            label_set([("summary", "open when aegis-host started")]),
+        );
+    } else {
+        shared.alerts.clear(Source::BreakerOpen, &labels);
+    }
+    if saved.gave_up {
+        shared.alerts.raise(Source::GaveUp, labels.clone(), label_set([("summary", "restart limit reached")]));
+    } else {
+        shared.alerts.clear(Source::GaveUp, &labels);
+    }
+    if shared.anomaly_enabled {
+        let info = ServiceInfo { name: s.name.clone(), kind: s.probe.kind().to_owned(), endpoint: s.endpoint.clone() };
+        shared.anomaly.lock().unwrap_or_else(|p| p.into_inner()).bind(&info, &shared.plugins);
+    }
+    Ok((Arc::new(handle), changes))
+}

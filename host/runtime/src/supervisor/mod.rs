@@ -1,0 +1,340 @@
+//! The supervisor: one task per service that probes on the service's interval, feeds results into the service's
+//! breaker, and runs the recovery action (spaced by the backoff) when the breaker opens.
+//!
+//! While a breaker is open the service is not probed; after `resetTimeout` the breaker lets one probe through
+//! (half-open), and `successThreshold` successes in a row close it again. A disabled breaker never opens: every
+//! failed check triggers the recovery action directly, still spaced by the backoff. After `restartLimit.burst`
+//! restarts within `restartLimit.interval` Aegis gives up on the service (an event, a metric, a notification if a
+//! webhook is configured) until an operator resets its breaker.
+//!
+//! Breaker states, restart counters and events go to the store as they happen and are restored at start.
+//!
+//! This file owns the [`Supervisor`]: building the shared state, starting and stopping the service tasks, the
+//! background tasks beside them, and reloads. A service's life reads, one file each, `probe_loop` → `transitions`
+//! → `recovery` (with `notify` for webhooks); `build` turns a service's config into its handle, `plugins` and `logs`
+//! run the plugin-directory and log tasks. Calls go down that list only: recovery never calls back into transitions
+//! or the probe loop. The shared state itself lives in [`crate::state`], which the admin API and alerting use
+//! without knowing this module.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use aegis_core::{Manager, ManagerConfig};
+use aegis_plugin::{PluginEvent, PluginHost};
+use tokio::sync::{mpsc, watch};
+
+use self::build::build_service;
+use self::plugins::{record_plugin_events, reload_plugins, watch_plugins};
+use self::probe_loop::run_service;
+use self::transitions::Transitions;
+use crate::alerts::{AlertContext, Alerting};
+use crate::anomaly::AnomalyDetector;
+use crate::config::{Config, ServiceConfig};
+use crate::error::RuntimeError;
+use crate::lanes::CheckLanes;
+use crate::metrics::Metrics;
+use crate::probe::RetryPolicy;
+use crate::process::STOP_GRACE;
+use crate::state::{ServiceHandle, ServiceMap, Shared};
+use crate::store::Store;
+
+mod build;
+mod logs;
+mod notify;
+mod plugins;
+mod probe_loop;
+mod recovery;
+mod transitions;
+
+/// A validated config turned into running parts; [`Supervisor::run`] starts them.
+#[derive(Debug)]
+pub struct Supervisor {
+    config: Config,
+    shared: Arc<Shared>,
+    services: Vec<(Arc<ServiceHandle>, Arc<Transitions>)>,
+    /// Plugin quarantines and releases, recorded as events by a task of [`Self::run`].
+    plugin_events: Option<mpsc::Receiver<PluginEvent>>,
+}
+
+/// Plugin events waiting to be recorded. They come one per quarantine or release, so a full queue means the
+/// recording task is stuck; further events are then only logged (the log has them all anyway).
+const PLUGIN_EVENT_QUEUE: usize = 256;
+
+impl Supervisor {
+    /// Loads plugins and builds one breaker, backoff and probe per service. Plugins that fail to load are skipped
+    /// (and logged); a service whose trip plugin is missing or refuses its config uses the built-in predicate.
+    pub fn new(config: Config) -> Result<Supervisor, RuntimeError> {
+        // reqwest is built without a default crypto provider; ring is the one we ship.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("aegis-host/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| RuntimeError::HttpClient(crate::probe::error_chain(&e)))?;
+        let metrics = Metrics::new()?;
+        let store = Store::open(&config.storage_path)?;
+        // Compiled plugins are cached beside the state database unless `plugins.cacheDir` says otherwise.
+        let cache_dir = config.plugins.cache_dir.clone().unwrap_or_else(|| {
+            config.storage_path.parent().unwrap_or(std::path::Path::new("")).join("aegis-plugin-cache")
+        });
+        let plugins = PluginHost::new(config.plugins.limits)?
+            .with_quarantine(config.plugins.quarantine)
+            .with_cache_dir(cache_dir);
+        for (name, capabilities) in &config.plugins.grants {
+            plugins.grant(name, capabilities.clone());
+        }
+        // The listener runs on the thread of the plugin call that caused the event: it only queues it.
+        let (events_tx, plugin_events) = mpsc::channel(PLUGIN_EVENT_QUEUE);
+        plugins.on_event(Arc::new(move |event: &PluginEvent| {
+            if events_tx.try_send(event.clone()).is_err() {
+                tracing::warn!("plugin event not recorded, the event queue is full: {event:?}");
+            }
+        }));
+        let report = plugins.load_dir(&config.plugins.dir)?;
+        for info in &report.loaded {
+            tracing::info!(plugin = %info.name, kind = %info.kind, path = %info.path.display(), "plugin loaded");
+        }
+        for error in &report.failed {
+            tracing::error!("plugin skipped: {error}");
+        }
+        let breakers = Manager::new(ManagerConfig { history: 0, ..ManagerConfig::default() });
+        let retry = RetryPolicy::new(config.retry_budget);
+        let alerts = Alerting::new(config.alerting.clone(), &store, &plugins);
+        let anomaly = Mutex::new(AnomalyDetector::new(config.anomaly.clone()));
+        let lanes = CheckLanes::new(
+            config.max_concurrent_checks,
+            metrics.checks_in_flight.with_label_values(&["quick"]),
+            metrics.checks_in_flight.with_label_values(&["slow"]),
+        );
+        let shared = Arc::new(Shared {
+            metrics,
+            client,
+            plugins,
+            store: Arc::new(store),
+            breakers,
+            retry,
+            alerts: Arc::new(alerts),
+            anomaly: Arc::new(anomaly),
+            anomaly_enabled: config.anomaly.enabled,
+            lanes,
+        });
+        let mut config = config;
+        // Each service's settings live in its handle from now on; the supervisor keeps the rest of the config.
+        let services = std::mem::take(&mut config.services)
+            .into_iter()
+            .map(|s| build_service(&shared, &s, None))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Supervisor { config, shared, services, plugin_events: Some(plugin_events) })
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    pub fn handles(&self) -> Vec<Arc<ServiceHandle>> {
+        self.services.iter().map(|(h, _)| Arc::clone(h)).collect()
+    }
+
+    /// Runs the admin server and every service until `shutdown` resolves, then stops supervised processes. SIGHUP
+    /// reloads the config file: added, removed and changed services only; the others keep running untouched. An
+    /// invalid file is refused and the running config kept.
+    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) -> Result<(), RuntimeError> {
+        let bind_error = |source| RuntimeError::Bind { address: self.config.admin_address.to_string(), source };
+        // Bound by Tokio (SO_REUSEADDR: a restart rebinds at once), then handed to the admin server's own runtime.
+        let listener = tokio::net::TcpListener::bind(self.config.admin_address)
+            .await
+            .and_then(tokio::net::TcpListener::into_std)
+            .map_err(bind_error)?;
+        let admin_addr = listener.local_addr().map_err(bind_error)?;
+        let registry: ServiceMap = Arc::default();
+        let admin = crate::admin::start(
+            listener,
+            Arc::clone(&self.shared),
+            Arc::clone(&registry),
+            self.config.admin_token.clone(),
+        )
+        .map_err(bind_error)?;
+        tracing::info!("admin API and metrics on http://{admin_addr}/metrics");
+
+        // Alert evaluation and delivery, anomaly detection and log tailing run beside the service tasks.
+        let (tasks_stop, tasks_stop_rx) = watch::channel(false);
+        let alerting = Arc::new(AlertContext {
+            alerts: Arc::clone(&self.shared.alerts),
+            store: Arc::clone(&self.shared.store),
+            metrics: self.shared.metrics.clone(),
+            client: self.shared.client.clone(),
+        });
+        let mut tasks = vec![
+            tokio::spawn(crate::alerts::run_evaluation(Arc::clone(&alerting), tasks_stop_rx.clone())),
+            tokio::spawn(crate::alerts::run_delivery(alerting, tasks_stop_rx.clone())),
+        ];
+        if let Some(events) = self.plugin_events.take() {
+            tasks.push(tokio::spawn(record_plugin_events(Arc::clone(&self.shared), events, tasks_stop_rx.clone())));
+        }
+        if let Some(every) = self.config.plugins.watch {
+            let dir = self.config.plugins.dir.clone();
+            tasks.push(tokio::spawn(watch_plugins(Arc::clone(&self.shared), dir, every, tasks_stop_rx.clone())));
+        }
+        let lines = self.start_logs(&mut tasks, &tasks_stop_rx);
+        if self.config.anomaly.enabled {
+            let services = Arc::clone(&registry);
+            let windows: crate::anomaly::WindowSource = Arc::new(move || {
+                let handles: Vec<_> = services.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+                handles.iter().map(|h| (h.config.name.clone(), h.take_window())).collect()
+            });
+            tasks.push(tokio::spawn(crate::anomaly::run(
+                Arc::clone(&self.shared.anomaly),
+                Arc::clone(&self.shared.alerts),
+                self.shared.metrics.clone(),
+                windows,
+                lines,
+                self.config.anomaly.interval,
+                tasks_stop_rx.clone(),
+            )));
+        }
+
+        let mut running = BTreeMap::new();
+        for (handle, changes) in std::mem::take(&mut self.services) {
+            running.insert(handle.config.name.clone(), start_service(&self.shared, handle, changes).await);
+        }
+        publish(&registry, &running);
+
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => None } } => {
+                    self.reload(&mut running).await;
+                    publish(&registry, &running);
+                }
+            }
+        }
+
+        tracing::info!("shutting down");
+        for (_, service) in std::mem::take(&mut running) {
+            service.stop(self.config.stop_children_on_exit).await;
+        }
+        let _ = tasks_stop.send(true);
+        for task in tasks {
+            let _ = task.await;
+        }
+        admin.stop().await;
+        Ok(())
+    }
+
+    async fn reload(&mut self, running: &mut BTreeMap<String, RunningService>) {
+        tracing::info!(config = %self.config.source.display(), "SIGHUP: reloading the config");
+        let new = match Config::load(&self.config.source) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("reload refused, the running config stays: {e}");
+                return;
+            }
+        };
+        if new.logs != self.config.logs || new.anomaly != self.config.anomaly || new.alerting != self.config.alerting {
+            tracing::warn!("logs, anomaly_detection and alerting settings change only with a restart of aegis-host");
+        }
+        if new.admin_address != self.config.admin_address
+            || new.storage_path != self.config.storage_path
+            || new.admin_token != self.config.admin_token
+        {
+            tracing::warn!("admin and storage settings change only with a restart of aegis-host");
+        }
+        reload_plugins(&self.shared, new.plugins.dir.clone()).await;
+        let wanted: BTreeMap<&str, &ServiceConfig> = new.services.iter().map(|s| (s.name.as_str(), s)).collect();
+        let gone: Vec<String> = running.keys().filter(|n| !wanted.contains_key(n.as_str())).cloned().collect();
+        for name in gone {
+            if let Some(service) = running.remove(&name) {
+                tracing::info!(service = %name, "removed by reload");
+                service.stop(true).await;
+                self.shared.breakers.remove(&name);
+                self.shared.metrics.remove_service(&name);
+                self.shared.anomaly.lock().unwrap_or_else(|p| p.into_inner()).unbind(&name);
+            }
+        }
+        let (mut added, mut changed) = (0, 0);
+        for s in &new.services {
+            let old = match running.get(&s.name) {
+                Some(r) if r.handle.config == *s => continue,
+                Some(_) => running.remove(&s.name),
+                None => None,
+            };
+            // A supervised process whose own settings did not change keeps running across the reload.
+            let keep_process = old
+                .as_ref()
+                .and_then(|o| (o.handle.config.process == s.process).then(|| o.handle.process.clone()).flatten());
+            if let Some(o) = old {
+                let previous = o.stop_task().await;
+                if keep_process.is_none()
+                    && let Some(p) = &previous.process
+                {
+                    p.close(STOP_GRACE).await;
+                }
+                changed += 1;
+            } else {
+                added += 1;
+            }
+            match build_service(&self.shared, s, keep_process) {
+                Ok((handle, changes)) => {
+                    running.insert(s.name.clone(), start_service(&self.shared, handle, changes).await);
+                }
+                Err(e) => tracing::error!(service = %s.name, "not started after reload: {e}"),
+            }
+        }
+        tracing::info!(added, changed, services = running.len(), "config reloaded");
+        self.config = Config {
+            services: Vec::new(),
+            admin_address: self.config.admin_address,
+            admin_token: self.config.admin_token.clone(),
+            storage_path: self.config.storage_path.clone(),
+            logs: self.config.logs.clone(),
+            anomaly: self.config.anomaly.clone(),
+            alerting: self.config.alerting.clone(),
+            ..new
+        };
+    }
+}
+
+fn publish(registry: &ServiceMap, running: &BTreeMap<String, RunningService>) {
+    let map = running.iter().map(|(name, r)| (name.clone(), Arc::clone(&r.handle))).collect();
+    *registry.write().unwrap_or_else(|p| p.into_inner()) = map;
+}
+
+/// A service task and the switch that stops it.
+struct RunningService {
+    handle: Arc<ServiceHandle>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningService {
+    async fn stop_task(self) -> Arc<ServiceHandle> {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+        self.handle
+    }
+
+    /// Stops the task and then the supervised process (or leaves it running).
+    async fn stop(self, stop_process: bool) {
+        let handle = self.stop_task().await;
+        if let Some(process) = &handle.process {
+            if stop_process {
+                process.close(STOP_GRACE).await;
+            } else if let Some(pid) = process.pid().await {
+                tracing::info!(service = %handle.config.name, pid, "leaving the supervised process running");
+                process.detach().await;
+            }
+        }
+    }
+}
+
+async fn start_service(shared: &Arc<Shared>, handle: Arc<ServiceHandle>, changes: Arc<Transitions>) -> RunningService {
+    if let Some(process) = &handle.process
+        && let Err(e) = process.start().await
+    {
+        tracing::error!(service = %handle.config.name, "{e}");
+    }
+    let (stop, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(run_service(Arc::clone(&handle), Arc::clone(shared), changes, stop_rx));
+    RunningService { handle, stop, task }
+}

@@ -1,0 +1,130 @@
+//! A service's task: the probe loop. Ticks on the service's interval (after a random phase), runs each check through
+//! the breaker in a check lane, records the result (last check, anomaly window, failure history) and hands the
+//! breaker's transitions to [`super::transitions`] in the order they happened. Owns nothing but the loop; must not
+//! decide recoveries itself beyond calling [`super::recovery`] when a disabled breaker's check fails.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use aegis_core::policy::Failure;
+use aegis_core::{CallError, State};
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+use tokio::sync::watch;
+use tokio::time::MissedTickBehavior;
+
+use super::recovery::start_recovery;
+use super::transitions::{Transitions, on_transition};
+use crate::state::{ServiceHandle, Shared};
+use crate::unix_ms;
+
+/// Failed checks kept for a recovery strategy.
+const FAILURE_HISTORY: usize = 32;
+
+#[tracing::instrument(skip_all, fields(service = %handle.config.name))]
+pub(super) async fn run_service(
+    handle: Arc<ServiceHandle>,
+    shared: Arc<Shared>,
+    changes: Arc<Transitions>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let interval = handle.config.interval;
+    // A random phase spreads thousands of services over the interval instead of probing them all at once; after
+    // it the ticks keep a fixed period, however long each check takes (no drift).
+    let phase = {
+        use rand::Rng;
+        let nanos = u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX);
+        Duration::from_nanos(SmallRng::from_os_rng().random_range(0..=nanos))
+    };
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + phase, interval);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    tracing::info!(
+        endpoint = %handle.config.endpoint,
+        every = %humantime::format_duration(interval),
+        trip_policy = %handle.trip_policy,
+        on_failure = handle.config.on_failure.as_str(),
+        "supervising"
+    );
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => check_once(&handle, &shared, &changes, &stop).await,
+            t = changes.recv() => on_transition(&handle, &shared, t, &stop),
+            _ = stop.changed() => break,
+        }
+    }
+}
+
+/// Handles the transitions the breaker reported so far, so the log reads in the order things happened.
+fn drain(handle: &Arc<ServiceHandle>, shared: &Arc<Shared>, changes: &Transitions, stop: &watch::Receiver<bool>) {
+    while let Some(t) = changes.try_recv() {
+        on_transition(handle, shared, t, stop);
+    }
+}
+
+async fn check_once(
+    handle: &Arc<ServiceHandle>,
+    shared: &Arc<Shared>,
+    changes: &Transitions,
+    stop: &watch::Receiver<bool>,
+) {
+    let name = handle.config.name.as_str();
+    // The check runs through the manager's breaker: admission, the outcome and its duration, the lifetime counters.
+    // The trip predicate runs inside the recording; a plugin call is bounded by its epoch deadline. The slot is taken
+    // before the breaker times the check, so waiting for it is not counted as the check's latency.
+    let slot = shared.lanes.admit(handle.slow.load(Ordering::Relaxed)).await;
+    let mut trial = false;
+    let checked = shared
+        .breakers
+        .execute_async(name, &Instant::now, || async {
+            // Admitted: report a half-open transition before the check's own log lines.
+            drain(handle, shared, changes, stop);
+            trial = handle.breaker.state(Instant::now()) == State::HalfOpen;
+            // Boxed: the probe's future (an HTTP request is several KiB) then takes memory only while a check is in
+            // flight, instead of being part of every service task's state between checks.
+            let check = handle.probe.check_with(handle.config.timeout, handle.config.retries, Some(&shared.retry));
+            let (result, slow) = shared.lanes.run(slot, Box::pin(check)).await;
+            handle.slow.store(slow, Ordering::Relaxed);
+            if result.success { Ok(result) } else { Err(result) }
+        })
+        .await;
+    let result = match checked {
+        Ok(result) | Err(CallError::Inner(result)) => result,
+        Err(rejected) => {
+            drain(handle, shared, changes, stop);
+            handle.series.rejected();
+            let why = if matches!(rejected, CallError::TooManyRequests) { "a trial is running" } else { "open" };
+            tracing::debug!("check skipped: the breaker is {why}");
+            return;
+        }
+    };
+    handle.series.checked(result.success, result.latency);
+    let latency_ms = result.latency.as_secs_f64() * 1000.0;
+    if result.success && trial {
+        tracing::info!(latency_ms = format_args!("{latency_ms:.1}"), "probe ok (half-open trial): {}", result.detail);
+    } else if result.success {
+        // Debug: with thousands of services a line per healthy check would drown everything else.
+        tracing::debug!(latency_ms = format_args!("{latency_ms:.1}"), "probe ok: {}", result.detail);
+    } else {
+        tracing::warn!(
+            latency_ms = format_args!("{latency_ms:.1}"),
+            attempts = result.attempts,
+            "probe failed: {}",
+            result.detail
+        );
+    }
+    drain(handle, shared, changes, stop);
+    let disabled = handle.breaker.state(Instant::now()) == State::Disabled;
+    *handle.last_check.lock().unwrap_or_else(|p| p.into_inner()) = Some(result.clone());
+    handle.window.lock().unwrap_or_else(|p| p.into_inner()).record(result.success, latency_ms);
+    if !result.success {
+        let mut failures = handle.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if failures.len() == FAILURE_HISTORY {
+            failures.pop_front();
+        }
+        failures.push_back(Failure { at_ms: unix_ms(), detail: result.detail.clone() });
+    }
+    if disabled && !result.success {
+        start_recovery(handle, shared, &result.detail, stop);
+    }
+}

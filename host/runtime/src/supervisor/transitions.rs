@@ -1,0 +1,102 @@
+//! Breaker transitions: the queue the breaker's listener fills (on whatever thread recorded the outcome) and the
+//! service task drains, and what a transition means — the state metric, the saved snapshot, the event, the
+//! breaker-open alert, the trip counter, notifications, and the start of recovery when the breaker opens. Must not
+//! probe, and calls only downward (recovery, notify).
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use aegis_core::State;
+use aegis_core::alerting::label_set;
+use tokio::sync::watch;
+
+use super::notify::notify_if_configured;
+use super::recovery::start_recovery;
+use crate::alerts::{Source, service_label};
+use crate::state::{ServiceHandle, Shared};
+
+/// A breaker transition, as the service task sees it.
+#[derive(Debug, Clone)]
+pub(super) struct Transition {
+    pub(super) from: State,
+    pub(super) to: State,
+    pub(super) reason: String,
+}
+
+/// Breaker transitions waiting for the service task: filled by the breaker's listener (on whatever thread recorded
+/// the outcome), drained by the task. Lighter than a channel, which allocates a 32-slot block per service.
+#[derive(Debug, Default)]
+pub(super) struct Transitions {
+    queue: Mutex<VecDeque<Transition>>,
+    wake: tokio::sync::Notify,
+}
+
+impl Transitions {
+    pub(super) fn push(&self, t: Transition) {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner()).push_back(t);
+        self.wake.notify_one();
+    }
+
+    pub(super) fn try_recv(&self) -> Option<Transition> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
+    }
+
+    pub(super) async fn recv(&self) -> Transition {
+        loop {
+            if let Some(t) = self.try_recv() {
+                return t;
+            }
+            self.wake.notified().await;
+        }
+    }
+}
+
+pub(super) fn on_transition(
+    handle: &Arc<ServiceHandle>,
+    shared: &Arc<Shared>,
+    t: Transition,
+    stop: &watch::Receiver<bool>,
+) {
+    let name = handle.config.name.as_str();
+    handle.series.set_breaker_state(t.to.metric_value());
+    handle.persist_breaker(shared);
+    let kind = match t.to {
+        State::Open => "breaker-opened",
+        State::Closed => "breaker-closed",
+        State::HalfOpen => "breaker-half-open",
+        State::ForcedOpen | State::ForcedClosed | State::Disabled => "breaker-forced",
+    };
+    shared.event(name, kind, &format!("{} -> {}: {}", t.from, t.to, t.reason));
+    match t.to {
+        State::Open => shared.alerts.raise(
+            Source::BreakerOpen,
+            service_label(name),
+            label_set([
+                ("summary", format!("circuit breaker of {name} opened")),
+                ("description", t.reason.clone()),
+                ("endpoint", handle.config.endpoint.clone()),
+            ]),
+        ),
+        State::Closed | State::ForcedClosed | State::Disabled => {
+            shared.alerts.clear(Source::BreakerOpen, &service_label(name));
+        }
+        State::HalfOpen | State::ForcedOpen => {}
+    }
+    match t.to {
+        State::Open => {
+            tracing::warn!(from = %t.from, "circuit breaker OPEN: {}", t.reason);
+            if t.from == State::Closed {
+                shared.metrics.breaker_trips.with_label_values(&[name, &handle.trip_policy]).inc();
+            }
+            notify_if_configured(handle, shared, "breaker-opened", t.to, &t.reason);
+            start_recovery(handle, shared, &t.reason, stop);
+        }
+        State::Closed if t.from == State::HalfOpen => {
+            handle.decisions.store(0, Ordering::Release);
+            tracing::info!("circuit breaker CLOSED: service recovered ({})", t.reason);
+            notify_if_configured(handle, shared, "breaker-closed", t.to, &t.reason);
+        }
+        _ => tracing::info!(from = %t.from, "circuit breaker {}: {}", t.to.as_str().to_uppercase(), t.reason),
+    }
+}
