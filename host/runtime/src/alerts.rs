@@ -28,7 +28,7 @@ use aegis_core::alerting::label_set;
 
 use crate::config::{AlertRule, AlertTarget, AlertingConfig};
 use crate::metrics::Metrics;
-use crate::store::{OutboxEntry, Store};
+use crate::store::{OutboxEntry, StateStore};
 use crate::unix_ms;
 
 /// Key of the alert book in the store's state table.
@@ -95,7 +95,7 @@ impl std::fmt::Debug for Alerting {
 impl Alerting {
     /// Restores the book saved in `store` (a book that no longer parses is logged and dropped) and binds the
     /// formatter: the `formatter` plugin if configured and loadable, else the Alertmanager webhook JSON.
-    pub fn new(config: AlertingConfig, store: &Store, plugins: &aegis_plugin::PluginHost) -> Self {
+    pub fn new(config: AlertingConfig, store: &dyn StateStore, plugins: &aegis_plugin::PluginHost) -> Self {
         let book = match store.get_state(BOOK_KEY) {
             Ok(Some(json)) => match serde_json::from_str::<BookSnapshot>(&json) {
                 Ok(snapshot) => {
@@ -205,7 +205,7 @@ impl Alerting {
 
     /// Advances the book, queues its notifications in the outbox and saves the book. Formatting may call a plugin:
     /// run this on a blocking thread. Returns how many notifications were queued.
-    pub fn evaluate(&self, store: &Store, metrics: &Metrics) -> usize {
+    pub fn evaluate(&self, store: &dyn StateStore, metrics: &Metrics) -> usize {
         let now = unix_ms();
         let (notices, snapshot, counts) = {
             let mut book = self.book();
@@ -240,7 +240,7 @@ impl Alerting {
         queued
     }
 
-    fn enqueue(&self, store: &Store, notice: &Notice) -> usize {
+    fn enqueue(&self, store: &dyn StateStore, notice: &Notice) -> usize {
         let alert = &notice.alert;
         tracing::info!(
             alert = %alert.name,
@@ -294,7 +294,7 @@ impl Alerting {
 #[derive(Debug)]
 pub struct AlertContext {
     pub alerts: Arc<Alerting>,
-    pub store: Arc<Store>,
+    pub store: Arc<dyn StateStore>,
     pub metrics: Metrics,
     pub client: reqwest::Client,
 }
@@ -306,7 +306,7 @@ pub async fn run_evaluation(shared: Arc<AlertContext>, mut stop: watch::Receiver
     let gap = interval.min(MIN_EVALUATION_GAP);
     loop {
         let s = Arc::clone(&shared);
-        let _ = tokio::task::spawn_blocking(move || s.alerts.evaluate(&s.store, &s.metrics)).await;
+        let _ = tokio::task::spawn_blocking(move || s.alerts.evaluate(s.store.as_ref(), &s.metrics)).await;
         tokio::select! {
             _ = tokio::time::sleep(gap) => {}
             _ = stop.changed() => break,

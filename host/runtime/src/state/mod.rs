@@ -20,7 +20,7 @@ use crate::anomaly::AnomalyDetector;
 use crate::lanes::CheckLanes;
 use crate::metrics::Metrics;
 use crate::probe::RetryPolicy;
-use crate::store::{Event, Store};
+use crate::store::{Event, StateStore};
 
 mod service;
 
@@ -33,7 +33,8 @@ pub struct Shared {
     pub metrics: Metrics,
     pub client: reqwest::Client,
     pub plugins: PluginHost,
-    pub store: Arc<Store>,
+    /// Breaker snapshots, restart books, events, the alert outbox and named state: SQLite, or another backend.
+    pub store: Arc<dyn StateStore>,
     /// Every service's breaker by name: checks run through it, and the admin API's health summary, counters and
     /// reset-all come from it. Its in-memory history is off: events are kept in the store.
     pub breakers: Manager,

@@ -36,7 +36,7 @@ use crate::metrics::Metrics;
 use crate::probe::RetryPolicy;
 use crate::process::STOP_GRACE;
 use crate::state::{ServiceHandle, ServiceMap, Shared};
-use crate::store::Store;
+use crate::store::{StateStore, Store};
 
 mod build;
 mod logs;
@@ -71,7 +71,7 @@ impl Supervisor {
             .build()
             .map_err(|e| RuntimeError::HttpClient(crate::probe::error_chain(&e)))?;
         let metrics = Metrics::new()?;
-        let store = Store::open(&config.storage_path)?;
+        let store: Arc<dyn StateStore> = Arc::new(Store::open(&config.storage_path)?);
         // Compiled plugins are cached beside the state database unless `plugins.cacheDir` says otherwise.
         let cache_dir = config.plugins.cache_dir.clone().unwrap_or_else(|| {
             config.storage_path.parent().unwrap_or(std::path::Path::new("")).join("aegis-plugin-cache")
@@ -98,7 +98,7 @@ impl Supervisor {
         }
         let breakers = Manager::new(ManagerConfig { history: 0, ..ManagerConfig::default() });
         let retry = RetryPolicy::new(config.retry_budget);
-        let alerts = Alerting::new(config.alerting.clone(), &store, &plugins);
+        let alerts = Alerting::new(config.alerting.clone(), store.as_ref(), &plugins);
         let anomaly = Mutex::new(AnomalyDetector::new(config.anomaly.clone()));
         let lanes = CheckLanes::new(
             config.max_concurrent_checks,
@@ -109,7 +109,7 @@ impl Supervisor {
             metrics,
             client,
             plugins,
-            store: Arc::new(store),
+            store,
             breakers,
             retry,
             alerts: Arc::new(alerts),

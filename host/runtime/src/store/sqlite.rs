@@ -1,5 +1,6 @@
-//! The embedded store: one SQLite file holding breaker snapshots (forced states included), restart counters and the
-//! event history, so all three survive a restart of aegis-host.
+//! The embedded store: one SQLite file holding breaker snapshots (forced states included), restart counters, the
+//! event history, the alert outbox and named state, so all of them survive a restart of aegis-host. The local
+//! backend of [`super::StateStore`]; it knows nothing of the runtime that uses it.
 //!
 //! Writes are small and rare (state changes, restarts, events), so a mutex around one connection in WAL mode is
 //! enough; the busy timeout turns a briefly locked file into a short wait and a long lock into a clear error.
@@ -10,67 +11,12 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use aegis_core::Snapshot;
 use rusqlite::{Connection, OptionalExtension, params};
-use serde::Serialize;
 
+use super::{Event, OutboxEntry, ServiceState, StoreError};
 use crate::unix_ms_i64;
 
 /// Events older than the newest this many are pruned.
 const MAX_EVENTS: i64 = 10_000;
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("state database {path}: {message}")]
-    Open { path: PathBuf, message: String },
-    #[error("state database {path}: {message}")]
-    Query { path: PathBuf, message: String },
-}
-
-/// The `service` of an event that belongs to no service: a plugin quarantine, a log match outside every service's
-/// files.
-pub const NO_SERVICE: &str = "-";
-
-/// One entry of the event history.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Event {
-    pub id: i64,
-    /// Milliseconds since the Unix epoch.
-    pub at_ms: i64,
-    /// RFC 3339, UTC.
-    pub at: String,
-    pub service: String,
-    /// `breaker-opened`, `breaker-closed`, `breaker-half-open`, `breaker-forced`, `breaker-reset`, `restart`,
-    /// `restart-failed`, `gave-up`, `recovery-decision`, `notified`, `notify-failed`, `log-match`, `plugin-quarantined` and
-    /// `plugin-released` (the last two, and a log match outside every service's files, with [`NO_SERVICE`]).
-    pub kind: String,
-    pub message: String,
-}
-
-/// A notification waiting for delivery (the durable outbox): it is written before the first attempt and deleted only
-/// after the receiver accepted it, so a receiver that is down, or a restart of aegis-host, delays it but never loses it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OutboxEntry {
-    pub id: i64,
-    /// `fingerprint@startsAt`: the same alert notification sent twice carries the same key (at-least-once delivery).
-    pub idempotency_key: String,
-    /// The URL to POST to.
-    pub target: String,
-    pub content_type: String,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-    pub created_ms: i64,
-    pub attempts: u32,
-    pub next_attempt_ms: i64,
-}
-
-/// What is remembered about one service across restarts of the host.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ServiceState {
-    pub breaker: Option<Snapshot>,
-    pub restarts_total: u64,
-    /// Times (ms since epoch) of recent restarts, for the restart limit.
-    pub recent_restarts_ms: Vec<i64>,
-    pub gave_up: bool,
-}
 
 #[derive(Debug)]
 pub struct Store {
