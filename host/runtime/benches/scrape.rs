@@ -1,0 +1,102 @@
+//! Cost of rendering `/metrics` at N services (default 1000): aegis's renderer against the same series kept in the
+//! `prometheus` crate's own labelled vectors and encoded by its `TextEncoder` (the baseline, and what Aegis did before
+//! it wrote the per-service families as text directly), in the same run. Both carry every per-service family with
+//! the same label sets, so the texts have the same lines.
+//!
+//! ```text
+//! cargo bench -p aegis-runtime --bench scrape
+//! AEGIS_BENCH_SERVICES=10000 cargo bench -p aegis-runtime --bench scrape
+//! ```
+
+use std::time::{Duration, Instant};
+
+use aegis_runtime::metrics::{LATENCY_BUCKETS, Metrics};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+
+fn env_or(key: &str, default: u64) -> u64 {
+    std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// The median of `runs` timings of `f`, after one warm-up call; also returns the last output's length.
+fn median(runs: usize, mut f: impl FnMut() -> usize) -> (Duration, usize) {
+    let mut len = f();
+    let mut times: Vec<Duration> = (0..runs)
+        .map(|_| {
+            let started = Instant::now();
+            len = f();
+            started.elapsed()
+        })
+        .collect();
+    times.sort();
+    (times[times.len() / 2], len)
+}
+
+/// The per-service families in the crate's own vectors, as a registry of a process that uses them would hold them.
+fn crate_registry(services: u64) -> Registry {
+    let registry = Registry::new();
+    let state = IntGaugeVec::new(Opts::new("circuit_breaker_state", "state"), &["breaker"]).expect("vec");
+    let requests = IntCounterVec::new(Opts::new("circuit_breaker_requests_total", "requests"), &["breaker", "result"])
+        .expect("vec");
+    let checks =
+        IntCounterVec::new(Opts::new("aegis_health_checks_total", "checks"), &["service", "result"]).expect("vec");
+    let latency = HistogramVec::new(
+        HistogramOpts::new("aegis_health_check_duration_seconds", "latency").buckets(LATENCY_BUCKETS.to_vec()),
+        &["service"],
+    )
+    .expect("vec");
+    let up = IntGaugeVec::new(Opts::new("aegis_service_up", "up"), &["service"]).expect("vec");
+    let gave_up = IntGaugeVec::new(Opts::new("aegis_service_gave_up", "gave up"), &["service"]).expect("vec");
+    for i in 0..services {
+        let name = format!("service-{i}");
+        state.with_label_values(&[&name]).set(0);
+        for result in ["success", "failure", "rejected"] {
+            requests.with_label_values(&[&name, result]).inc_by(1000 + i);
+        }
+        for result in ["success", "failure"] {
+            checks.with_label_values(&[&name, result]).inc_by(1000 + i);
+        }
+        latency.with_label_values(&[&name]).observe(0.003);
+        up.with_label_values(&[&name]).set(1);
+        gave_up.with_label_values(&[&name]).set(0);
+    }
+    for c in [
+        Box::new(state) as Box<dyn prometheus::core::Collector>,
+        Box::new(requests),
+        Box::new(checks),
+        Box::new(latency),
+        Box::new(up),
+        Box::new(gave_up),
+    ] {
+        registry.register(c).expect("register");
+    }
+    registry
+}
+
+fn main() {
+    let services = env_or("AEGIS_BENCH_SERVICES", 1000);
+    let runs = usize::try_from(env_or("AEGIS_BENCH_RUNS", 50)).unwrap_or(50);
+    let metrics = Metrics::new().expect("metrics");
+    for i in 0..services {
+        let s = metrics.register_service(&format!("service-{i}"));
+        for _ in 0..3 {
+            s.checked(true, Duration::from_millis(3));
+        }
+    }
+    let (aegis, aegis_len) = median(runs, || metrics.render().map_or(0, |t| t.len()));
+    let registry = crate_registry(services);
+    let (baseline, baseline_len) = median(runs, || {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&registry.gather(), &mut buf);
+        buf.len()
+    });
+    println!("render /metrics at {services} services (median of {runs})");
+    println!("{:<34} {:>10} {:>12}", "renderer", "ms", "bytes");
+    println!("{:<34} {:>10.3} {:>12}", "aegis (text written directly)", aegis.as_secs_f64() * 1e3, aegis_len);
+    println!(
+        "{:<34} {:>10.3} {:>12}",
+        "prometheus crate vectors + encoder",
+        baseline.as_secs_f64() * 1e3,
+        baseline_len
+    );
+    println!("aegis / baseline: {:.2}", aegis.as_secs_f64() / baseline.as_secs_f64());
+}
