@@ -1,6 +1,7 @@
 //! The injected time source. Core code never reads the wall clock itself: state machines take `now: Instant`
-//! arguments, and the few helpers that must time a closure (`Breaker::call`) take a [`Clock`]. Owns only that seam and
-//! a fake clock for deterministic tests.
+//! arguments, and the few helpers that must time a closure (`Breaker::call`) take a [`Clock`]. Owns that seam, a fake
+//! clock for deterministic tests, and [`MonotonicClock`], the system clock with a cheap answer for hot-path deadline
+//! checks (the only place here that reads the system clock, and only when a caller injects it).
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -9,11 +10,92 @@ use std::time::{Duration, Instant};
 pub trait Clock {
     /// The current instant.
     fn now(&self) -> Instant;
+
+    /// Nanoseconds elapsed since `since` as `(at_least, slack)`: the time [`Self::now`] would report lies within
+    /// `at_least ..= at_least + slack` after `since`. A hot path that only compares against a far deadline (an open
+    /// breaker's) can decide from this without a precise read. The default reads [`Self::now`] (`slack` 0).
+    #[inline]
+    fn elapsed_ns_bounds(&self, since: Instant) -> (u64, u64) {
+        (nanos(self.now().saturating_duration_since(since)), 0)
+    }
 }
 
 impl<F: Fn() -> Instant> Clock for F {
     fn now(&self) -> Instant {
         self()
+    }
+}
+
+/// Saturating conversion; durations beyond ~584 years are "forever" anyway.
+#[inline]
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// The system's monotonic clock: [`Clock::now`] is `Instant::now()`, while [`Clock::elapsed_ns_bounds`] reads the
+/// kernel's coarse monotonic clock (`CLOCK_MONOTONIC_COARSE`, a few nanoseconds through the vDSO instead of ~25 for a
+/// precise read). That clock is the same timeline as `Instant` (`CLOCK_MONOTONIC`), updated once per scheduler tick;
+/// it is never ahead of the precise one and lags it by at most a tick (1–10 ms) on a CPU whose tick runs. The slack
+/// allowed for is [`MonotonicClock::SLACK`], far above a tick, so a breaker reads the precise clock in the last
+/// 50 ms before its deadline and decides exactly as with `Instant::now()`. (Only a `nohz_full` CPU that idles its
+/// tick for longer could see a rejection up to that extra lag late.) Elsewhere than Linux and Android, the default
+/// precise answer is used.
+#[derive(Clone, Copy, Debug)]
+pub struct MonotonicClock {
+    /// An `Instant` and, read just after it, the coarse-clock-compatible nanoseconds of the same timeline: mapping
+    /// through them can only under-estimate elapsed time, which the slack then covers.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    anchor: (Instant, u64),
+}
+
+impl Default for MonotonicClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MonotonicClock {
+    /// How far the coarse reading may fall short of the precise one (see the type's docs).
+    pub const SLACK: Duration = Duration::from_millis(50);
+
+    /// Anchors the coarse timeline to `Instant` once (a precise read of each).
+    pub fn new() -> Self {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            let at = Instant::now();
+            let raw = timespec_ns(rustix::time::clock_gettime(rustix::time::ClockId::Monotonic));
+            MonotonicClock { anchor: (at, raw) }
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        MonotonicClock {}
+    }
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[inline]
+fn timespec_ns(t: rustix::time::Timespec) -> u64 {
+    // CLOCK_MONOTONIC is non-negative and its nanoseconds are below 10⁹.
+    (t.tv_sec as u64).wrapping_mul(1_000_000_000).wrapping_add(t.tv_nsec as u64)
+}
+
+impl Clock for MonotonicClock {
+    #[inline]
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[inline]
+    fn elapsed_ns_bounds(&self, since: Instant) -> (u64, u64) {
+        let coarse = timespec_ns(rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse));
+        let (at, raw) = self.anchor;
+        // `since` on the raw timeline, then the (non-negative) distance from it to the coarse reading.
+        let since_raw = if since >= at {
+            raw.saturating_add(nanos(since.duration_since(at)))
+        } else {
+            raw.saturating_sub(nanos(at.duration_since(since)))
+        };
+        (coarse.saturating_sub(since_raw), nanos(Self::SLACK))
     }
 }
 
@@ -62,5 +144,21 @@ mod tests {
         assert_eq!(c2.now(), t0);
         let f = || t0;
         assert_eq!(Clock::now(&f), t0);
+        assert_eq!(c.elapsed_ns_bounds(t0 - Duration::from_nanos(7)), (7, 0));
+    }
+
+    #[test]
+    fn monotonic_clock_bounds_contain_the_precise_elapsed_time() {
+        let clock = MonotonicClock::new();
+        for back in [Duration::ZERO, Duration::from_millis(3), Duration::from_secs(2)] {
+            let since = Instant::now().checked_sub(back).unwrap_or_else(Instant::now);
+            let before = nanos(since.elapsed());
+            let (at_least, slack) = clock.elapsed_ns_bounds(since);
+            let after = nanos(since.elapsed());
+            assert!(at_least <= after, "{at_least} > {after}");
+            assert!(at_least + slack >= before, "{at_least} + {slack} < {before}");
+        }
+        let later = Instant::now() + Duration::from_secs(5);
+        assert_eq!(clock.elapsed_ns_bounds(later).0, 0);
     }
 }

@@ -1,11 +1,21 @@
 //! The in-process API on top of `try_acquire`/`record`: run a closure or future through a breaker, classify its
 //! errors, fall back when the breaker refuses. Owns the permit's lifetime around one call (a drop guard returns it if
 //! the call panics or the future is cancelled); never owns state transitions.
+//!
+//! # The synchronous fast path
+//! A clock read costs more than the rest of a closed-state call, so [`Breaker::call_classified`] reads the clock only
+//! where the result can depend on it. In the states that admit without a lock, a breaker that is not `timed` (no
+//! slow-call threshold, a count window, a predicate that does not read durations) runs the closure and counts the
+//! outcome without any clock read; the clock is read only if the outcome must be judged by the trip predicate (a trip
+//! is stamped with it). An open breaker compares its deadline against [`Clock::elapsed_ns_bounds`], which a
+//! [`MonotonicClock`](crate::MonotonicClock) answers from the coarse clock, and reads the precise clock only near the
+//! deadline. A forced-open breaker reads no clock. Everything else takes the timed path through `try_acquire`.
 
 use std::future::Future;
-use std::time::Instant;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
-use super::{Breaker, Permit};
+use super::{ADMIT, Breaker, Permit, Recorded, STATE_MASK, State};
 use crate::clock::Clock;
 use crate::error::{CallError, Rejected};
 
@@ -73,6 +83,20 @@ impl Breaker {
     where
         C: Clock + ?Sized,
     {
+        let w = self.fast.load(Ordering::Acquire);
+        if w & ADMIT != 0 && !self.timed {
+            // No permit guard: a lock-free admission is never a half-open trial, so there is no slot to give back.
+            let r = f();
+            let success = match &r {
+                Ok(_) => true,
+                Err(e) => !is_failure(e),
+            };
+            self.record_untimed(clock, (w >> 32) as u32, success);
+            return r.map_err(CallError::Inner);
+        }
+        if w & ADMIT == 0 && self.reject_without_precise_time(clock, w) {
+            return Err(CallError::CircuitOpen);
+        }
         let start = clock.now();
         let guard = self.acquire_guard(start)?;
         let r = f();
@@ -83,6 +107,41 @@ impl Breaker {
         };
         guard.finish(end, success, end.saturating_duration_since(start));
         r.map_err(CallError::Inner)
+    }
+
+    /// `record` for an untimed call admitted by the lock-free path: duration zero (nothing reads it), never slow (no
+    /// threshold), and the clock read only when the outcome needs a time.
+    #[inline]
+    fn record_untimed<C: Clock + ?Sized>(&self, clock: &C, generation: u32, success: bool) {
+        let w = self.fast.load(Ordering::Acquire);
+        if w & (ADMIT | STATE_MASK) == ADMIT && (w >> 32) as u32 == generation {
+            if let Recorded::Evaluate = self.record_in_lane(|| clock.now(), generation, success, false, Duration::ZERO)
+            {
+                self.evaluate_after_lane(clock.now(), generation);
+            }
+            return;
+        }
+        self.record_locked(clock.now(), Permit { generation }, success, false, Duration::ZERO);
+    }
+
+    /// The lock-free rejection of `try_acquire`, deciding "still open" from the clock's cheap bounds. `false` means
+    /// "not decided here": the caller takes the precise path.
+    #[inline]
+    fn reject_without_precise_time<C: Clock + ?Sized>(&self, clock: &C, w: u64) -> bool {
+        let generation = (w >> 32) as u32;
+        match w & STATE_MASK {
+            s if s == State::ForcedOpen.code() => self.count_rejection(generation),
+            s if s == State::Open.code() => {
+                let Some(epoch) = self.epoch.get() else { return false };
+                let (at_least, slack) = clock.elapsed_ns_bounds(*epoch);
+                if at_least.saturating_add(slack) >= self.open_until_ns.load(Ordering::Acquire) {
+                    return false;
+                }
+                self.last_seen_ns.store(at_least, Ordering::Relaxed);
+                self.count_rejection(generation)
+            }
+            _ => false,
+        }
     }
 
     /// Like [`Self::call`], but a refused call returns `fallback(reason)` instead of an error.

@@ -405,6 +405,8 @@ pub struct Breaker {
     /// `generation << 32 | ADMIT? | state code`, republished under `inner` on every generation change.
     fast: AtomicU64,
     evaluate_on: EvaluateOn,
+    /// Whether `call` times its closure: a slow-call threshold, a time window or the predicate reads durations.
+    timed: bool,
     successes_to_close: u32,
     /// Present only for blocking predicates: the private copy they are evaluated against, and the serialisation point
     /// of their evaluations.
@@ -562,8 +564,12 @@ impl Breaker {
             window: Window::new(settings.window),
         };
         let inner = Inner { state: State::Closed, generation: 0, deadline: None, in_flight: 0 };
+        let timed = settings.slow_threshold().is_some()
+            || matches!(settings.window, WindowKind::Time { .. })
+            || trip.reads_durations();
         let breaker = Breaker {
             evaluate_on: trip.evaluate_on(),
+            timed,
             successes_to_close: settings.successes_to_close(),
             settings,
             fast: AtomicU64::new(0),
@@ -670,7 +676,7 @@ impl Breaker {
         let w = self.fast.load(Ordering::Acquire);
         // Closed (state code 0), fast admission on, and the permit is of the published generation.
         if w & (ADMIT | STATE_MASK) == ADMIT && (w >> 32) as u32 == permit.generation {
-            match self.record_in_lane(now, permit.generation, success, slow, duration) {
+            match self.record_in_lane(|| now, permit.generation, success, slow, duration) {
                 Recorded::Done | Recorded::Stale => {}
                 Recorded::Evaluate => self.evaluate_after_lane(now, permit.generation),
             }
@@ -679,9 +685,16 @@ impl Breaker {
         self.record_locked(now, permit, success, slow, duration);
     }
 
-    /// Counts a closed-state outcome if the lane is still on `generation`.
+    /// Counts a closed-state outcome if the lane is still on `generation`. `now` is read only for a time window.
     #[inline(always)]
-    fn record_in_lane(&self, now: Instant, generation: u32, success: bool, slow: bool, duration: Duration) -> Recorded {
+    fn record_in_lane(
+        &self,
+        now: impl FnOnce() -> Instant,
+        generation: u32,
+        success: bool,
+        slow: bool,
+        duration: Duration,
+    ) -> Recorded {
         let lane = self.lane.lock();
         // Re-checked under the lane lock: a transition may have happened since the caller looked at `fast`.
         if lane.generation.load(Ordering::Relaxed) != generation {
@@ -744,7 +757,7 @@ impl Breaker {
         let mut outside = false;
         match g.state {
             State::Closed => {
-                if let Recorded::Evaluate = self.record_in_lane(now, g.generation, success, slow, duration) {
+                if let Recorded::Evaluate = self.record_in_lane(|| now, g.generation, success, slow, duration) {
                     (t2, outside) = self.evaluate_locked(&mut g, now);
                 }
             }
@@ -765,7 +778,7 @@ impl Breaker {
             State::ForcedClosed => {
                 let lane = self.lane.lock();
                 lane.counts.on_outcome(success, slow);
-                lane.window.record_shared(now, success, slow, duration);
+                lane.window.record_shared(|| now, success, slow, duration);
             }
             // Unreachable with a current-generation permit (these states never hand one out, except `Disabled`,
             // which by definition records nothing).

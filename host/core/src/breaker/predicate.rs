@@ -135,6 +135,13 @@ pub trait TripPredicate: Send + Sync + fmt::Debug {
     fn may_block(&self) -> bool {
         true
     }
+
+    /// Whether it reads [`Sample::duration`](super::Sample) from the window. Defaults to `true`; a breaker whose
+    /// predicate answers `false`, with no slow-call threshold and a count window, does not time the calls it runs
+    /// through [`Breaker::call`](super::Breaker::call) (nothing would read the durations), which saves two clock reads.
+    fn reads_durations(&self) -> bool {
+        true
+    }
 }
 
 /// gobreaker-style: trips when `consecutive_failures >= n` (seed-000 `failureThreshold`; gobreaker's own default is
@@ -151,6 +158,9 @@ impl TripPredicate for ConsecutiveFailures {
         EvaluateOn::FailureOrSlow
     }
     fn may_block(&self) -> bool {
+        false
+    }
+    fn reads_durations(&self) -> bool {
         false
     }
 }
@@ -181,6 +191,9 @@ impl TripPredicate for FailureRate {
         EvaluateOn::FailureOrSlow
     }
     fn may_block(&self) -> bool {
+        false
+    }
+    fn reads_durations(&self) -> bool {
         false
     }
 }
@@ -218,6 +231,9 @@ impl TripPredicate for SlowCallRate {
     fn may_block(&self) -> bool {
         false
     }
+    fn reads_durations(&self) -> bool {
+        false
+    }
 }
 
 /// Trips when any member trips (first reason wins). Evaluated as eagerly and as carefully as its most demanding member.
@@ -238,6 +254,9 @@ impl TripPredicate for AnyOf {
     fn may_block(&self) -> bool {
         self.0.iter().any(|p| p.may_block())
     }
+    fn reads_durations(&self) -> bool {
+        self.0.iter().any(|p| p.reads_durations())
+    }
 }
 
 /// Never trips: a breaker that only collects metrics (resilience4j `METRICS_ONLY`).
@@ -252,6 +271,9 @@ impl TripPredicate for Never {
         EvaluateOn::FailureOrSlow
     }
     fn may_block(&self) -> bool {
+        false
+    }
+    fn reads_durations(&self) -> bool {
         false
     }
 }
@@ -271,6 +293,9 @@ impl<F: Fn(&Counts) -> bool + Send + Sync> TripPredicate for ReadyToTrip<F> {
         (self.0)(ctx.counts()).then(|| String::from("ready_to_trip returned true"))
     }
     fn may_block(&self) -> bool {
+        false
+    }
+    fn reads_durations(&self) -> bool {
         false
     }
 }

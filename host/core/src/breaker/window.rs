@@ -146,16 +146,17 @@ impl Window {
     /// Adds a call. Count windows ignore `now`; time windows first expire buckets older than the window.
     #[inline]
     pub fn record(&mut self, now: Instant, sample: Sample) {
-        self.record_shared(now, sample.success, sample.slow, sample.duration);
+        self.record_shared(|| now, sample.success, sample.slow, sample.duration);
     }
 
     /// [`Self::record`] through a shared reference, for the breaker's locked section (one writer at a time).
     /// Fields rather than a `Sample`: passing the struct by reference made its flag bytes a store-forwarding stall.
+    /// `now` is asked for only by a time window, so an untimed call into a count window reads no clock.
     #[inline]
-    pub(crate) fn record_shared(&self, now: Instant, success: bool, slow: bool, duration: Duration) {
+    pub(crate) fn record_shared(&self, now: impl FnOnce() -> Instant, success: bool, slow: bool, duration: Duration) {
         match &self.inner {
             Inner::Count(w) => w.push(success, slow, duration),
-            Inner::Time(w) => lock(w).record(now, Sample { success, duration, slow }),
+            Inner::Time(w) => lock(w).record(now(), Sample { success, duration, slow }),
         }
     }
 
