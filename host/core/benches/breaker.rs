@@ -1,17 +1,19 @@
 //! Criterion benchmarks of `aegis-core` against the `recloser` and `failsafe` crates on the same workloads, measured
-//! in the same run: closed-state allow+record (uncontended and with 2 threads), a rejected call while open, and a
-//! backoff `next_delay`. Also prints the memory footprint of a breaker with a 100-call count window.
+//! in the same run. Each `call_*` group is like for like: every library runs a closure through its `call` API (closure
+//! in, result out, no fallback) and reads whatever clock it needs itself — aegis through [`MonotonicClock`], the clock
+//! an embedding application injects. Groups: a closed breaker (one thread, and two threads on one breaker), and a call
+//! rejected while open. The `allow_record_*` groups measure aegis's lower-level `try_acquire` + `record` with the time
+//! passed in (what the runtime uses); they have no counterpart in the other crates. Also a backoff `next_delay`, and the
+//! memory footprint of a breaker with a 100-call count window.
 //!
-//! Fairness notes: aegis takes `now` as an argument, so the breaker benches pass a pre-read `Instant` (a caller
-//! times its call anyway); recloser and failsafe read the clock themselves only when open, where `aegis/open` is
-//! also measured with its own `Instant::now()` for parity. All three are configured to trip on failures with a long
-//! open duration, and record into a 100-call window where they have one.
+//! All three breakers trip on failures with a long open duration, and record into a 100-call window where they have
+//! one.
 
 use std::hint::black_box;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use aegis_core::{Backoff, BackoffSettings, Breaker, Jitter, Settings, WindowKind};
+use aegis_core::{Backoff, BackoffSettings, Breaker, Jitter, MonotonicClock, Settings, WindowKind};
 use criterion::{Criterion, criterion_group, criterion_main};
 use failsafe::CircuitBreaker as _;
 use rand::SeedableRng;
@@ -51,18 +53,35 @@ fn report_sizes() {
     );
 }
 
-fn closed_uncontended(c: &mut Criterion) {
+fn call_closed(c: &mut Criterion) {
     report_sizes();
-    let mut g = c.benchmark_group("closed_allow_record");
-    let now = Instant::now();
+    let mut g = c.benchmark_group("call_closed");
+    let clock = MonotonicClock::new();
     let a = aegis();
-    g.bench_function("aegis", |b| b.iter(|| aegis_allow_record(black_box(&a), now)));
-    let clock = move || now;
-    g.bench_function("aegis_call", |b| b.iter(|| black_box(a.call(&clock, || Ok::<_, ()>(black_box(1))))));
+    g.bench_function("aegis", |b| b.iter(|| black_box(a.call(&clock, || Ok::<_, ()>(black_box(1))))));
     let r = recloser();
     g.bench_function("recloser", |b| b.iter(|| black_box(r.call(|| Ok::<_, ()>(black_box(1))))));
     let f = failsafe();
     g.bench_function("failsafe", |b| b.iter(|| black_box(f.call(|| Ok::<_, ()>(black_box(1))))));
+    // With a slow-call threshold aegis must time the call: two precise clock reads.
+    let timed = Breaker::new(
+        Settings::new("bench")
+            .window(WindowKind::Count(100))
+            .failure_threshold(5)
+            .reset_timeout(LONG)
+            .slow_call_duration(Some(Duration::from_secs(1))),
+    );
+    g.bench_function("aegis_timed_slow_call_threshold", |b| {
+        b.iter(|| black_box(timed.call(&clock, || Ok::<_, ()>(black_box(1)))))
+    });
+    g.finish();
+}
+
+fn allow_record_closed(c: &mut Criterion) {
+    let mut g = c.benchmark_group("allow_record_closed");
+    let now = Instant::now();
+    let a = aegis();
+    g.bench_function("aegis_time_passed_in", |b| b.iter(|| aegis_allow_record(black_box(&a), now)));
     g.finish();
 }
 
@@ -81,11 +100,13 @@ fn two_threads(iters: u64, op: impl Fn() + Sync) -> Duration {
     start.elapsed()
 }
 
-fn closed_two_threads(c: &mut Criterion) {
-    let mut g = c.benchmark_group("closed_allow_record_2_threads");
-    let now = Instant::now();
+fn call_2_threads(c: &mut Criterion) {
+    let mut g = c.benchmark_group("call_2_threads");
+    let clock = MonotonicClock::new();
     let a = aegis();
-    g.bench_function("aegis", |b| b.iter_custom(|n| two_threads(n, || aegis_allow_record(&a, now))));
+    g.bench_function("aegis", |b| {
+        b.iter_custom(|n| two_threads(n, || drop(black_box(a.call(&clock, || Ok::<_, ()>(black_box(1)))))))
+    });
     let r = recloser();
     g.bench_function("recloser", |b| {
         b.iter_custom(|n| two_threads(n, || drop(black_box(r.call(|| Ok::<_, ()>(black_box(1)))))))
@@ -95,10 +116,14 @@ fn closed_two_threads(c: &mut Criterion) {
         b.iter_custom(|n| two_threads(n, || drop(black_box(f.call(|| Ok::<_, ()>(black_box(1)))))))
     });
     g.finish();
+    let mut g = c.benchmark_group("allow_record_2_threads");
+    let now = Instant::now();
+    let a = aegis();
+    g.bench_function("aegis_time_passed_in", |b| b.iter_custom(|n| two_threads(n, || aegis_allow_record(&a, now))));
+    g.finish();
 }
 
-fn open_rejected(c: &mut Criterion) {
-    let mut g = c.benchmark_group("open_rejected");
+fn open_aegis() -> Breaker {
     let now = Instant::now();
     let a = aegis();
     for _ in 0..5 {
@@ -107,8 +132,19 @@ fn open_rejected(c: &mut Criterion) {
         }
     }
     assert!(a.try_acquire(now).is_err(), "aegis breaker must be open");
-    g.bench_function("aegis", |b| b.iter(|| black_box(a.try_acquire(black_box(now)))));
-    g.bench_function("aegis_with_clock_read", |b| b.iter(|| black_box(a.try_acquire(Instant::now()))));
+    a
+}
+
+fn call_open_rejected(c: &mut Criterion) {
+    let mut g = c.benchmark_group("call_open_rejected");
+    let clock = MonotonicClock::new();
+    let a = open_aegis();
+    g.bench_function("aegis", |b| b.iter(|| black_box(a.call(&clock, || Ok::<_, ()>(black_box(1))))));
+    // The same through a plain `Instant::now` clock: the precise read the coarse clock avoids.
+    let precise = Instant::now;
+    g.bench_function("aegis_instant_now_clock", |b| {
+        b.iter(|| black_box(a.call(&precise, || Ok::<_, ()>(black_box(1)))))
+    });
     let r = recloser();
     // recloser computes a rate only once its ring has wrapped, so fill it more than once.
     for _ in 0..250 {
@@ -122,6 +158,10 @@ fn open_rejected(c: &mut Criterion) {
     }
     assert!(!f.is_call_permitted(), "failsafe must be open");
     g.bench_function("failsafe", |b| b.iter(|| black_box(f.call(|| Ok::<_, ()>(black_box(1))))));
+    g.finish();
+    let mut g = c.benchmark_group("allow_open_rejected");
+    let now = Instant::now();
+    g.bench_function("aegis_time_passed_in", |b| b.iter(|| black_box(a.try_acquire(black_box(now)))));
     g.finish();
 }
 
@@ -160,5 +200,5 @@ fn backoff_next_delay(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, closed_uncontended, closed_two_threads, open_rejected, backoff_next_delay);
+criterion_group!(benches, call_closed, allow_record_closed, call_2_threads, call_open_rejected, backoff_next_delay);
 criterion_main!(benches);
