@@ -13,6 +13,9 @@ pub enum PluginError {
     #[error("{path}: not a loadable WASM component: {reason}")]
     Compile { path: PathBuf, reason: String },
 
+    #[error("{path}: a symlink that leads to no file ({source}): a link loop, or its target is gone; skipped")]
+    BrokenLink { path: PathBuf, source: std::io::Error },
+
     #[error("{path}: exports no aegis:policy world (exports: {exports})")]
     UnknownWorld { path: PathBuf, exports: String },
 

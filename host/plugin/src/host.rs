@@ -331,8 +331,9 @@ impl PluginHost {
     /// Loads every `*.wasm` file of `dir` (not recursively). A file that fails is reported and skipped; the others
     /// still load. A missing directory loads nothing.
     pub fn load_dir(&self, dir: &Path) -> Result<LoadReport, PluginError> {
-        let mut report = LoadReport::default();
-        for path in wasm_files(dir)? {
+        let (paths, broken) = wasm_files(dir)?;
+        let mut report = LoadReport { failed: broken, ..LoadReport::default() };
+        for path in paths {
             match self.load_file(&path) {
                 Ok(info) => report.loaded.push(info),
                 Err(e) => report.failed.push(e),
@@ -347,8 +348,8 @@ impl PluginHost {
     /// to load, or that changed its policy kind, is reported and the previous version keeps running. Call it on a
     /// file-watch event or SIGHUP; it compiles outside every lock, so decisions continue meanwhile.
     pub fn reload_dir(&self, dir: &Path) -> Result<ReloadReport, PluginError> {
-        let mut report = ReloadReport::default();
-        let paths = wasm_files(dir)?;
+        let (paths, broken) = wasm_files(dir)?;
+        let mut report = ReloadReport { failed: broken, ..ReloadReport::default() };
         let mut present = Vec::new();
         for path in &paths {
             let name = plugin_name(path);
@@ -620,19 +621,33 @@ fn digest(path: &Path, wasm_sha256: &[u8; 32]) -> [u8; 32] {
     hasher.finalize().into()
 }
 
-/// The `*.wasm` files directly in `dir`, sorted; none if `dir` does not exist.
-fn wasm_files(dir: &Path) -> Result<Vec<PathBuf>, PluginError> {
+/// The `*.wasm` files directly in `dir`, sorted (none if `dir` does not exist), and an error for each `*.wasm`
+/// symlink that leads to no file: a link loop (`a.wasm -> b.wasm -> a.wasm`) or a dangling link is named, once, with
+/// the system's reason, rather than skipped in silence. Resolving a loop ends at the kernel's link limit, so it
+/// never hangs. A directory named `*.wasm` is still skipped.
+fn wasm_files(dir: &Path) -> Result<(Vec<PathBuf>, Vec<PluginError>), PluginError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),
         Err(source) => return Err(PluginError::ReadDir { dir: dir.to_owned(), source }),
     };
-    let mut paths: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "wasm"))
-        .collect();
+    let mut paths = Vec::new();
+    let mut broken = Vec::new();
+    for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+        if !path.extension().is_some_and(|x| x == "wasm") {
+            continue;
+        }
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.is_file() => paths.push(path),
+            Ok(_) => {}
+            Err(source) if path.is_symlink() => broken.push(PluginError::BrokenLink { path, source }),
+            // Gone since the listing: the next look at the directory sees the removal.
+            Err(_) => {}
+        }
+    }
     paths.sort();
-    Ok(paths)
+    broken.sort_by_key(|e| e.to_string());
+    Ok((paths, broken))
 }
 
 /// The policy kind a component implements, from the `aegis:policy/<kind>@<version>` interfaces it exports.

@@ -79,3 +79,27 @@ fn a_binding_waits_for_a_plugin_that_appears_later() {
     assert_eq!(host.reload_dir(dir.path()).unwrap().added, ["p"]);
     assert_eq!(ask(&p, &failing).as_deref(), Some("5 of the last 5 probes failed or slow"));
 }
+
+/// A symlink loop or a dangling link among the plugins is an error naming that file; the other plugins load, and
+/// neither a load nor a reload hangs on it.
+#[test]
+fn symlink_loops_and_dangling_links_are_named_and_the_rest_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    put(dir.path(), "window-trip");
+    std::os::unix::fs::symlink("b.wasm", dir.path().join("a.wasm")).unwrap();
+    std::os::unix::fs::symlink("a.wasm", dir.path().join("b.wasm")).unwrap();
+    std::os::unix::fs::symlink("gone.wasm", dir.path().join("dangling.wasm")).unwrap();
+    let host = PluginHost::new(SandboxLimits::default()).unwrap();
+    let report = host.load_dir(dir.path()).unwrap();
+    assert_eq!(report.loaded.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(), ["p"]);
+    let failed: Vec<String> = report.failed.iter().map(ToString::to_string).collect();
+    assert_eq!(failed.len(), 3, "{failed:?}");
+    for (error, file) in report.failed.iter().zip(["a.wasm", "b.wasm", "dangling.wasm"]) {
+        assert!(matches!(error, PluginError::BrokenLink { .. }), "{error:?}");
+        let message = error.to_string();
+        assert!(message.contains(file) && message.contains("symlink"), "{message}");
+    }
+    assert!(failed[0].contains("symbolic links"), "the system's reason: {}", failed[0]);
+    let r = host.reload_dir(dir.path()).unwrap();
+    assert_eq!((r.unchanged.as_slice(), r.failed.len()), (&["p".to_owned()][..], 3));
+}
