@@ -9,7 +9,7 @@ PLUGIN_TARGET_DIR := plugins/target
 PLUGIN_OUT := $(PLUGIN_TARGET_DIR)/wasm32-wasip2/release
 BUNDLED_PLUGINS := window-trip escalating-restart panic-detector ewma-latency chat-formatter
 
-.PHONY: run test toolchain build plugins lint
+.PHONY: run test toolchain build plugins lint console-screenshot
 
 toolchain:
 	rustup toolchain install
@@ -40,3 +40,8 @@ lint: toolchain
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	cd plugins && $(CARGO) fmt --all -- --check && CARGO_TARGET_DIR=target $(CARGO) clippy --all-targets -- -D warnings
+
+# Regenerates docs/console.png (the README's picture of the web console) from the browser test's screenshot.
+console-screenshot: toolchain
+	$(CARGO) build --workspace --bins --tests
+	AEGIS_CONSOLE_SCREENSHOT=docs $(CARGO) test -p aegis-tests --test e2e -- console::console_shows_live_state_and_guards_actions --exact

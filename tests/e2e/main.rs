@@ -3,6 +3,10 @@
 
 mod alerting;
 mod cli;
+mod console;
+mod ctl;
 mod isolation;
 mod operations;
+mod robustness;
 mod supervise;
+mod systemd;

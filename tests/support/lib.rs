@@ -82,6 +82,22 @@ impl Proc {
         Proc { child: Some(child), log: log.to_owned() }
     }
 
+    /// [`Proc::start`] with extra environment variables (e.g. `NOTIFY_SOCKET`).
+    pub fn start_with_env(program: &Path, args: &[&str], log: &Path, env: &[(&str, &str)]) -> Proc {
+        let out = std::fs::File::create(log).expect("create log file");
+        let err = out.try_clone().expect("clone log file handle");
+        let child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .env("AEGIS_LOG", "info")
+            .envs(env.iter().copied())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", program.display()));
+        Proc { child: Some(child), log: log.to_owned() }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(Child::id).unwrap_or_default()
     }

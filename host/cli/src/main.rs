@@ -1,6 +1,12 @@
-//! `aegis-host`: run the supervisor, check configs, inspect plugins; completions and a man page from the same clap
+//! `aegis-host`: run the supervisor, check configs, inspect plugins, control a running host (`status`, `events`,
+//! `alerts`, `force`, `reset`, `plugins`, `reload`, see [`ctl`]); completions and a man page from the same clap
 //! definition.
+//!
+//! `--config FILE` without a subcommand runs the supervisor; before or after a control command it names the running
+//! host's config, whose `admin:` section says where its API listens (`aegis-host --config F status` and
+//! `aegis-host status --config F` are the same).
 
+mod ctl;
 mod limits;
 mod memory;
 
@@ -13,14 +19,14 @@ use aegis_runtime::{Config, Supervisor};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 /// Exit status for an invalid config or bad command-line input.
-const EXIT_CONFIG: u8 = 2;
+pub(crate) const EXIT_CONFIG: u8 = 2;
 /// Exit status when a `run` guest traps: what a native process aborted by SIGABRT reports, as wasmtime's CLI does.
 const EXIT_TRAP: u8 = 134;
 
 #[derive(Parser, Debug)]
 #[command(name = "aegis-host", version, about = "Service supervisor and resilience engine with WASM policy plugins")]
 struct Cli {
-    /// Config file to run (YAML).
+    /// Config file to run (YAML); with a control command, the running host's config (for its admin address).
     #[arg(long, short, value_name = "FILE")]
     config: Option<PathBuf>,
 
@@ -68,6 +74,8 @@ enum Command {
         #[arg(required = true, value_name = "FILE [ARGS]", trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
+    #[command(flatten)]
+    Ctl(ctl::CtlCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -96,6 +104,7 @@ fn main() -> ExitCode {
             Some((file, args)) => run_command(Path::new(file), args),
             None => ExitCode::from(EXIT_CONFIG),
         },
+        (Some(Command::Ctl(command)), config) => ctl::run(command, config),
         (None, Some(file)) => run(&file),
         (None, None) => {
             eprintln!("aegis-host: nothing to do: pass --config <FILE> to supervise, or see --help");
@@ -289,5 +298,22 @@ mod tests {
             Cli::try_parse_from(["aegis-host", "check-config", "f.yaml", "--log-format", "json"]).expect("parses");
         assert_eq!(cli.log_format, LogFormat::Json);
         assert!(Cli::try_parse_from(["aegis-host", "--log-format", "xml", "man"]).is_err());
+    }
+
+    #[test]
+    fn config_names_the_host_to_control_before_or_after_the_command() {
+        let before = Cli::try_parse_from(["aegis-host", "--config", "a.yaml", "status"]).expect("parses");
+        assert_eq!(before.config, Some(PathBuf::from("a.yaml")));
+        let after = Cli::try_parse_from(["aegis-host", "status", "--config", "b.yaml", "--json"]).expect("parses");
+        match after.command {
+            Some(Command::Ctl(ctl::CtlCommand::Status { target })) => {
+                assert_eq!(target.config, Some(PathBuf::from("b.yaml")));
+                assert!(target.json);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from(["aegis-host", "reset"]).is_err(), "a service or --all");
+        assert!(Cli::try_parse_from(["aegis-host", "reset", "web", "--all"]).is_err());
+        assert!(Cli::try_parse_from(["aegis-host", "force", "web", "half-open"]).is_ok());
     }
 }

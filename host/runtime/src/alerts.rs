@@ -228,7 +228,9 @@ impl Alerting {
                 if *saved != json {
                     match store.put_state(BOOK_KEY, &json) {
                         Ok(()) => *saved = json,
-                        Err(e) => tracing::error!("cannot save the alerts: {e}"),
+                        Err(e) => {
+                            tracing::debug!("cannot save the alerts (kept, written when the store recovers): {e}")
+                        }
                     }
                 }
             }
@@ -268,7 +270,7 @@ impl Alerting {
                 Ok((url, payload)) => {
                     match store.enqueue(&key, &url, &payload.content_type, &payload.headers, &payload.body) {
                         Ok(_) => queued += 1,
-                        Err(e) => tracing::error!(alert = %alert.name, "cannot queue the notification: {e}"),
+                        Err(e) => tracing::warn!(alert = %alert.name, "cannot queue the notification, it is lost: {e}"),
                     }
                 }
                 Err(e) => tracing::error!(alert = %alert.name, formatter = %self.formatter_name, "{e}"),
@@ -391,14 +393,14 @@ async fn deliver(shared: &AlertContext, entry: &OutboxEntry) {
     let result = match request.send().await {
         Ok(r) if r.status().is_success() => Ok(()),
         Ok(r) => Err(format!("HTTP {}", r.status())),
-        Err(e) => Err(crate::probe::error_chain(&e)),
+        Err(e) => Err(crate::probe::error_chain(&e.without_url())),
     };
     match result {
         Ok(()) => {
             shared.metrics.alert_deliveries.with_label_values(&[target, "success"]).inc();
-            tracing::info!(key = %entry.idempotency_key, attempts = entry.attempts + 1, "alert delivered to {}", entry.target);
+            tracing::info!(key = %entry.idempotency_key, attempts = entry.attempts + 1, "alert delivered to {}", crate::redact::redact_url(&entry.target));
             if let Err(e) = shared.store.delivered(entry.id) {
-                tracing::error!("cannot mark the alert delivered (it will be sent again): {e}");
+                tracing::debug!("cannot mark the alert delivered (it will be sent again): {e}");
             }
         }
         Err(why) => {
@@ -409,12 +411,12 @@ async fn deliver(shared: &AlertContext, entry: &OutboxEntry) {
                 attempts = entry.attempts + 1,
                 retry_in = %humantime::format_duration(Duration::from_millis(u64::try_from(delay.as_millis()).unwrap_or(0))),
                 "alert delivery to {} failed: {why}",
-                entry.target
+                crate::redact::redact_url(&entry.target)
             );
             let next = i64::try_from(unix_ms().saturating_add(u64::try_from(delay.as_millis()).unwrap_or(0)))
                 .unwrap_or(i64::MAX);
             if let Err(e) = shared.store.retry_later(entry.id, next, &why) {
-                tracing::error!("cannot reschedule the alert delivery: {e}");
+                tracing::debug!("cannot reschedule the alert delivery (it is retried at once): {e}");
             }
         }
     }

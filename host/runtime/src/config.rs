@@ -507,7 +507,8 @@ impl OnFailure {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
+/// `Debug` is written out so that the admin token never reaches a log through `{:?}`.
+#[derive(Clone, PartialEq)]
 pub struct Config {
     /// The file this config came from, for messages.
     pub source: PathBuf,
@@ -529,6 +530,41 @@ pub struct Config {
     pub alerting: AlertingConfig,
     /// `CIRCUIT_BREAKER_*` variables that were set but name a setting aegis-host's breakers do not have.
     pub ignored_env: Vec<&'static str>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Config {
+            source,
+            admin_address,
+            admin_token,
+            storage_path,
+            stop_children_on_exit,
+            plugins,
+            retry_budget,
+            max_concurrent_checks,
+            services,
+            logs,
+            anomaly,
+            alerting,
+            ignored_env,
+        } = self;
+        f.debug_struct("Config")
+            .field("source", source)
+            .field("admin_address", admin_address)
+            .field("admin_token", &admin_token.as_ref().map(|_| crate::redact::MASK))
+            .field("storage_path", storage_path)
+            .field("stop_children_on_exit", stop_children_on_exit)
+            .field("plugins", plugins)
+            .field("retry_budget", retry_budget)
+            .field("max_concurrent_checks", max_concurrent_checks)
+            .field("services", services)
+            .field("logs", logs)
+            .field("anomaly", anomaly)
+            .field("alerting", alerting)
+            .field("ignored_env", ignored_env)
+            .finish()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -913,11 +949,14 @@ impl Validator<'_> {
         Ok(c)
     }
 
+    /// An http or https URL. Messages show it with its password masked: they reach logs and terminals.
     fn url(&self, field: &str, raw: &str) -> Result<String, ConfigError> {
-        let parsed = reqwest::Url::parse(raw).map_err(|e| self.invalid(field, format!("{raw:?} is not a URL: {e}")))?;
+        let shown = crate::redact::redact_url(raw);
+        let parsed =
+            reqwest::Url::parse(raw).map_err(|e| self.invalid(field, format!("{shown:?} is not a URL: {e}")))?;
         match parsed.scheme() {
             "http" | "https" => Ok(raw.to_owned()),
-            other => Err(self.invalid(field, format!("{raw:?}: scheme `{other}` is not http or https"))),
+            other => Err(self.invalid(field, format!("{shown:?}: scheme `{other}` is not http or https"))),
         }
     }
 
@@ -1402,6 +1441,40 @@ services:
         assert_eq!(c.alerting.anomaly.severity, aegis_core::policy::Severity::Critical);
         assert_eq!(c.anomaly.detector, Detector::Ewma);
         assert_eq!(c.anomaly.scorers["web"].config, [("alpha".to_owned(), "0.3".to_owned())]);
+    }
+
+    #[test]
+    fn webhook_urls_must_be_http_or_https_and_errors_hide_their_password() {
+        let svc = "services:\n  - {name: web, type: tcp, endpoint: '127.0.0.1:1', actions: {onFailure: notify}}\n";
+        for (section, field) in [
+            ("notifications: {webhook: 'file:///etc/passwd'}\n", "notifications.webhook"),
+            ("notifications: {webhook: 'gopher://h/'}\n", "notifications.webhook"),
+            ("notifications: {webhook: 'http://h/'}\nalerting: {webhook: 'ftp://h/'}\n", "alerting.webhook"),
+            (
+                "notifications: {webhook: 'http://h/'}\nalerting: {alertmanager_url: 'unix:/run/am.sock'}\n",
+                "alerting.alertmanager_url",
+            ),
+        ] {
+            let e = parse(&format!("{section}{svc}")).expect_err(section).to_string();
+            assert!(e.contains(field) && e.contains("not http or https"), "{section}: {e}");
+        }
+        let own = "services:\n  - {name: web, type: tcp, endpoint: '127.0.0.1:1', \
+                   actions: {onFailure: notify, notify: {webhook: 'ftp://u:hunter2@h/'}}}\n";
+        let e = parse(own).expect_err("ftp").to_string();
+        assert!(e.contains("actions.notify.webhook") && e.contains("u:***@h"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
+        let c = parse(&format!("notifications: {{webhook: 'https://u:hunter2@h/x'}}\n{svc}")).expect("https");
+        assert_eq!(c.services[0].notify_webhook.as_deref(), Some("https://u:hunter2@h/x"), "used as written");
+        let shown = c.summary().to_string();
+        assert!(shown.contains("https://u:***@h/x") && !shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
+    fn debug_output_hides_the_admin_token() {
+        let c = parse("admin: {token: s3cr3t-t0k3n}\nservices: []\n").expect("valid");
+        assert_eq!(c.admin_token.as_deref(), Some("s3cr3t-t0k3n"));
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("s3cr3t") && debug.contains("admin_token: Some(\"***\")"), "{debug}");
     }
 
     #[test]

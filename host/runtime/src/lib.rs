@@ -14,9 +14,12 @@ pub mod metrics;
 mod off_worker;
 pub mod probe;
 pub mod process;
+pub mod redact;
+pub mod reload;
 pub mod state;
 pub mod store;
 pub mod supervisor;
+pub mod systemd;
 
 pub use config::Config;
 

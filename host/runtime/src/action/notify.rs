@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use crate::probe::error_chain;
+use crate::redact::redact_url;
 
 /// How long a webhook delivery may take.
 pub const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -43,7 +44,12 @@ pub async fn send(client: &reqwest::Client, url: &str, notification: &Notificati
         .json(notification)
         .send()
         .await
-        .map_err(|e| format!("webhook {url}: {}", error_chain(&e)))?;
+        // reqwest's errors quote the URL whole, credentials included.
+        .map_err(|e| format!("webhook {}: {}", redact_url(url), error_chain(&e.without_url())))?;
     let status = response.status();
-    if status.is_success() { Ok(()) } else { Err(format!("webhook {url}: answered HTTP {}", status.as_u16())) }
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("webhook {}: answered HTTP {}", redact_url(url), status.as_u16()))
+    }
 }

@@ -11,6 +11,11 @@
 //! - `POST /api/v1/circuit-breakers/reset-all`
 //! - `GET  /api/v1/events?service=&limit=` (`service=-`: events of no service)
 //! - `GET  /api/v1/alerts?state=&service=`                  pending and firing alerts
+//! - `GET  /api/v1/services/{service}/checks`              the last checks (time, outcome, latency)
+//! - `GET  /api/v1/stream`                                  server-sent events: transitions, check summaries, alerts, plugins
+//! - `GET  /`, `/services/{service}`, `/alerts`, `/plugins`  the web console (see [`console`])
+//! - `GET  /api/v1/plugins`                                 loaded plugins, their calls and bindings
+//! - `POST /api/v1/reload`                                  reload the config file, as SIGHUP does
 //!
 //! The server runs on a thread of its own at a lower CPU priority, with a cap on open connections, and renders
 //! `/metrics` and `/api/v1/services` at most every 250 ms (see [`cache`]): admin traffic never takes the probes'
@@ -36,6 +41,10 @@ use crate::store::NO_SERVICE;
 const MAX_EVENTS_PER_PAGE: u32 = 1000;
 
 mod cache;
+mod console;
+mod limits;
+mod plugins;
+mod reload;
 mod server;
 
 pub use self::server::{AdminServer, MAX_CONNECTIONS, NICENESS};
@@ -79,8 +88,18 @@ fn router(state: AppState) -> Router {
         .route("/api/v1/circuit-breakers/{service}/reset", post(reset))
         .route("/api/v1/events", get(events))
         .route("/api/v1/alerts", get(alerts))
+        .route("/api/v1/plugins", get(plugins::plugins))
+        .route("/api/v1/reload", post(reload::reload))
+        .route("/api/v1/services/{service}/checks", get(console::checks))
+        .route("/api/v1/stream", get(console::live::stream))
+        .route("/", get(console::overview))
+        .route("/services/{service}", get(console::service))
+        .route("/alerts", get(console::alerts))
+        .route("/plugins", get(console::plugins))
+        .route("/assets/{file}", get(console::asset))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(state)
+        .layer(axum::middleware::from_fn(limits::enforce))
 }
 
 /// An API error: its status and a message, rendered as `{"error": message}`.

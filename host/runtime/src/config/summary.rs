@@ -9,6 +9,7 @@ use std::fmt::{self, Display, Formatter};
 use std::time::Duration;
 
 use super::{AlertTarget, BreakerConfig, Config, ServiceConfig, Thresholds};
+use crate::redact::redact_url;
 
 /// [`Config`] rendered for people; see the module doc.
 #[derive(Debug)]
@@ -53,7 +54,7 @@ fn service(f: &mut Formatter<'_>, s: &ServiceConfig) -> fmt::Result {
         f,
         "  check: {} {} interval={} timeout={} retries={}",
         s.probe.kind(),
-        s.endpoint,
+        redact_url(&s.endpoint),
         human(s.interval),
         human(s.timeout),
         s.retries
@@ -92,7 +93,7 @@ fn service(f: &mut Formatter<'_>, s: &ServiceConfig) -> fmt::Result {
         writeln!(f, "  restartLimit: burst={} interval={}", l.burst, human(l.interval))?;
     }
     if let Some(url) = &s.notify_webhook {
-        writeln!(f, "  notify: webhook={url}")?;
+        writeln!(f, "  notify: webhook={}", redact_url(url))?;
     }
     if let Some(p) = &s.recovery_policy {
         writeln!(f, "  recoveryPolicy: plugin={}", p.plugin)?;
@@ -206,8 +207,8 @@ fn alerting(f: &mut Formatter<'_>, c: &Config) -> fmt::Result {
     f.write_str("alerting:")?;
     for t in &a.targets {
         match t {
-            AlertTarget::Webhook(url) => write!(f, " webhook={url}")?,
-            AlertTarget::Alertmanager(url) => write!(f, " alertmanager_url={url}")?,
+            AlertTarget::Webhook(url) => write!(f, " webhook={}", redact_url(url))?,
+            AlertTarget::Alertmanager(url) => write!(f, " alertmanager_url={}", redact_url(url))?,
         }
     }
     if let Some(p) = &a.formatter {

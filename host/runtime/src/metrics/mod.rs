@@ -42,6 +42,8 @@ pub struct Metrics {
     pub outbox_pending: IntGauge,
     /// Checks in flight, by lane (quick, slow): see [`crate::lanes`].
     pub checks_in_flight: IntGaugeVec,
+    /// Writes the state database refused, by store operation: see [`crate::store::Accounted`].
+    pub storage_errors: IntCounterVec,
     uptime: Gauge,
     started: Instant,
     /// Length of the last rendering: the next one reserves that much at once.
@@ -108,6 +110,11 @@ impl Metrics {
             &["lane"],
         )?;
         registry.register(Box::new(checks_in_flight.clone()))?;
+        let storage_errors = IntCounterVec::new(
+            Opts::new("aegis_storage_errors_total", "Writes the state database refused, by operation"),
+            &["operation"],
+        )?;
+        registry.register(Box::new(storage_errors.clone()))?;
         let uptime = Gauge::new("aegis_uptime_seconds", "Seconds since aegis-host started")?;
         registry.register(Box::new(uptime.clone()))?;
         Ok(Metrics {
@@ -125,6 +132,7 @@ impl Metrics {
             alert_deliveries,
             outbox_pending,
             checks_in_flight,
+            storage_errors,
             uptime,
             started: Instant::now(),
             rendered_len: Arc::default(),

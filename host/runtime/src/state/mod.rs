@@ -22,7 +22,12 @@ use crate::metrics::Metrics;
 use crate::probe::RetryPolicy;
 use crate::store::{Event, StateStore};
 
+mod checks;
 mod service;
+mod stream;
+
+pub use self::checks::{CAPACITY_F64, Check, RecentChecks};
+pub use self::stream::{Stream, StreamEvent};
 
 pub(crate) use self::service::RestartBook;
 pub use self::service::ServiceHandle;
@@ -47,25 +52,32 @@ pub struct Shared {
     pub anomaly_enabled: bool,
     /// Checks in flight at once: `maxConcurrentChecks` quick ones, and a lane of their own for slow ones.
     pub lanes: CheckLanes,
+    /// Reloads asked for by the admin API, served by the supervisor loop.
+    pub reload: crate::reload::ReloadRequests,
+    /// The live stream of the web console (`GET /api/v1/stream`).
+    pub stream: Stream,
 }
 
 impl Shared {
-    /// Records an event in the store and the log. A store failure is logged, never fatal.
+    /// Records an event in the store. A store failure is never fatal: the store reports it (once per streak, see
+    /// [`crate::store::Accounted`]), and the event itself goes to the log, the only place it is kept then.
     pub fn event(&self, service: &str, kind: &str, message: &str) -> Option<Event> {
         match self.store.append_event(service, kind, message) {
             Ok(e) => Some(e),
             Err(e) => {
-                tracing::error!(service, kind, "cannot record event: {e}");
+                tracing::warn!(service, kind, "event not recorded (the state database refuses writes): {message}");
+                tracing::debug!(service, kind, "cannot record event: {e}");
                 None
             }
         }
     }
 
-    /// Saves a service's restart book. A store failure is logged, never fatal.
+    /// Saves a service's restart book. A store failure is never fatal; the store reports it and writes the book
+    /// once it accepts writes again.
     pub(crate) fn save_restarts(&self, service: &str, book: &RestartBook) {
         let recent: Vec<i64> = book.recent_ms.iter().copied().collect();
         if let Err(e) = self.store.save_restarts(service, book.total, &recent, book.gave_up) {
-            tracing::error!(service, "{e}");
+            tracing::debug!(service, "cannot save the restart book: {e}");
         }
     }
 }

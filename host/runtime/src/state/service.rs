@@ -39,6 +39,8 @@ pub struct ServiceHandle {
     /// The last check was slow: the next one starts in the slow lane.
     pub(crate) slow: AtomicBool,
     pub(crate) last_check: Mutex<Option<ProbeResult>>,
+    /// The last checks, for the console.
+    pub recent: super::RecentChecks,
     pub(crate) restarts: Mutex<RestartBook>,
     /// A recovery-strategy plugin and its name; `None`: the fixed `onFailure`.
     pub(crate) recovery: Option<(Arc<dyn RecoveryStrategy>, String)>,
@@ -97,8 +99,9 @@ impl ServiceHandle {
 
     /// Saves the breaker's state (after a transition or an operator action).
     pub fn persist_breaker(&self, shared: &Shared) {
+        // A failing store reports itself once (metric, log, event) and keeps the newest snapshot to write later.
         if let Err(e) = shared.store.save_breaker(&self.config.name, &self.breaker.snapshot()) {
-            tracing::error!(service = %self.config.name, "{e}");
+            tracing::debug!(service = %self.config.name, "{e}");
         }
     }
 

@@ -14,9 +14,11 @@ use std::path::PathBuf;
 use aegis_core::Snapshot;
 use serde::Serialize;
 
+mod accounting;
 mod sqlite;
 
-pub use self::sqlite::Store;
+pub use self::accounting::Accounted;
+pub use self::sqlite::{FAULT_ENV, Fault, Store};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -41,7 +43,8 @@ pub struct Event {
     pub service: String,
     /// `breaker-opened`, `breaker-closed`, `breaker-half-open`, `breaker-forced`, `breaker-reset`, `restart`,
     /// `restart-failed`, `gave-up`, `recovery-decision`, `notified`, `notify-failed`, `log-match`, `plugin-quarantined` and
-    /// `plugin-released` (the last two, and a log match outside every service's files, with [`NO_SERVICE`]).
+    /// `plugin-released`, `storage-error` (the last three, and a log match outside every service's files, with
+    /// [`NO_SERVICE`]).
     pub kind: String,
     pub message: String,
 }

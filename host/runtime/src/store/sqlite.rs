@@ -7,13 +7,45 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use aegis_core::Snapshot;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Event, OutboxEntry, ServiceState, StoreError};
 use crate::unix_ms_i64;
+
+/// Debug builds only: `full:<duration>` or `read-only:<duration>` makes the store's writes fail for that long after
+/// it opens (see [`Store::inject_fault`]). For end-to-end tests; release builds ignore it.
+pub const FAULT_ENV: &str = "AEGIS_TEST_STORE_FAULT";
+
+/// A way for writes to fail, injected by tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// The disk is full: SQLITE_FULL.
+    Full,
+    /// The file cannot be written: SQLITE_READONLY.
+    ReadOnly,
+}
+
+impl Fault {
+    #[cfg(debug_assertions)]
+    fn from_env() -> Option<(Fault, Duration)> {
+        let raw = std::env::var(FAULT_ENV).ok()?;
+        let parsed = raw.split_once(':').and_then(|(kind, lasting)| {
+            let fault = match kind {
+                "full" => Fault::Full,
+                "read-only" => Fault::ReadOnly,
+                _ => return None,
+            };
+            Some((fault, humantime::parse_duration(lasting).ok()?))
+        });
+        if parsed.is_none() {
+            tracing::warn!("{FAULT_ENV}={raw:?} ignored: expected full:<duration> or read-only:<duration>");
+        }
+        parsed
+    }
+}
 
 /// Events older than the newest this many are pruned.
 const MAX_EVENTS: i64 = 10_000;
@@ -22,6 +54,8 @@ const MAX_EVENTS: i64 = 10_000;
 pub struct Store {
     path: PathBuf,
     conn: Mutex<Connection>,
+    /// When an injected [`Fault`] lifts (tests only; see [`Store::inject_fault`]).
+    fault_until: Mutex<Option<Instant>>,
 }
 
 fn rfc3339(ms: i64) -> String {
@@ -88,11 +122,47 @@ impl Store {
         if integrity != "ok" {
             return Err(open_err(format!("corrupt: {integrity}")));
         }
-        Ok(Store { path: path.to_owned(), conn: Mutex::new(conn) })
+        let store = Store { path: path.to_owned(), conn: Mutex::new(conn), fault_until: Mutex::new(None) };
+        #[cfg(debug_assertions)]
+        if let Some((fault, lasting)) = Fault::from_env() {
+            store.inject_fault(fault, lasting).map_err(|e| open_err(format!("{FAULT_ENV}: {e}")))?;
+        }
+        Ok(store)
+    }
+
+    /// Makes writes fail as they do on a full disk or a read-only file, for `lasting`; then they work again. For
+    /// tests of how the runtime lives with an unwritable database: nothing else calls it, and the
+    /// [`FAULT_ENV`] variable that reaches it from outside is read by debug builds only.
+    #[doc(hidden)]
+    pub fn inject_fault(&self, fault: Fault, lasting: Duration) -> Result<(), StoreError> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        match fault {
+            // SQLite's own limit on the file's pages: once the pages in use are full, writes fail with
+            // SQLITE_FULL ("database or disk is full"), exactly as on a full disk.
+            Fault::Full => {
+                let pages: i64 =
+                    conn.query_row("PRAGMA page_count", [], |r| r.get(0)).map_err(|e| self.query_err(e))?;
+                conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+                    .map_err(|e| self.query_err(e))?;
+            }
+            Fault::ReadOnly => conn.execute_batch("PRAGMA query_only = ON").map_err(|e| self.query_err(e))?,
+        }
+        *self.fault_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + lasting);
+        Ok(())
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let mut fault = self.fault_until.lock().unwrap_or_else(|p| p.into_inner());
+        if fault.is_some_and(|until| Instant::now() >= until) {
+            *fault = None;
+            // SQLite's default page limit; both pragmas are per connection and this is the only one.
+            let lifted = conn.query_row("PRAGMA max_page_count = 4294967294", [], |_| Ok(()));
+            if let Err(e) = lifted.and_then(|()| conn.execute_batch("PRAGMA query_only = OFF")) {
+                tracing::warn!("cannot lift the injected store fault: {e}");
+            }
+        }
+        conn
     }
 
     fn query_err(&self, e: impl std::fmt::Display) -> StoreError {

@@ -109,6 +109,7 @@ pub(super) fn build_service(
         recovering: AtomicBool::new(false),
         slow: AtomicBool::new(false),
         last_check: Mutex::new(None),
+        recent: crate::state::RecentChecks::default(),
         restarts: Mutex::new(RestartBook {
             total: saved.restarts_total,
             recent_ms: saved.recent_restarts_ms.into_iter().collect(),

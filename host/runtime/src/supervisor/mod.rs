@@ -35,8 +35,10 @@ use crate::lanes::CheckLanes;
 use crate::metrics::Metrics;
 use crate::probe::RetryPolicy;
 use crate::process::STOP_GRACE;
+use crate::reload::{ReloadRequest, ReloadRequests, ReloadSummary};
 use crate::state::{ServiceHandle, ServiceMap, Shared};
-use crate::store::{StateStore, Store};
+use crate::store::{Accounted, StateStore, Store};
+use crate::systemd::Notifier;
 
 mod build;
 mod logs;
@@ -54,6 +56,8 @@ pub struct Supervisor {
     services: Vec<(Arc<ServiceHandle>, Arc<Transitions>)>,
     /// Plugin quarantines and releases, recorded as events by a task of [`Self::run`].
     plugin_events: Option<mpsc::Receiver<PluginEvent>>,
+    /// Reloads asked for by the admin API, served by the loop of [`Self::run`] like SIGHUP.
+    reload_requests: Option<mpsc::Receiver<ReloadRequest>>,
 }
 
 /// Plugin events waiting to be recorded. They come one per quarantine or release, so a full queue means the
@@ -71,7 +75,8 @@ impl Supervisor {
             .build()
             .map_err(|e| RuntimeError::HttpClient(crate::probe::error_chain(&e)))?;
         let metrics = Metrics::new()?;
-        let store: Arc<dyn StateStore> = Arc::new(Store::open(&config.storage_path)?);
+        let store: Arc<dyn StateStore> =
+            Arc::new(Accounted::new(Arc::new(Store::open(&config.storage_path)?), metrics.storage_errors.clone()));
         // Compiled plugins are cached beside the state database unless `plugins.cacheDir` says otherwise.
         let cache_dir = config.plugins.cache_dir.clone().unwrap_or_else(|| {
             config.storage_path.parent().unwrap_or(std::path::Path::new("")).join("aegis-plugin-cache")
@@ -105,6 +110,7 @@ impl Supervisor {
             metrics.checks_in_flight.with_label_values(&["quick"]),
             metrics.checks_in_flight.with_label_values(&["slow"]),
         );
+        let (reload, reload_requests) = ReloadRequests::channel();
         let shared = Arc::new(Shared {
             metrics,
             client,
@@ -116,6 +122,8 @@ impl Supervisor {
             anomaly: Arc::new(anomaly),
             anomaly_enabled: config.anomaly.enabled,
             lanes,
+            reload,
+            stream: crate::state::Stream::default(),
         });
         let mut config = config;
         // Each service's settings live in its handle from now on; the supervisor keeps the rest of the config.
@@ -123,7 +131,13 @@ impl Supervisor {
             .into_iter()
             .map(|s| build_service(&shared, &s, None))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Supervisor { config, shared, services, plugin_events: Some(plugin_events) })
+        Ok(Supervisor {
+            config,
+            shared,
+            services,
+            plugin_events: Some(plugin_events),
+            reload_requests: Some(reload_requests),
+        })
     }
 
     pub fn shared(&self) -> &Arc<Shared> {
@@ -135,8 +149,9 @@ impl Supervisor {
     }
 
     /// Runs the admin server and every service until `shutdown` resolves, then stops supervised processes. SIGHUP
-    /// reloads the config file: added, removed and changed services only; the others keep running untouched. An
-    /// invalid file is refused and the running config kept.
+    /// and `POST /api/v1/reload` reload the config file: added, removed and changed services only; the others keep
+    /// running untouched. An invalid file is refused and the running config kept. Under systemd (`NOTIFY_SOCKET`)
+    /// the loop reports readiness, reloads, shutdown and watchdog pings (see [`crate::systemd`]).
     pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) -> Result<(), RuntimeError> {
         let bind_error = |source| RuntimeError::Bind { address: self.config.admin_address.to_string(), source };
         // Bound by Tokio (SO_REUSEADDR: a restart rebinds at once), then handed to the admin server's own runtime.
@@ -197,20 +212,40 @@ impl Supervisor {
             running.insert(handle.config.name.clone(), start_service(&self.shared, handle, changes).await);
         }
         publish(&registry, &running);
+        let notifier = Notifier::from_env();
+        notifier.ready();
 
         let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut requests = self.reload_requests.take();
+        // Pinged from this loop, not from a task of its own: a stuck loop stops the pings and systemd notices.
+        let mut watchdog = notifier.watchdog_interval().map(tokio::time::interval);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
                 Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => None } } => {
-                    self.reload(&mut running).await;
+                    tracing::info!(config = %self.config.source.display(), "SIGHUP: reloading the config");
+                    notifier.reloading();
+                    let _ = self.reload(&mut running).await;
                     publish(&registry, &running);
+                    notifier.ready();
+                }
+                Some(request) = async { match requests.as_mut() { Some(r) => r.recv().await, None => None } } => {
+                    tracing::info!(config = %self.config.source.display(), "reload requested over the admin API");
+                    notifier.reloading();
+                    let outcome = self.reload(&mut running).await;
+                    publish(&registry, &running);
+                    notifier.ready();
+                    let _ = request.reply.send(outcome);
+                }
+                Some(_) = async { match watchdog.as_mut() { Some(w) => Some(w.tick().await), None => None } } => {
+                    notifier.watchdog();
                 }
             }
         }
 
         tracing::info!("shutting down");
+        notifier.stopping();
         for (_, service) in std::mem::take(&mut running) {
             service.stop(self.config.stop_children_on_exit).await;
         }
@@ -222,27 +257,33 @@ impl Supervisor {
         Ok(())
     }
 
-    async fn reload(&mut self, running: &mut BTreeMap<String, RunningService>) {
-        tracing::info!(config = %self.config.source.display(), "SIGHUP: reloading the config");
+    /// Applies the config file again; a file that does not load is refused as a whole with its located error.
+    async fn reload(&mut self, running: &mut BTreeMap<String, RunningService>) -> Result<ReloadSummary, String> {
         let new = match Config::load(&self.config.source) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!("reload refused, the running config stays: {e}");
-                return;
+                return Err(e.to_string());
             }
         };
+        let mut notes = Vec::new();
         if new.logs != self.config.logs || new.anomaly != self.config.anomaly || new.alerting != self.config.alerting {
-            tracing::warn!("logs, anomaly_detection and alerting settings change only with a restart of aegis-host");
+            let note = "logs, anomaly_detection and alerting settings change only with a restart of aegis-host";
+            tracing::warn!("{note}");
+            notes.push(note.to_owned());
         }
         if new.admin_address != self.config.admin_address
             || new.storage_path != self.config.storage_path
             || new.admin_token != self.config.admin_token
         {
-            tracing::warn!("admin and storage settings change only with a restart of aegis-host");
+            let note = "admin and storage settings change only with a restart of aegis-host";
+            tracing::warn!("{note}");
+            notes.push(note.to_owned());
         }
         reload_plugins(&self.shared, new.plugins.dir.clone()).await;
         let wanted: BTreeMap<&str, &ServiceConfig> = new.services.iter().map(|s| (s.name.as_str(), s)).collect();
         let gone: Vec<String> = running.keys().filter(|n| !wanted.contains_key(n.as_str())).cloned().collect();
+        let removed = gone.len();
         for name in gone {
             if let Some(service) = running.remove(&name) {
                 tracing::info!(service = %name, "removed by reload");
@@ -292,6 +333,7 @@ impl Supervisor {
             alerting: self.config.alerting.clone(),
             ..new
         };
+        Ok(ReloadSummary { added, changed, removed, services: running.len(), notes })
     }
 }
 

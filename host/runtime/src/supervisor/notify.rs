@@ -27,12 +27,14 @@ pub(super) fn notify_if_configured(
         let label = if result.is_ok() { "success" } else { "failure" };
         shared.metrics.notifications.with_label_values(&[&body.service, label]).inc();
         let (kind, message) = match &result {
-            Ok(()) => ("notified", format!("{} to {url}", body.event)),
+            Ok(()) => ("notified", format!("{} to {}", body.event, crate::redact::redact_url(&url))),
             Err(e) => ("notify-failed", format!("{}: {e}", body.event)),
         };
         shared.event(&body.service, kind, &message);
         match result {
-            Ok(()) => tracing::info!(service = %body.service, event = %body.event, "notified {url}"),
+            Ok(()) => {
+                tracing::info!(service = %body.service, event = %body.event, "notified {}", crate::redact::redact_url(&url))
+            }
             Err(e) => tracing::error!(service = %body.service, event = %body.event, "notification failed: {e}"),
         }
     });

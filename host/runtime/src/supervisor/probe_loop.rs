@@ -116,6 +116,8 @@ async fn check_once(
     drain(handle, shared, changes, stop);
     let disabled = handle.breaker.state(Instant::now()) == State::Disabled;
     *handle.last_check.lock().unwrap_or_else(|p| p.into_inner()) = Some(result.clone());
+    let latency_us = u64::try_from(result.latency.as_micros()).unwrap_or(u64::MAX);
+    handle.recent.record(unix_ms(), result.success, latency_us);
     handle.window.lock().unwrap_or_else(|p| p.into_inner()).record(result.success, latency_ms);
     if !result.success {
         let mut failures = handle.failures.lock().unwrap_or_else(|p| p.into_inner());

@@ -68,6 +68,9 @@ pub(super) fn on_transition(
         State::ForcedOpen | State::ForcedClosed | State::Disabled => "breaker-forced",
     };
     shared.event(name, kind, &format!("{} -> {}: {}", t.from, t.to, t.reason));
+    shared.stream.publish("transition", || {
+        serde_json::json!({ "service": name, "from": t.from, "to": t.to, "reason": t.reason, "at_ms": crate::unix_ms() })
+    });
     match t.to {
         State::Open => shared.alerts.raise(
             Source::BreakerOpen,
