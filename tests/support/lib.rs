@@ -69,17 +69,7 @@ pub struct Proc {
 impl Proc {
     /// Starts `program` with stdout and stderr appended to `log`.
     pub fn start(program: &Path, args: &[&str], log: &Path) -> Proc {
-        let out = std::fs::File::create(log).expect("create log file");
-        let err = out.try_clone().expect("clone log file handle");
-        let child = Command::new(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .env("AEGIS_LOG", "info")
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", program.display()));
-        Proc { child: Some(child), log: log.to_owned() }
+        Proc::start_with_env(program, args, log, &[])
     }
 
     /// [`Proc::start`] with extra environment variables (e.g. `NOTIFY_SOCKET`).
