@@ -80,6 +80,8 @@ fn admin_api_refuses_oversized_bodies_and_headers_and_serves_normal_requests() {
         host.log_text()
     );
     let force = format!("{base}/api/v1/circuit-breakers/svc/force-state");
+    // The status, or `None` when the server answered and closed while the client was still sending (a refusal the
+    // client may see as a reset instead of the 413, depending on timing).
     let post = |body: reqwest::blocking::Body| {
         http()
             .post(&force)
@@ -87,16 +89,21 @@ fn admin_api_refuses_oversized_bodies_and_headers_and_serves_normal_requests() {
             .header("content-type", "application/json")
             .body(body)
             .send()
-            .expect("POST")
-            .status()
-            .as_u16()
+            .ok()
+            .map(|r| r.status().as_u16())
     };
-    assert_eq!(post(r#"{"state":"open"}"#.into()), 200, "a normal mutation");
+    assert_eq!(post(r#"{"state":"open"}"#.into()), Some(200), "a normal mutation");
     // 100 KiB of valid JSON: refused for its size, not its content.
     let big = format!(r#"{{"state":"auto","pad":"{}"}}"#, "x".repeat(100 * 1024));
-    assert_eq!(post(big.clone().into()), 413, "declared length over the limit");
+    let refused = |status: Option<u16>| matches!(status, Some(413) | None);
+    let status = post(big.clone().into());
+    assert!(refused(status), "declared length over the limit: {status:?}");
     // The same without a Content-Length (chunked): cut off at the limit.
-    assert_eq!(post(reqwest::blocking::Body::new(std::io::Cursor::new(big.into_bytes()))), 413, "chunked");
+    let status = post(reqwest::blocking::Body::new(std::io::Cursor::new(big.into_bytes())));
+    assert!(refused(status), "chunked: {status:?}");
+    // Neither was applied: the breaker is still forced open.
+    let breaker = get_text(&format!("{base}/api/v1/circuit-breakers/svc")).unwrap_or_default();
+    assert!(breaker.contains("\"state\":\"forced-open\""), "{breaker}");
     // 20 KiB of headers: 431, from the layer; 200 headers: 431 from hyper (or the connection closes).
     let status = http().get(format!("{base}/api/v1/services")).header("x-pad", "y".repeat(20 * 1024)).send();
     assert_eq!(status.expect("GET").status().as_u16(), 431);
@@ -109,7 +116,7 @@ fn admin_api_refuses_oversized_bodies_and_headers_and_serves_normal_requests() {
     assert!(status == 431 || status == 0, "1 MiB header: {status}");
     // And the server still answers normally afterwards.
     assert_eq!(get_text(&format!("{base}/healthz")).as_deref(), Some("ok\n"));
-    assert_eq!(post(r#"{"state":"auto"}"#.into()), 200);
+    assert_eq!(post(r#"{"state":"auto"}"#.into()), Some(200));
 }
 
 #[test]
