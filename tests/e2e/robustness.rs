@@ -120,7 +120,7 @@ fn admin_api_refuses_oversized_bodies_and_headers_and_serves_normal_requests() {
 }
 
 #[test]
-fn webhook_credentials_and_the_admin_token_never_reach_logs_events_or_the_api() {
+fn credentials_in_urls_and_the_admin_token_never_reach_logs_events_or_the_api() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let hook_port = free_port();
     let _hooks =
@@ -136,8 +136,10 @@ fn webhook_credentials_and_the_admin_token_never_reach_logs_events_or_the_api() 
         "notifications: {{webhook: 'http://hook-user:hunter2@127.0.0.1:{hook_port}/hook'}}\n\
          alerting: {{webhook: 'http://alert-user:swordfish@127.0.0.1:{dead}/alerts'}}"
     );
-    let config = write_config(tmp.path(), &admin, &format!("http://127.0.0.1:{dead}/health"), &extra, NOTIFY);
-    let secrets = ["hunter2", "swordfish", "t0k3n-s3cret"];
+    // The check URL carries credentials too: they reach the probed service, nothing else.
+    let endpoint = format!("http://check-user:pa55w0rd@127.0.0.1:{dead}/health");
+    let config = write_config(tmp.path(), &admin, &endpoint, &extra, NOTIFY);
+    let secrets = ["hunter2", "swordfish", "t0k3n-s3cret", "pa55w0rd"];
 
     let out = std::process::Command::new(binary("aegis-host"))
         .args(["check-config", config.to_str().expect("utf-8")])

@@ -221,7 +221,7 @@ fn view(shared: &Shared, h: &ServiceHandle, now: Instant) -> ServiceView {
     ServiceView {
         name: h.config.name.clone(),
         kind: h.config.probe.kind(),
-        endpoint: h.config.endpoint.clone(),
+        endpoint: crate::redact::redact_url(&h.config.endpoint).into_owned(),
         state: h.breaker.state(now),
         trip_policy: h.trip_policy.clone(),
         on_failure: h.config.on_failure.as_str(),

@@ -74,7 +74,7 @@ impl HttpProbe {
         }
         let response = match request.send().await {
             Ok(r) => r,
-            Err(e) => return (false, error_chain(&e)),
+            Err(e) => return (false, error_chain(&e.without_url())),
         };
         let status = response.status().as_u16();
         let status_ok = if self.expected_status.is_empty() {
@@ -117,7 +117,7 @@ fn tls_client(tls: &TlsOptions) -> Result<reqwest::Client, String> {
 
 async fn read_body(mut response: reqwest::Response) -> Result<String, String> {
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| error_chain(&e))? {
+    while let Some(chunk) = response.chunk().await.map_err(|e| error_chain(&e.without_url()))? {
         let room = MAX_BODY.saturating_sub(body.len());
         body.extend_from_slice(&chunk[..chunk.len().min(room)]);
         if body.len() >= MAX_BODY {

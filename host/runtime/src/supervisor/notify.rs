@@ -20,7 +20,8 @@ pub(super) fn notify_if_configured(
     let Some(url) = handle.config.notify_webhook.clone() else {
         return;
     };
-    let body = notify::Notification::new(&handle.config.name, &handle.config.endpoint, event, state.as_str(), reason);
+    let endpoint = crate::redact::redact_url(&handle.config.endpoint);
+    let body = notify::Notification::new(&handle.config.name, &endpoint, event, state.as_str(), reason);
     let shared = Arc::clone(shared);
     tokio::spawn(async move {
         let result = notify::send(&shared.client, &url, &body).await;

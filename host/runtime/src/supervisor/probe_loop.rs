@@ -40,7 +40,7 @@ pub(super) async fn run_service(
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + phase, interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     tracing::info!(
-        endpoint = %handle.config.endpoint,
+        endpoint = %crate::redact::redact_url(&handle.config.endpoint),
         every = %humantime::format_duration(interval),
         trip_policy = %handle.trip_policy,
         on_failure = handle.config.on_failure.as_str(),

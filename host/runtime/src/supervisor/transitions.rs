@@ -78,7 +78,7 @@ pub(super) fn on_transition(
             label_set([
                 ("summary", format!("circuit breaker of {name} opened")),
                 ("description", t.reason.clone()),
-                ("endpoint", handle.config.endpoint.clone()),
+                ("endpoint", crate::redact::redact_url(&handle.config.endpoint).into_owned()),
             ]),
         ),
         State::Closed | State::ForcedClosed | State::Disabled => {

@@ -202,7 +202,7 @@ pub(super) fn service(state: &AppState, h: &ServiceHandle, events: &[Event], day
     let (restarts, gave_up) = h.restart_status();
     let c = &h.config;
     let config_rows: Vec<(&str, String)> = vec![
-        ("endpoint", c.endpoint.clone()),
+        ("endpoint", crate::redact::redact_url(&c.endpoint).into_owned()),
         ("check", c.probe.kind().to_owned()),
         ("interval", humantime::format_duration(c.interval).to_string()),
         ("timeout", humantime::format_duration(c.timeout).to_string()),
