@@ -7,7 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use aegis_tests::{Proc, binary, free_port, get_text, http, post, start_http_service, wait_until, workspace_root};
+use aegis_tests::{
+    Proc, free_port, get_text, http, post, start_aegis_host, start_http_service, wait_until, workspace_root,
+};
 use base64::Engine as _;
 use serde_json::{Value, json};
 
@@ -165,11 +167,7 @@ services:
         ),
     )
     .expect("write config");
-    let host = Proc::start(
-        &binary("aegis-host"),
-        &["--config", config.to_str().expect("utf-8")],
-        &tmp.path().join("aegis.log"),
-    );
+    let host = start_aegis_host(&config, &tmp.path().join("aegis.log"));
     let console = format!("http://{admin}/");
     assert!(wait_until(Duration::from_secs(15), || get_text(&console).is_some()), "console up: {}", host.log_text());
 
@@ -270,11 +268,7 @@ fn console_pages_escape_names_and_send_a_csp() {
         ),
     )
     .expect("write config");
-    let host = Proc::start(
-        &binary("aegis-host"),
-        &["--config", config.to_str().expect("utf-8")],
-        &tmp.path().join("aegis.log"),
-    );
+    let host = start_aegis_host(&config, &tmp.path().join("aegis.log"));
     let checks = format!("http://{admin}/api/v1/services/%3Cb%3Ex%3C%2Fb%3E/checks");
     assert!(
         wait_until(Duration::from_secs(15), || {
