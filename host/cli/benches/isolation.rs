@@ -34,6 +34,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use support::{env_or, serve, spawn_small, status_kib};
+
+mod support;
+
 /// Healthy services beside the hung ones, each checked once a second.
 const HEALTHY: u64 = 100;
 /// Services checked every 100 ms under admin load.
@@ -44,43 +48,6 @@ const LOAD_CONNECTIONS: usize = 4;
 const TICKS_PER_S: f64 = 100.0;
 /// Any single request of the bench (a scrape, one load request) gives up after this long.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
-
-fn env_or(key: &str, default: u64) -> u64 {
-    std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn spawn_small(f: impl FnOnce() + Send + 'static) -> io::Result<JoinHandle<()>> {
-    std::thread::Builder::new().stack_size(64 << 10).spawn(f)
-}
-
-/// Answers every request on every connection with `200 ok`, keeping connections alive.
-fn serve(listener: TcpListener) {
-    for stream in listener.incoming().flatten() {
-        let _ = spawn_small(move || {
-            let mut reader = BufReader::new(match stream.try_clone() {
-                Ok(s) => s,
-                Err(_) => return,
-            });
-            let mut writer = stream;
-            let mut line = String::new();
-            loop {
-                // Request line and headers, up to the blank line; health checks carry no body.
-                let mut seen_request = false;
-                loop {
-                    line.clear();
-                    match reader.read_line(&mut line) {
-                        Ok(0) | Err(_) => return,
-                        Ok(_) if line == "\r\n" && seen_request => break,
-                        Ok(_) => seen_request = true,
-                    }
-                }
-                if writer.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").is_err() {
-                    return;
-                }
-            }
-        });
-    }
-}
 
 /// Accepts every connection and never answers; reads (and drops) what arrives, so a connection the checker gave up
 /// on is closed here too.
@@ -136,17 +103,6 @@ fn checks(metrics: &str, prefix: &str) -> f64 {
         .filter(|l| l.starts_with("aegis_health_checks_total{") && l.contains(&label))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
-}
-
-fn status_kib(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(key))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
 }
 
 /// User plus system CPU time so far, in seconds.
