@@ -4,134 +4,15 @@
 //! and screenshots of the overview and a service page land in `target/` (and in `docs/` with
 //! `AEGIS_CONSOLE_SCREENSHOT=docs`, as `make console-screenshot` does).
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
 
+use aegis_tests::browser::Browser;
 use aegis_tests::{
-    Proc, free_port, get_text, http, post, start_aegis_host, start_http_service, wait_until, workspace_root,
+    binary, free_port, get_text, http, install_plugin, post, start_aegis_host, start_http_service, wait_until,
+    workspace_root,
 };
-use base64::Engine as _;
 use serde_json::{Value, json};
-
-const CHROMIUM: &str = "/usr/bin/chromium";
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-
-/// A WebDriver session on a chromedriver this test started.
-struct Browser {
-    base: String,
-    _driver: Proc,
-    _profile: tempfile::TempDir,
-}
-
-impl Browser {
-    /// Starts chromedriver and a headless Chromium session; `None` (after saying why) when they are not installed
-    /// and this is not CI.
-    fn start(log_dir: &Path) -> Option<Browser> {
-        if !Path::new(CHROMIUM).is_file() || !Path::new(CHROMEDRIVER).is_file() {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "{CHROMIUM} or {CHROMEDRIVER} is missing in CI: .ci/run installs chromium and chromium-driver"
-            );
-            eprintln!("SKIPPED: the console browser test needs `chromium` and `chromium-driver` (apt-get install)");
-            return None;
-        }
-        let port = free_port();
-        let driver =
-            Proc::start(Path::new(CHROMEDRIVER), &[&format!("--port={port}")], &log_dir.join("chromedriver.log"));
-        let url = format!("http://127.0.0.1:{port}");
-        assert!(
-            wait_until(Duration::from_secs(20), || get_text(&format!("{url}/status"))
-                .is_some_and(|s| s.contains("\"ready\":true"))),
-            "chromedriver did not get ready: {}",
-            driver.log_text()
-        );
-        let profile = tempfile::tempdir().expect("profile dir");
-        let args = [
-            "--headless=new".to_owned(),
-            "--no-sandbox".to_owned(),
-            "--disable-gpu".to_owned(),
-            "--disable-dev-shm-usage".to_owned(),
-            "--no-first-run".to_owned(),
-            "--disable-background-networking".to_owned(),
-            "--disable-component-update".to_owned(),
-            "--disable-sync".to_owned(),
-            "--window-size=1100,720".to_owned(),
-            format!("--user-data-dir={}", profile.path().display()),
-        ];
-        let caps = json!({ "capabilities": { "alwaysMatch": {
-            "browserName": "chrome",
-            "goog:chromeOptions": { "binary": CHROMIUM, "args": args },
-        } } });
-        let response: Value = http()
-            .post(format!("{url}/session"))
-            .json(&caps)
-            .timeout(Duration::from_secs(60))
-            .send()
-            .and_then(|r| r.json())
-            .expect("new session");
-        let id = response["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {response}"));
-        Some(Browser { base: format!("{url}/session/{id}"), _driver: driver, _profile: profile })
-    }
-
-    fn call(&self, method: &str, path: &str, body: Value) -> Value {
-        let client = http();
-        let url = format!("{}{path}", self.base);
-        let request = match method {
-            "GET" => client.get(url),
-            "DELETE" => client.delete(url),
-            _ => client.post(url).json(&body),
-        };
-        let value: Value =
-            request.timeout(Duration::from_secs(30)).send().and_then(|r| r.json()).expect("WebDriver call");
-        value["value"].clone()
-    }
-
-    fn goto(&self, url: &str) {
-        self.call("POST", "/url", json!({ "url": url }));
-    }
-
-    fn script(&self, script: &str) -> Value {
-        self.call("POST", "/execute/sync", json!({ "script": script, "args": [] }))
-    }
-
-    /// Text of the first element matching `css`, or `None`.
-    fn text(&self, css: &str) -> Option<String> {
-        let v =
-            self.script(&format!("const e = document.querySelector({}); return e ? e.textContent : null;", json!(css)));
-        v.as_str().map(str::to_owned)
-    }
-
-    /// Clicks `css` after the script returns, so a confirmation dialog it opens does not fail the script.
-    fn click(&self, css: &str) {
-        let v = self.script(&format!(
-            "const e = document.querySelector({}); setTimeout(() => e.click(), 0); return !!e;",
-            json!(css)
-        ));
-        assert_eq!(v, json!(true), "click {css}");
-    }
-
-    /// Accepts the confirmation dialog an action opens.
-    fn accept_dialog(&self) {
-        assert!(
-            wait_until(Duration::from_secs(5), || self.call("GET", "/alert/text", Value::Null).is_string()),
-            "no confirmation dialog"
-        );
-        self.call("POST", "/alert/accept", json!({}));
-    }
-
-    fn screenshot(&self, path: &Path) {
-        let b64 = self.call("GET", "/screenshot", Value::Null);
-        let png =
-            base64::engine::general_purpose::STANDARD.decode(b64.as_str().expect("screenshot data")).expect("base64");
-        std::fs::write(path, png).expect("write screenshot");
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = http().delete(&self.base).timeout(Duration::from_secs(10)).send();
-    }
-}
 
 fn target_dir() -> PathBuf {
     let dir = workspace_root().join("target").join("console");
@@ -288,4 +169,72 @@ fn console_pages_escape_names_and_send_a_csp() {
     let start = Instant::now();
     let page = get_text(&format!("http://{admin}/services/%3Cb%3Ex%3C%2Fb%3E")).expect("service page");
     assert!(page.contains("&lt;b&gt;x&lt;/b&gt;") && start.elapsed() < Duration::from_secs(5));
+}
+
+/// A plugin that keeps panicking is quarantined, and the API, `aegis-host plugins` and the Plugins page all say until
+/// when: an RFC 3339 time about the cool-down from now, and the time left for people.
+#[test]
+fn a_quarantined_plugin_shows_until_when() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let plugins = tmp.path().join("plugins");
+    install_plugin("hostile", &plugins);
+    let (_service, base) = start_http_service(&tmp.path().join("service.log"));
+    let admin = format!("127.0.0.1:{}", free_port());
+    let config = tmp.path().join("aegis.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+admin: {{address: "{admin}"}}
+plugins: {{dir: "{plugins}", quarantine: {{strikes: 3, window: 60s, coolDown: 5m}}}}
+storage: {{path: "{db}"}}
+services:
+  - name: panicky
+    type: http
+    endpoint: {base}/health
+    interval: 50ms
+    actions:
+      onFailure: ignore
+      circuitBreaker:
+        tripPolicy: {{plugin: hostile, config: {{mode: panic}}}}
+"#,
+            plugins = plugins.display(),
+            db = tmp.path().join("aegis.db").display(),
+        ),
+    )
+    .expect("write config");
+    let host = start_aegis_host(&config, &tmp.path().join("aegis.log"));
+    let hostile = || -> Option<Value> {
+        let list: Value = serde_json::from_str(&get_text(&format!("http://{admin}/api/v1/plugins"))?).ok()?;
+        list["plugins"].as_array()?.iter().find(|p| p["name"] == "hostile").cloned()
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || hostile().is_some_and(|p| p["quarantined"] == json!(true))),
+        "quarantined: {:?}; log:\n{}",
+        hostile(),
+        host.log_text()
+    );
+    let plugin = hostile().expect("the plugin is listed");
+    let until = plugin["quarantined_until"].as_str().expect("quarantined_until is a string").to_owned();
+    let end = humantime::parse_rfc3339(&until).unwrap_or_else(|e| panic!("`{until}` is not RFC 3339: {e}"));
+    let left = end.duration_since(SystemTime::now()).unwrap_or_default();
+    assert!(left > Duration::from_secs(240) && left <= Duration::from_secs(300), "ends a cool-down from now: {left:?}");
+    let human = plugin["quarantined_until_human"].as_str().expect("quarantined_until_human is a string").to_owned();
+    assert!(human.starts_with("in 4m") || human == "in 5m", "{human}");
+    assert!(plugin["quarantined_for_ms"].as_u64().is_some_and(|ms| ms > 240_000 && ms <= 300_000), "{plugin}");
+
+    let out = std::process::Command::new(binary("aegis-host"))
+        .args(["plugins", "--admin", &format!("http://{admin}")])
+        .env("AEGIS_LOG", "warn")
+        .output()
+        .expect("run aegis-host plugins");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains(&format!("until {until} (in ")), "aegis-host plugins: {table}");
+
+    let Some(browser) = Browser::start(tmp.path()) else { return };
+    browser.goto(&format!("http://{admin}/plugins"));
+    let cell = browser.text("#plugins td.quarantine").unwrap_or_default();
+    assert!(cell.contains(&format!("until {until}")) && cell.contains("(in "), "the page says until when: {cell}");
+    assert_eq!(browser.script("return document.querySelector('#plugins td.quarantine time').dateTime"), json!(until));
+    browser.screenshot(&target_dir().join("plugins.png"));
 }

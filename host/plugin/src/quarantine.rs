@@ -99,6 +99,9 @@ pub struct PluginStats {
     pub calls: Vec<(CallResult, u64)>,
     /// Whether the plugin is quarantined now (`aegis_plugin_quarantined`).
     pub quarantined: bool,
+    /// How much longer the quarantine lasts (`Some` exactly when `quarantined`); the first call after it is the
+    /// probation call.
+    pub quarantined_for: Option<Duration>,
     /// How often it was quarantined since the host started.
     pub quarantines_total: u64,
 }
@@ -294,11 +297,14 @@ impl PluginHealth {
     }
 
     pub(crate) fn stats(&self, now: Instant) -> PluginStats {
+        let quarantined_for =
+            self.state().quarantined_until.and_then(|until| until.checked_duration_since(now)).filter(|d| !d.is_zero());
         PluginStats {
             plugin: self.name.clone(),
             kind: *self.kind.read().unwrap_or_else(|p| p.into_inner()),
             calls: CallResult::ALL.iter().map(|&r| (r, self.calls[r.index()].load(Ordering::Relaxed))).collect(),
-            quarantined: self.state().quarantined_until.is_some_and(|until| now < until),
+            quarantined: quarantined_for.is_some(),
+            quarantined_for,
             quarantines_total: self.quarantines.load(Ordering::Relaxed),
         }
     }
@@ -331,12 +337,16 @@ mod tests {
         h.record(CallResult::Timeout, t0 + Duration::from_secs(1), "slow");
         assert_eq!(h.admit_at(t0 + Duration::from_secs(1)), Admission::Call);
         h.record(CallResult::Trap, t0 + Duration::from_secs(2), "boom");
-        assert!(h.stats(t0 + Duration::from_secs(2)).quarantined);
+        let stats = h.stats(t0 + Duration::from_secs(2));
+        assert!(stats.quarantined);
+        assert_eq!(stats.quarantined_for, Some(Duration::from_secs(5)));
+        assert_eq!(h.stats(t0 + Duration::from_secs(6)).quarantined_for, Some(Duration::from_secs(1)));
         assert_eq!(h.admit_at(t0 + Duration::from_secs(6)), Admission::Skip);
         assert_eq!(h.admit_at(t0 + Duration::from_secs(8)), Admission::Call);
         h.record(CallResult::Ok, t0 + Duration::from_secs(8), "");
         let stats = h.stats(t0 + Duration::from_secs(8));
         assert!(!stats.quarantined);
+        assert_eq!(stats.quarantined_for, None);
         assert_eq!((stats.calls(CallResult::Trap), stats.calls(CallResult::Quarantined)), (2, 1));
         assert_eq!(stats.quarantines_total, 1);
         let events = events.lock().unwrap();

@@ -153,8 +153,12 @@ pub fn plugins(plugins: &[Value]) -> String {
                 })
                 .filter(|s| !s.is_empty())
                 .unwrap_or_else(|| "-".to_owned());
-            let quarantined = if p["quarantined"].as_bool() == Some(true) { "yes" } else { "no" };
-            vec![text(&p["name"]), text(&p["kind"]), text(&p["version"]), calls, quarantined.to_owned(), bound]
+            let quarantined = match (p["quarantined"].as_bool(), p["quarantined_until"].as_str()) {
+                (Some(true), Some(until)) => format!("until {until} ({})", text(&p["quarantined_until_human"])),
+                (Some(true), None) => "yes".to_owned(),
+                _ => "no".to_owned(),
+            };
+            vec![text(&p["name"]), text(&p["kind"]), text(&p["version"]), calls, quarantined, bound]
         })
         .collect();
     render(&["PLUGIN", "KIND", "VERSION", "CALLS", "QUARANTINED", "BOUND BY"], &rows)
@@ -190,5 +194,20 @@ mod tests {
         assert_eq!(lines[1], "web       closed                  100.0%   0            3s ago ok 2ms HTTP 200");
         assert_eq!(lines[2], "database  open (4s to half-open)  25.0%    3 (gave up)  -");
         assert_eq!(lines[4], "degraded: 50% of 2 services healthy");
+    }
+
+    #[test]
+    fn the_plugins_table_says_until_when_a_plugin_is_quarantined() {
+        let plugins = [
+            json!({"name": "bad", "kind": "trip-predicate", "version": "0.1.0", "calls": {"trap": 3},
+                   "quarantined": true, "quarantined_until": "2026-11-30T16:40:10Z",
+                   "quarantined_until_human": "in 4m 10s", "bound_by": [{"service": "web", "as": "trip-predicate"}]}),
+            json!({"name": "good", "kind": "recovery-strategy", "version": null, "calls": {},
+                   "quarantined": false, "quarantined_until": null, "bound_by": []}),
+        ];
+        let out = plugins(&plugins);
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines[1].contains("until 2026-11-30T16:40:10Z (in 4m 10s)"), "{out}");
+        assert!(lines[2].contains(" no "), "{out}");
     }
 }

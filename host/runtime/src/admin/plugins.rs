@@ -3,6 +3,7 @@
 //! and quarantining are the plugin host's.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, UNIX_EPOCH};
 
 use aegis_plugin::CallResult;
 use axum::extract::State as Extract;
@@ -22,6 +23,11 @@ struct PluginView {
     /// Calls since the host started, by result (`ok`, `trap`, `timeout`, …); results never seen are left out.
     calls: BTreeMap<&'static str, u64>,
     quarantined: bool,
+    /// When the quarantine ends (RFC 3339, UTC), `null` when not quarantined.
+    quarantined_until: Option<String>,
+    /// The same for people: `in 4m 10s`.
+    quarantined_until_human: Option<String>,
+    quarantined_for_ms: Option<u64>,
     quarantines_total: u64,
     /// The services using it and how: `trip-predicate` or `recovery-strategy`.
     bound_by: Vec<Binding>,
@@ -38,6 +44,7 @@ pub(super) async fn plugins(Extract(state): Extract<AppState>) -> Response {
     let shared = &state.shared;
     let stats: BTreeMap<String, _> = shared.plugins.stats().into_iter().map(|s| (s.plugin.clone(), s)).collect();
     let services = state.all();
+    let now_ms = crate::unix_ms();
     let list: Vec<PluginView> = shared
         .plugins
         .plugins()
@@ -57,6 +64,7 @@ pub(super) async fn plugins(Extract(state): Extract<AppState>) -> Response {
                     bound_by.push(Binding { service: h.config.name.clone(), role: "recovery-strategy" });
                 }
             }
+            let end = stat.and_then(|s| s.quarantined_for).map(|left| QuarantineEnd::after(left, now_ms));
             PluginView {
                 kind: info.kind.as_str(),
                 version: info.version.clone(),
@@ -64,6 +72,9 @@ pub(super) async fn plugins(Extract(state): Extract<AppState>) -> Response {
                 size_bytes: info.size_bytes,
                 calls,
                 quarantined: stat.is_some_and(|s| s.quarantined),
+                quarantined_for_ms: end.as_ref().map(|e| e.left_ms),
+                quarantined_until_human: end.as_ref().map(|e| e.human.clone()),
+                quarantined_until: end.map(|e| e.rfc3339),
                 quarantines_total: stat.map_or(0, |s| s.quarantines_total),
                 bound_by,
                 name: info.name,
@@ -71,4 +82,41 @@ pub(super) async fn plugins(Extract(state): Extract<AppState>) -> Response {
         })
         .collect();
     axum::Json(json!({ "plugins": list })).into_response()
+}
+
+/// When a plugin's quarantine ends, as the API and the console show it.
+pub(super) struct QuarantineEnd {
+    /// The end in UTC, to the second.
+    pub rfc3339: String,
+    /// `in 4m 10s`: the time left, rounded up to whole seconds so it never reads `in 0s` while still quarantined.
+    pub human: String,
+    pub left_ms: u64,
+}
+
+impl QuarantineEnd {
+    /// The end of a quarantine with `left` to go, seen at `now_ms` (Unix milliseconds).
+    pub fn after(left: Duration, now_ms: u64) -> QuarantineEnd {
+        let left_ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
+        let end = UNIX_EPOCH + Duration::from_millis(now_ms.saturating_add(left_ms));
+        let seconds = left_ms.div_ceil(1000);
+        QuarantineEnd {
+            rfc3339: humantime::format_rfc3339_seconds(end).to_string(),
+            human: format!("in {}", humantime::format_duration(Duration::from_secs(seconds))),
+            left_ms,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_quarantine_end_reads_as_a_time_and_as_time_left() {
+        let end = QuarantineEnd::after(Duration::from_millis(249_200), 1_700_000_000_000);
+        assert_eq!(end.rfc3339, "2023-11-14T22:17:29Z");
+        assert_eq!(end.human, "in 4m 10s");
+        assert_eq!(end.left_ms, 249_200);
+        assert_eq!(QuarantineEnd::after(Duration::from_millis(1), 0).human, "in 1s");
+    }
 }

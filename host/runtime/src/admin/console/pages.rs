@@ -8,6 +8,7 @@ use aegis_core::State;
 use aegis_core::alerting::TrackedAlert;
 use maud::{DOCTYPE, Markup, html};
 
+use super::super::plugins::QuarantineEnd;
 use super::super::{AppState, success_rate};
 use super::path_segment;
 use crate::state::{Check, ServiceHandle};
@@ -265,6 +266,7 @@ pub(super) fn alerts(active: &[TrackedAlert]) -> Markup {
 pub(super) fn plugins(state: &AppState) -> Markup {
     let stats = state.shared.plugins.stats();
     let services = state.all();
+    let now_ms = crate::unix_ms();
     let body = html! {
         h1 { "Plugins" }
         @if stats.is_empty() { p { "No plugins loaded." } }
@@ -279,7 +281,12 @@ pub(super) fn plugins(state: &AppState) -> Markup {
                     td { (p.plugin) }
                     td { (p.kind.as_str()) }
                     td { @for (r, n) in &p.calls { code { (r.as_str()) " " (n) } " " } }
-                    td { @if p.quarantined { strong { "yes" } } @else { "no" } " (" (p.quarantines_total) " so far)" }
+                    td.quarantine {
+                        @if let Some(end) = p.quarantined_for.map(|left| QuarantineEnd::after(left, now_ms)) {
+                            strong { "until " time datetime=(end.rfc3339) { (end.rfc3339) } } " (" (end.human) ")"
+                        } @else { "no" }
+                        " · " (p.quarantines_total) " so far"
+                    }
                     td { @for n in bound { a href={ "/services/" (path_segment(n)) } { (n) } " " } }
                 }
             } }
