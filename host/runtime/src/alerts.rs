@@ -14,7 +14,7 @@
 //! resolution never overtakes its firing notification at a receiver.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use aegis_core::alerting::{AlertBook, AlertSpec, BookSnapshot, LabelSet, Notice, SourceKind, TrackedAlert};
@@ -66,16 +66,111 @@ fn spec(name: &str, rule: &AlertRule, source: SourceKind, repeat: Duration) -> A
     }
 }
 
-/// The alert book, its sources' specs, the formatter and the wake-up of the evaluation task.
-pub struct Alerting {
+/// What the `alerting:` section decides: the built-in sources' specs, the targets and the formatter. A reload
+/// replaces it as a whole ([`Alerting::reconfigure`]); the book and the outbox stay.
+struct Rules {
     config: AlertingConfig,
-    book: Mutex<AlertBook>,
     breaker_open: AlertSpec,
     gave_up: AlertSpec,
     anomaly: AlertSpec,
     formatter: Arc<dyn AlertFormatter>,
     /// The formatter's name, for logs: `alertmanager` or the plugin's.
     formatter_name: String,
+}
+
+impl Rules {
+    /// Binds the formatter: the `formatter` plugin if configured and loadable, else the Alertmanager webhook JSON.
+    fn new(config: AlertingConfig, plugins: &aegis_plugin::PluginHost) -> Rules {
+        let built_in: Arc<dyn AlertFormatter> = Arc::new(AlertmanagerJson);
+        let (formatter, formatter_name) = match &config.formatter {
+            None => (Arc::clone(&built_in), "alertmanager".to_owned()),
+            Some(name) => match plugins.alert_formatter(
+                name,
+                &config.receiver,
+                config.formatter_config.clone(),
+                Arc::clone(&built_in),
+            ) {
+                Ok(f) => {
+                    crate::binding::log_binding(plugins, "alert formatter", &config.receiver, name, f.is_loaded());
+                    (Arc::new(f) as Arc<dyn AlertFormatter>, name.clone())
+                }
+                Err(e) => {
+                    tracing::error!("{e}; alerts use the Alertmanager webhook body");
+                    (built_in, "alertmanager".to_owned())
+                }
+            },
+        };
+        let repeat = config.repeat_interval;
+        Rules {
+            breaker_open: spec("CircuitBreakerOpen", &config.breaker_open, SourceKind::Level, repeat),
+            gave_up: spec("RestartLimitReached", &config.gave_up, SourceKind::Level, repeat),
+            anomaly: spec("AnomalyDetected", &config.anomaly, SourceKind::Level, repeat),
+            config,
+            formatter,
+            formatter_name,
+        }
+    }
+
+    /// The spec of `source`, when alerting and the source's rule are enabled.
+    fn source(&self, source: Source) -> Option<&AlertSpec> {
+        let (spec, rule) = match source {
+            Source::BreakerOpen => (&self.breaker_open, &self.config.breaker_open),
+            Source::GaveUp => (&self.gave_up, &self.config.gave_up),
+            Source::Anomaly => (&self.anomaly, &self.config.anomaly),
+        };
+        (self.config.enabled && rule.enabled).then_some(spec)
+    }
+
+    fn enqueue(&self, store: &dyn StateStore, notice: &Notice) -> usize {
+        let alert = &notice.alert;
+        let key = format!("{}@{}/{}", alert.fingerprint, alert.starts_at_ms, alert.status.as_str());
+        let mut queued = 0;
+        for target in &self.config.targets {
+            let rendered = match target {
+                AlertTarget::Webhook(url) => self.render_webhook(alert).map(|p| (url.clone(), p)),
+                AlertTarget::Alertmanager(base) => Ok((
+                    format!("{base}/api/v2/alerts"),
+                    aegis_core::policy::Payload {
+                        content_type: "application/json".to_owned(),
+                        headers: Vec::new(),
+                        body: aegis_core::alerting::alertmanager_v2_body(std::slice::from_ref(alert)),
+                    },
+                )),
+            };
+            match rendered {
+                Ok((url, payload)) => {
+                    match store.enqueue(&key, &url, &payload.content_type, &payload.headers, &payload.body) {
+                        Ok(_) => queued += 1,
+                        // The store keeps it in memory and queues it when it accepts writes again.
+                        Err(e) => tracing::warn!(alert = %alert.name, "notification not queued yet: {e}"),
+                    }
+                }
+                Err(e) => tracing::error!(alert = %alert.name, formatter = %self.formatter_name, "{e}"),
+            }
+        }
+        // Logged once queued, so that a notification in the log is one the outbox holds (a crash test compares them).
+        tracing::info!(
+            alert = %alert.name,
+            fingerprint = %alert.fingerprint,
+            starts_at_ms = alert.starts_at_ms,
+            status = alert.status.as_str(),
+            kind = ?notice.kind,
+            queued,
+            "{}",
+            if self.config.targets.is_empty() { "alert (not sent: alerting has no targets)" } else { "alert notification" }
+        );
+        queued
+    }
+
+    fn render_webhook(&self, alert: &Alert) -> Result<aegis_core::policy::Payload, String> {
+        self.formatter.format(alert, &self.config.receiver).map_err(|e| e.to_string())
+    }
+}
+
+/// The alert book, the rules of its sources and the wake-up of the evaluation task.
+pub struct Alerting {
+    rules: RwLock<Arc<Rules>>,
+    book: Mutex<AlertBook>,
     changed: Notify,
     queued: Notify,
     /// The book as last written to the store.
@@ -84,9 +179,10 @@ pub struct Alerting {
 
 impl std::fmt::Debug for Alerting {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let rules = self.rules();
         f.debug_struct("Alerting")
-            .field("targets", &self.config.targets)
-            .field("formatter", &self.formatter_name)
+            .field("targets", &rules.config.targets)
+            .field("formatter", &rules.formatter_name)
             .field("active", &self.book().len())
             .finish_non_exhaustive()
     }
@@ -116,34 +212,9 @@ impl Alerting {
                 AlertBook::new()
             }
         };
-        let built_in: Arc<dyn AlertFormatter> = Arc::new(AlertmanagerJson);
-        let (formatter, formatter_name) = match &config.formatter {
-            None => (Arc::clone(&built_in), "alertmanager".to_owned()),
-            Some(name) => match plugins.alert_formatter(
-                name,
-                &config.receiver,
-                config.formatter_config.clone(),
-                Arc::clone(&built_in),
-            ) {
-                Ok(f) => {
-                    crate::binding::log_binding(plugins, "alert formatter", &config.receiver, name, f.is_loaded());
-                    (Arc::new(f) as Arc<dyn AlertFormatter>, name.clone())
-                }
-                Err(e) => {
-                    tracing::error!("{e}; alerts use the Alertmanager webhook body");
-                    (built_in, "alertmanager".to_owned())
-                }
-            },
-        };
-        let repeat = config.repeat_interval;
         Alerting {
-            breaker_open: spec("CircuitBreakerOpen", &config.breaker_open, SourceKind::Level, repeat),
-            gave_up: spec("RestartLimitReached", &config.gave_up, SourceKind::Level, repeat),
-            anomaly: spec("AnomalyDetected", &config.anomaly, SourceKind::Level, repeat),
-            config,
+            rules: RwLock::new(Arc::new(Rules::new(config, plugins))),
             book: Mutex::new(book),
-            formatter,
-            formatter_name,
             changed: Notify::new(),
             queued: Notify::new(),
             saved: Mutex::new(String::new()),
@@ -154,18 +225,49 @@ impl Alerting {
         self.book.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn source(&self, source: Source) -> Option<&AlertSpec> {
-        let (spec, rule) = match source {
-            Source::BreakerOpen => (&self.breaker_open, &self.config.breaker_open),
-            Source::GaveUp => (&self.gave_up, &self.config.gave_up),
-            Source::Anomaly => (&self.anomaly, &self.config.anomaly),
-        };
-        (self.config.enabled && rule.enabled).then_some(spec)
+    fn rules(&self) -> Arc<Rules> {
+        Arc::clone(&self.rules.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Applies a reloaded `alerting:` section. Active alerts, their notifications in the outbox and the book's
+    /// history stay; the alerts of a built-in source that is now disabled are resolved (nothing would clear them
+    /// any more); targets, formatter, intervals and rule settings apply to what is raised and sent from now on.
+    pub fn reconfigure(&self, config: AlertingConfig, plugins: &aegis_plugin::PluginHost) {
+        let rules = Arc::new(Rules::new(config, plugins));
+        let before = std::mem::replace(&mut *self.rules.write().unwrap_or_else(|p| p.into_inner()), Arc::clone(&rules));
+        for source in [Source::BreakerOpen, Source::GaveUp, Source::Anomaly] {
+            if let (Some(spec), None) = (before.source(source), rules.source(source)) {
+                self.release_all(&spec.name);
+            }
+        }
+        self.changed.notify_one();
+    }
+
+    /// Resolves every active alert named `name`; `true` if there was one.
+    fn release_all(&self, name: &str) -> bool {
+        let now = unix_ms();
+        let mut book = self.book();
+        let fingerprints: Vec<String> =
+            book.active(now).into_iter().filter(|a| a.name == name).map(|a| a.fingerprint).collect();
+        let mut released = false;
+        for fingerprint in fingerprints {
+            released |= book.release(&fingerprint, now);
+        }
+        released
+    }
+
+    /// The condition of `source` no longer holds for any instance (e.g. anomaly detection was switched off).
+    pub fn clear_all(&self, source: Source) {
+        if let Some(spec) = self.rules().source(source)
+            && self.release_all(&spec.name)
+        {
+            self.changed.notify_one();
+        }
     }
 
     /// The condition of `source` holds for the instance with `labels`.
     pub fn raise(&self, source: Source, labels: LabelSet, annotations: LabelSet) {
-        if let Some(spec) = self.source(source) {
+        if let Some(spec) = self.rules().source(source) {
             self.book().assert(spec, &labels, &annotations, unix_ms());
             self.changed.notify_one();
         }
@@ -173,7 +275,7 @@ impl Alerting {
 
     /// The condition of `source` no longer holds for the instance with `labels`.
     pub fn clear(&self, source: Source, labels: &LabelSet) {
-        if let Some(spec) = self.source(source)
+        if let Some(spec) = self.rules().source(source)
             && self.book().release_labels(spec, labels, unix_ms())
         {
             self.changed.notify_one();
@@ -182,8 +284,9 @@ impl Alerting {
 
     /// A log pattern matched: a pulse alert named after the rule, with the pattern's severity.
     pub fn log_match(&self, rule: &str, severity: Severity, labels: LabelSet, annotations: LabelSet) {
-        let r = &self.config.log_match;
-        if !(self.config.enabled && r.enabled) {
+        let rules = self.rules();
+        let r = &rules.config.log_match;
+        if !(rules.config.enabled && r.enabled) {
             return;
         }
         let spec = AlertSpec {
@@ -191,7 +294,7 @@ impl Alerting {
             source: SourceKind::Pulse,
             for_: r.for_,
             keep_firing_for: r.keep_firing_for,
-            repeat_interval: self.config.repeat_interval,
+            repeat_interval: rules.config.repeat_interval,
             ..AlertSpec::new(rule)
         };
         self.book().assert(&spec, &labels, &annotations, unix_ms());
@@ -217,8 +320,9 @@ impl Alerting {
         metrics.alerts.with_label_values(&["pending"]).set(i64::try_from(counts.0).unwrap_or(i64::MAX));
         metrics.alerts.with_label_values(&["firing"]).set(i64::try_from(counts.1).unwrap_or(i64::MAX));
         let mut queued = 0;
+        let rules = self.rules();
         for notice in &notices {
-            queued += self.enqueue(store, notice);
+            queued += rules.enqueue(store, notice);
         }
         // Saved after queueing: a crash in between re-sends (at-least-once), it never skips a notification. Only a
         // changed book is written.
@@ -242,49 +346,9 @@ impl Alerting {
         queued
     }
 
-    fn enqueue(&self, store: &dyn StateStore, notice: &Notice) -> usize {
-        let alert = &notice.alert;
-        tracing::info!(
-            alert = %alert.name,
-            fingerprint = %alert.fingerprint,
-            status = alert.status.as_str(),
-            kind = ?notice.kind,
-            "{}",
-            if self.config.targets.is_empty() { "alert (not sent: alerting has no targets)" } else { "alert notification" }
-        );
-        let key = format!("{}@{}/{}", alert.fingerprint, alert.starts_at_ms, alert.status.as_str());
-        let mut queued = 0;
-        for target in &self.config.targets {
-            let rendered = match target {
-                AlertTarget::Webhook(url) => self.render_webhook(alert).map(|p| (url.clone(), p)),
-                AlertTarget::Alertmanager(base) => Ok((
-                    format!("{base}/api/v2/alerts"),
-                    aegis_core::policy::Payload {
-                        content_type: "application/json".to_owned(),
-                        headers: Vec::new(),
-                        body: aegis_core::alerting::alertmanager_v2_body(std::slice::from_ref(alert)),
-                    },
-                )),
-            };
-            match rendered {
-                Ok((url, payload)) => {
-                    match store.enqueue(&key, &url, &payload.content_type, &payload.headers, &payload.body) {
-                        Ok(_) => queued += 1,
-                        Err(e) => tracing::warn!(alert = %alert.name, "cannot queue the notification, it is lost: {e}"),
-                    }
-                }
-                Err(e) => tracing::error!(alert = %alert.name, formatter = %self.formatter_name, "{e}"),
-            }
-        }
-        queued
-    }
-
-    fn render_webhook(&self, alert: &Alert) -> Result<aegis_core::policy::Payload, String> {
-        self.formatter.format(alert, &self.config.receiver).map_err(|e| e.to_string())
-    }
-
     fn retry_delay(&self, attempts: u32) -> Duration {
-        let (initial, max) = (self.config.retry_initial, self.config.retry_max);
+        let rules = self.rules();
+        let (initial, max) = (rules.config.retry_initial, rules.config.retry_max);
         let backoff = Backoff::new(BackoffSettings { initial, max, multiplier: 2.0, ..BackoffSettings::default() });
         let exp = backoff.exponential(attempts);
         Jitter::Equal.apply(exp, initial, max, exp, &mut SmallRng::from_os_rng())
@@ -303,10 +367,11 @@ pub struct AlertContext {
 
 /// Evaluates the alert book every `evaluation_interval`, and at once when a source changed something.
 pub async fn run_evaluation(shared: Arc<AlertContext>, mut stop: watch::Receiver<bool>) {
-    let interval = shared.alerts.config.evaluation_interval;
-    // A burst of source changes (a log flood) is evaluated at most this often.
-    let gap = interval.min(MIN_EVALUATION_GAP);
     loop {
+        // Read at every round: a reload may change it.
+        let interval = shared.alerts.rules().config.evaluation_interval;
+        // A burst of source changes (a log flood) is evaluated at most this often.
+        let gap = interval.min(MIN_EVALUATION_GAP);
         let s = Arc::clone(&shared);
         let _ = tokio::task::spawn_blocking(move || s.alerts.evaluate(s.store.as_ref(), &s.metrics)).await;
         tokio::select! {

@@ -162,6 +162,29 @@ impl AnomalyDetector {
         self.scorers.insert(service.name.clone(), Scorers { by_metric, source });
     }
 
+    /// Applies a reloaded `anomaly_detection:` section: every service in `services` is bound again with the new
+    /// thresholds, detector or plugin, and the series learnt so far are kept (cut to the new `history`), so a
+    /// changed threshold does not start the learning over. Disabled: everything is forgotten.
+    pub fn reconfigure(&mut self, config: AnomalyConfig, services: &[ServiceInfo], plugins: &PluginHost) {
+        self.history = config.history;
+        for series in self.series.values_mut() {
+            while series.len() > self.history {
+                series.pop_front();
+            }
+        }
+        self.config = config;
+        self.scorers.clear();
+        if !self.config.enabled {
+            self.series.clear();
+            return;
+        }
+        for service in services {
+            self.bind(service, plugins);
+        }
+        let bound = &self.scorers;
+        self.series.retain(|(s, _), _| bound.contains_key(s));
+    }
+
     /// Forgets a removed service.
     pub fn unbind(&mut self, service: &str) {
         self.scorers.remove(service);
@@ -356,6 +379,34 @@ mod tests {
         }
         assert!(d.series.values().all(|s| s.len() == 5));
         d.unbind("a");
+        assert!(d.series.is_empty());
+    }
+
+    #[test]
+    fn a_reload_rebinds_every_service_and_keeps_what_was_learnt() {
+        let plugins = PluginHost::new(aegis_plugin::SandboxLimits::default()).expect("host");
+        let mut d = AnomalyDetector::new(AnomalyConfig { enabled: true, history: 10, ..AnomalyConfig::default() });
+        d.bind(&info("web"), &plugins);
+        for i in 0..10 {
+            d.evaluate(i, &[Observation { service: "web".into(), checks: window(1, 0, 20.0), throughput: None }]);
+        }
+        // A threshold added by the reload judges at once, with the history learnt before (cut to the new size).
+        let mut config =
+            AnomalyConfig { enabled: true, history: 4, detector: Detector::None, ..AnomalyConfig::default() };
+        config.thresholds.insert("web".into(), Thresholds { latency_ms: Some(100.0), ..Thresholds::default() });
+        d.reconfigure(config.clone(), &[info("web"), info("api")], &plugins);
+        assert_eq!(d.source("web"), Some("none"));
+        assert_eq!(d.source("api"), Some("none"), "a service bound only by the reload");
+        assert!(d.series.values().all(|s| s.len() == 4));
+        let slow = Observation { service: "web".into(), checks: window(1, 0, 500.0), throughput: None };
+        let v = d.evaluate(11, &[slow]);
+        assert!(v.iter().any(|v| v.metric == "latency" && v.anomaly.is_some()), "{v:?}");
+        // A service no longer given is forgotten; disabling forgets everything.
+        d.reconfigure(config.clone(), &[info("api")], &plugins);
+        assert_eq!(d.source("web"), None);
+        assert!(d.series.keys().all(|(s, _)| s != "web"));
+        d.reconfigure(AnomalyConfig { enabled: false, ..config }, &[info("api")], &plugins);
+        assert_eq!(d.source("api"), None);
         assert!(d.series.is_empty());
     }
 

@@ -11,7 +11,7 @@ pub struct Line<'a> {
 
 /// Turns chunks of a file into lines. Holds at most `max + 1` bytes of an unfinished line, whatever the input.
 #[derive(Debug)]
-pub(crate) struct LineSplitter {
+pub struct LineSplitter {
     partial: Vec<u8>,
     max: usize,
     /// Inside an over-long line whose start was already emitted: bytes up to the next `\n` are dropped.
@@ -20,12 +20,18 @@ pub(crate) struct LineSplitter {
 
 impl LineSplitter {
     /// `max` is the longest line kept whole, in bytes (at least 1).
-    pub(crate) fn new(max: usize) -> Self {
+    pub fn new(max: usize) -> Self {
         LineSplitter { partial: Vec::new(), max: max.max(1), skipping: false }
     }
 
+    /// Changes the longest line kept whole (a reload); an unfinished line already longer is cut at the new length.
+    pub(crate) fn set_max(&mut self, max: usize) {
+        self.max = max.max(1);
+        self.partial.truncate(self.max + 1);
+    }
+
     /// Emits every line that `chunk` completes; keeps the unfinished rest.
-    pub(crate) fn feed(&mut self, mut chunk: &[u8], emit: &mut impl FnMut(Line<'_>)) {
+    pub fn feed(&mut self, mut chunk: &[u8], emit: &mut impl FnMut(Line<'_>)) {
         while let Some(nl) = find_newline(chunk) {
             self.finish(&chunk[..nl], emit);
             chunk = &chunk[nl + 1..];
@@ -34,7 +40,7 @@ impl LineSplitter {
     }
 
     /// Emits the unfinished line, if any, as a line: the file it came from is being left (rotated or truncated).
-    pub(crate) fn flush(&mut self, emit: &mut impl FnMut(Line<'_>)) {
+    pub fn flush(&mut self, emit: &mut impl FnMut(Line<'_>)) {
         if !self.partial.is_empty() {
             self.finish(&[], emit);
         }

@@ -55,6 +55,17 @@ impl Source {
         Source::Path(Tailer::new(path, start, max_line_bytes))
     }
 
+    /// Lines longer than `max` bytes are cut from now on, in the files followed and in those found later.
+    pub(crate) fn set_max_line_bytes(&mut self, max: usize) {
+        match self {
+            Source::Path(t) => t.set_max_line_bytes(max),
+            Source::Glob(g) => {
+                g.max_line_bytes = max;
+                g.tailers.values_mut().for_each(|t| t.set_max_line_bytes(max));
+            }
+        }
+    }
+
     /// Polls every file once; `true` if one of them ran out of budget.
     pub(crate) fn poll(&mut self, budget: usize, emit: &mut impl FnMut(&Path, Line<'_>)) -> bool {
         match self {

@@ -79,6 +79,11 @@ impl Tailer {
         &self.path
     }
 
+    /// Lines longer than `max` bytes are cut from now on (a reload); the read position is kept.
+    pub fn set_max_line_bytes(&mut self, max: usize) {
+        self.splitter.set_max(max);
+    }
+
     /// The file being read and the offset reached in it, if one is open.
     pub fn position(&self) -> Option<(FileId, u64)> {
         self.open.as_ref().map(|o| (o.id, o.offset))

@@ -2,10 +2,10 @@
 //! [`RuleSet`], sends a [`LogMatch`] per finding and counts lines per service. Owns the polling loop, backpressure
 //! (a full channel pauses reading; unread lines wait in the files, not in memory) and stopping.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::{Duration, SystemTime};
 
 use aegis_core::policy::Severity;
@@ -43,32 +43,62 @@ pub struct LogMatch {
     pub at: SystemTime,
 }
 
-/// Lines read per service since the monitor started, for log-throughput anomaly detection. Lock-free to read.
+/// Lines read per service since the monitor started, for log-throughput anomaly detection. Lock-free to count;
+/// the set of services changes only with a reload.
 #[derive(Debug, Default)]
 pub struct LineCounts {
-    by_service: BTreeMap<String, AtomicU64>,
+    by_service: RwLock<BTreeMap<String, AtomicU64>>,
 }
 
 impl LineCounts {
     fn new<'a>(services: impl IntoIterator<Item = &'a str>) -> LineCounts {
-        LineCounts { by_service: services.into_iter().map(|s| (s.to_owned(), AtomicU64::new(0))).collect() }
+        let counts = LineCounts::default();
+        counts.follow(services);
+        counts
+    }
+
+    fn map(&self) -> RwLockReadGuard<'_, BTreeMap<String, AtomicU64>> {
+        self.by_service.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Lines read from `service`'s files so far; 0 for a service with no log file.
     pub fn lines(&self, service: &str) -> u64 {
-        self.by_service.get(service).map_or(0, |c| c.load(Ordering::Relaxed))
+        self.get(service).unwrap_or(0)
+    }
+
+    /// Lines read from `service`'s files so far; `None` for a service with no log file.
+    pub fn get(&self, service: &str) -> Option<u64> {
+        self.map().get(service).map(|c| c.load(Ordering::Relaxed))
     }
 
     /// Every service with a log file and its count.
     pub fn snapshot(&self) -> Vec<(String, u64)> {
-        self.by_service.iter().map(|(s, c)| (s.clone(), c.load(Ordering::Relaxed))).collect()
+        self.map().iter().map(|(s, c)| (s.clone(), c.load(Ordering::Relaxed))).collect()
     }
 
     fn add(&self, service: &str, lines: u64) {
-        if let Some(c) = self.by_service.get(service) {
+        if let Some(c) = self.map().get(service) {
             c.fetch_add(lines, Ordering::Relaxed);
         }
     }
+
+    /// Counts lines for exactly `services` from now on: a service that keeps a file keeps its count, a new one
+    /// starts at 0, one without files any more is forgotten.
+    fn follow<'a>(&self, services: impl IntoIterator<Item = &'a str>) {
+        let wanted: BTreeSet<&str> = services.into_iter().collect();
+        let mut map = self.by_service.write().unwrap_or_else(|p| p.into_inner());
+        map.retain(|s, _| wanted.contains(s.as_str()));
+        for s in wanted {
+            map.entry(s.to_owned()).or_default();
+        }
+    }
+}
+
+/// What the monitor follows and matches; replaced as a whole by [`LogMonitor::reconfigure`].
+#[derive(Clone, Debug)]
+struct Setup {
+    settings: LogsSettings,
+    rules: Arc<RuleSet>,
 }
 
 /// A running log monitor.
@@ -77,6 +107,18 @@ pub struct LogMonitor {
     /// Ends when stop is requested (or its sender dropped) or when the match receiver is dropped.
     pub task: JoinHandle<()>,
     pub counts: Arc<LineCounts>,
+    setup: watch::Sender<Setup>,
+}
+
+impl LogMonitor {
+    /// Follows `settings` and matches with `rules` from the next poll on (a reload). A file configured before and
+    /// after (same path, same service) keeps its read position, so no line is read twice or skipped; a file added
+    /// starts where a file present at start does (its end, or its start with `fromStart`); a file no longer
+    /// configured is let go. Line counts of services that keep a file go on.
+    pub fn reconfigure(&self, settings: LogsSettings, rules: Arc<RuleSet>) {
+        self.counts.follow(settings.files.iter().filter_map(|f| f.service.as_deref()));
+        self.setup.send_replace(Setup { settings, rules });
+    }
 }
 
 /// Starts following `settings.files` (must be called within a tokio runtime). Matches are sent to `sink`; the task
@@ -88,21 +130,38 @@ pub fn spawn(
     stop: watch::Receiver<bool>,
 ) -> LogMonitor {
     let counts = Arc::new(LineCounts::new(settings.files.iter().filter_map(|f| f.service.as_deref())));
-    let start = if settings.from_start { StartAt::Start } else { StartAt::End };
-    let files = settings
-        .files
-        .iter()
-        .map(|f| File { service: f.service.clone(), source: Source::new(&f.path, start, settings.max_line_bytes) })
-        .collect();
-    let poller = Poller { files, rules, counts: Arc::clone(&counts) };
+    let mut poller = Poller { files: Vec::new(), rules: Arc::clone(&rules), counts: Arc::clone(&counts) };
+    poller.follow(&settings, start_at(&settings));
     let interval = settings.poll_interval.max(MIN_POLL_INTERVAL);
-    LogMonitor { task: tokio::spawn(run(poller, interval, sink, stop)), counts }
+    let (setup, changes) = watch::channel(Setup { settings, rules });
+    LogMonitor { task: tokio::spawn(run(poller, interval, changes, sink, stop)), counts, setup }
 }
 
-async fn run(mut poller: Poller, interval: Duration, sink: mpsc::Sender<LogMatch>, mut stop: watch::Receiver<bool>) {
+/// Where the files found at start (or added by a reload) are first read.
+fn start_at(settings: &LogsSettings) -> StartAt {
+    if settings.from_start { StartAt::Start } else { StartAt::End }
+}
+
+async fn run(
+    mut poller: Poller,
+    mut interval: Duration,
+    mut setup: watch::Receiver<Setup>,
+    sink: mpsc::Sender<LogMatch>,
+    mut stop: watch::Receiver<bool>,
+) {
+    // False once the monitor's handle is gone: the setup can no longer change.
+    let mut reconfigurable = true;
+    // A new setup was announced while waiting (`changed()` marks it seen).
+    let mut announced = false;
     loop {
         if *stop.borrow_and_update() {
             return;
+        }
+        if std::mem::take(&mut announced) || matches!(setup.has_changed(), Ok(true)) {
+            let new = setup.borrow_and_update().clone();
+            poller.rules = new.rules;
+            poller.follow(&new.settings, start_at(&new.settings));
+            interval = new.settings.poll_interval.max(MIN_POLL_INTERVAL);
         }
         let polled = tokio::task::spawn_blocking(move || {
             let polled = poller.poll();
@@ -128,6 +187,10 @@ async fn run(mut poller: Poller, interval: Duration, sink: mpsc::Sender<LogMatch
         }
         tokio::select! {
             () = tokio::time::sleep(interval) => {}
+            changed = setup.changed(), if reconfigurable => {
+                reconfigurable = changed.is_ok();
+                announced = reconfigurable;
+            }
             () = stop_requested(&mut stop) => return,
         }
     }
@@ -141,6 +204,8 @@ async fn stop_requested(stop: &mut watch::Receiver<bool>) {
 /// A configured file and its service.
 struct File {
     service: Option<String>,
+    /// As configured: a path or a glob.
+    path: String,
     source: Source,
 }
 
@@ -152,6 +217,30 @@ struct Poller {
 }
 
 impl Poller {
+    /// Follows the files of `settings`: those already followed (same path and service) carry on from where they
+    /// are, new ones start at `start`, the rest are let go.
+    fn follow(&mut self, settings: &LogsSettings, start: StartAt) {
+        let mut before = std::mem::take(&mut self.files);
+        for f in &settings.files {
+            let file = match before.iter().position(|b| b.path == f.path && b.service == f.service) {
+                Some(i) => {
+                    let mut kept = before.swap_remove(i);
+                    kept.source.set_max_line_bytes(settings.max_line_bytes);
+                    kept
+                }
+                None => File {
+                    service: f.service.clone(),
+                    path: f.path.clone(),
+                    source: Source::new(&f.path, start, settings.max_line_bytes),
+                },
+            };
+            self.files.push(file);
+        }
+        for gone in before {
+            tracing::info!(path = %gone.path, "no longer following log file");
+        }
+    }
+
     /// Polls every file once: the matches found, and whether some file has more to read right away.
     fn poll(&mut self) -> (Vec<LogMatch>, bool) {
         let at = SystemTime::now();
@@ -163,21 +252,7 @@ impl Poller {
             let rules = &self.rules;
             pending |= file.source.poll(POLL_BUDGET, &mut |path: &Path, line: Line<'_>| {
                 lines += 1;
-                let text = String::from_utf8_lossy(line.bytes);
-                let matches = rules.matches(service, &path.to_string_lossy(), &text);
-                if matches.is_empty() {
-                    return;
-                }
-                let excerpt = excerpt(&text, line.cut);
-                found.extend(matches.into_iter().map(|m| LogMatch {
-                    rule: m.rule,
-                    severity: m.severity,
-                    description: m.description,
-                    service: m.service,
-                    path: path.to_owned(),
-                    line: excerpt.clone(),
-                    at,
-                }));
+                found.extend(scan_line(rules, service, path, line, at));
             });
             if let Some(service) = service
                 && lines > 0
@@ -187,6 +262,30 @@ impl Poller {
         }
         (found, pending)
     }
+}
+
+/// One line of `service`'s file `path` as the monitor handles it: decoded lossily (invalid UTF-8 becomes U+FFFD),
+/// matched against `rules`, one [`LogMatch`] per matching rule carrying the line's excerpt. Allocates nothing for a
+/// line that matches nothing.
+pub fn scan_line(rules: &RuleSet, service: Option<&str>, path: &Path, line: Line<'_>, at: SystemTime) -> Vec<LogMatch> {
+    let text = String::from_utf8_lossy(line.bytes);
+    let matches = rules.matches(service, &path.to_string_lossy(), &text);
+    if matches.is_empty() {
+        return Vec::new();
+    }
+    let excerpt = excerpt(&text, line.cut);
+    matches
+        .into_iter()
+        .map(|m| LogMatch {
+            rule: m.rule,
+            severity: m.severity,
+            description: m.description,
+            service: m.service,
+            path: path.to_owned(),
+            line: excerpt.clone(),
+            at,
+        })
+        .collect()
 }
 
 /// The line as carried by an event: at most [`MAX_EVENT_LINE_CHARS`] characters, `…` marking a cut.
@@ -210,6 +309,16 @@ mod tests {
         let e = excerpt(&long, false);
         assert_eq!(e.chars().count(), MAX_EVENT_LINE_CHARS + 1);
         assert!(e.ends_with('…'));
+    }
+
+    #[test]
+    fn line_counts_follow_a_new_set_of_services() {
+        let counts = LineCounts::new(["api", "db"]);
+        counts.add("api", 3);
+        counts.add("db", 1);
+        counts.follow(["api", "web"]);
+        assert_eq!(counts.snapshot(), vec![("api".to_owned(), 3), ("web".to_owned(), 0)]);
+        assert_eq!(counts.get("db"), None);
     }
 
     #[test]

@@ -49,7 +49,8 @@ pub struct Shared {
     pub alerts: Arc<Alerting>,
     /// Metric series and scorers of every service (bound only when anomaly detection is enabled).
     pub anomaly: Arc<Mutex<AnomalyDetector>>,
-    pub anomaly_enabled: bool,
+    /// Whether anomaly detection is enabled (a reload may switch it): services built meanwhile are bound to it.
+    pub anomaly_enabled: std::sync::atomic::AtomicBool,
     /// Checks in flight at once: `maxConcurrentChecks` quick ones, and a lane of their own for slow ones.
     pub lanes: CheckLanes,
     /// Reloads asked for by the admin API, served by the supervisor loop.
@@ -60,12 +61,12 @@ pub struct Shared {
 
 impl Shared {
     /// Records an event in the store. A store failure is never fatal: the store reports it (once per streak, see
-    /// [`crate::store::Accounted`]), and the event itself goes to the log, the only place it is kept then.
+    /// [`crate::store::Accounted`]) and keeps the event in memory until it accepts writes; the log has it meanwhile.
     pub fn event(&self, service: &str, kind: &str, message: &str) -> Option<Event> {
         match self.store.append_event(service, kind, message) {
             Ok(e) => Some(e),
             Err(e) => {
-                tracing::warn!(service, kind, "event not recorded (the state database refuses writes): {message}");
+                tracing::warn!(service, kind, "event not recorded yet (the state database refuses writes): {message}");
                 tracing::debug!(service, kind, "cannot record event: {e}");
                 None
             }

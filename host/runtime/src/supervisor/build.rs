@@ -39,9 +39,12 @@ pub(super) fn build_service(
     let (predicate, trip_policy): (Arc<dyn TripPredicate>, String) = match &b.trip_policy {
         None => (Arc::clone(&built_in), BUILT_IN.to_owned()),
         Some(policy) => {
-            let info =
-                ServiceInfo { name: s.name.clone(), kind: s.probe.kind().to_owned(), endpoint: s.endpoint.clone() };
-            match shared.plugins.trip_predicate(&policy.plugin, info, policy.config.clone(), Arc::clone(&built_in)) {
+            match shared.plugins.trip_predicate(
+                &policy.plugin,
+                service_info(s),
+                policy.config.clone(),
+                Arc::clone(&built_in),
+            ) {
                 Ok(p) => {
                     log_binding(&shared.plugins, "trip predicate", &s.name, &policy.plugin, p.is_loaded());
                     (Arc::new(OffWorker(p)), policy.plugin.clone())
@@ -54,9 +57,8 @@ pub(super) fn build_service(
         }
     };
     let recovery = s.recovery_policy.as_ref().and_then(|policy| {
-        let info = ServiceInfo { name: s.name.clone(), kind: s.probe.kind().to_owned(), endpoint: s.endpoint.clone() };
         let fixed: Arc<dyn RecoveryStrategy> = Arc::new(FixedAction(fixed_action(s.on_failure)));
-        match shared.plugins.recovery_strategy(&policy.plugin, info, policy.config.clone(), fixed) {
+        match shared.plugins.recovery_strategy(&policy.plugin, service_info(s), policy.config.clone(), fixed) {
             Ok(p) => {
                 log_binding(&shared.plugins, "recovery strategy", &s.name, &policy.plugin, p.is_loaded());
                 Some((Arc::new(p) as Arc<dyn RecoveryStrategy>, policy.plugin.clone()))
@@ -139,9 +141,13 @@ pub(super) fn build_service(
     } else {
         shared.alerts.clear(Source::GaveUp, &labels);
     }
-    if shared.anomaly_enabled {
-        let info = ServiceInfo { name: s.name.clone(), kind: s.probe.kind().to_owned(), endpoint: s.endpoint.clone() };
-        shared.anomaly.lock().unwrap_or_else(|p| p.into_inner()).bind(&info, &shared.plugins);
+    if shared.anomaly_enabled.load(std::sync::atomic::Ordering::Relaxed) {
+        shared.anomaly.lock().unwrap_or_else(|p| p.into_inner()).bind(&service_info(s), &shared.plugins);
     }
     Ok((Arc::new(handle), changes))
+}
+
+/// What plugins are told about a service.
+pub(super) fn service_info(s: &ServiceConfig) -> ServiceInfo {
+    ServiceInfo { name: s.name.clone(), kind: s.probe.kind().to_owned(), endpoint: s.endpoint.clone() }
 }

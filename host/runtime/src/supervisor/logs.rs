@@ -3,40 +3,80 @@
 //! themselves are [`crate::logs`]'; this file must not read files.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use aegis_core::alerting::label_set;
 use aegis_core::policy::Severity;
 use tokio::sync::{mpsc, watch};
 
-use super::Supervisor;
 use crate::binding::log_binding;
+use crate::config::LogsConfig;
+use crate::logs::{LineCounts, LogMonitor, RuleSet};
 use crate::state::Shared;
 use crate::store::NO_SERVICE;
 
-impl Supervisor {
-    /// Starts tailing the configured log files (built-in patterns plus log-rule plugins) and the task that turns
-    /// matches into metrics, events and alerts. Returns the per-service line counts for throughput anomalies.
-    pub(super) fn start_logs(
-        &self,
-        tasks: &mut Vec<tokio::task::JoinHandle<()>>,
-        stop: &watch::Receiver<bool>,
-    ) -> crate::anomaly::LineSource {
-        let none: crate::anomaly::LineSource = Arc::new(|_: &str| None);
-        let logs = &self.config.logs;
-        if !logs.enabled || logs.settings.files.is_empty() {
-            return none;
+/// Log monitoring as the supervisor runs it: nothing while `logs:` is disabled or names no file, else a monitor and
+/// the task consuming its matches. A reload changes it in place ([`LogMonitoring::apply`]), so files followed before
+/// and after keep their positions.
+pub(super) struct LogMonitoring {
+    shared: Arc<Shared>,
+    running: Option<Running>,
+    /// The running monitor's line counts, for the anomaly task (which outlives a monitor stopped by a reload).
+    counts: Arc<RwLock<Option<Arc<LineCounts>>>>,
+}
+
+struct Running {
+    monitor: LogMonitor,
+    consumer: tokio::task::JoinHandle<()>,
+    stop: watch::Sender<bool>,
+}
+
+impl LogMonitoring {
+    /// Starts monitoring as `config` says.
+    pub(super) fn start(shared: &Arc<Shared>, config: &LogsConfig) -> LogMonitoring {
+        let mut monitoring = LogMonitoring { shared: Arc::clone(shared), running: None, counts: Arc::default() };
+        if let Err(e) = monitoring.apply(config) {
+            tracing::error!("log monitoring disabled: {e}");
         }
-        let mut rules = match crate::logs::RuleSet::new(&logs.settings.patterns) {
-            Ok(rules) => rules,
-            Err(e) => {
-                tracing::error!("log monitoring disabled: {e}");
-                return none;
+        monitoring
+    }
+
+    /// Monitors as `config` says from now on: starts, reconfigures (tailer positions kept) or stops the monitor.
+    /// On error (the rules do not compile) what ran before goes on.
+    pub(super) fn apply(&mut self, config: &LogsConfig) -> Result<(), String> {
+        if !config.enabled || config.settings.files.is_empty() {
+            if let Some(running) = self.running.take() {
+                tracing::info!("log monitoring stopped");
+                let _ = running.stop.send(true);
+                *self.counts.write().unwrap_or_else(|p| p.into_inner()) = None;
             }
-        };
-        for name in &logs.plugins {
-            // A quarantined or failing plugin matches nothing rather than everything.
+            return Ok(());
+        }
+        let rules = Arc::new(self.rules(config)?);
+        let settings = &config.settings;
+        match &self.running {
+            Some(running) => running.monitor.reconfigure(settings.clone(), rules),
+            None => {
+                let (stop, stop_rx) = watch::channel(false);
+                let (sink, matches) = mpsc::channel(1024);
+                let monitor = crate::logs::spawn(settings.clone(), rules, sink, stop_rx.clone());
+                let counts = Arc::clone(&monitor.counts);
+                let consumer =
+                    tokio::spawn(consume_log_matches(Arc::clone(&self.shared), matches, Arc::clone(&counts), stop_rx));
+                *self.counts.write().unwrap_or_else(|p| p.into_inner()) = Some(counts);
+                self.running = Some(Running { monitor, consumer, stop });
+            }
+        }
+        tracing::info!(files = settings.files.len(), patterns = settings.patterns.len(), "tailing logs");
+        Ok(())
+    }
+
+    /// The built-in patterns plus the log-rule plugins. A quarantined or failing plugin matches nothing rather
+    /// than everything.
+    fn rules(&self, config: &LogsConfig) -> Result<RuleSet, String> {
+        let mut rules = RuleSet::new(&config.settings.patterns).map_err(|e| e.to_string())?;
+        for name in &config.plugins {
             let fallback: Arc<dyn aegis_core::policy::LogRule> =
                 Arc::new(aegis_core::policy::Contains::new(name.clone(), Severity::Info, Vec::<String>::new()));
             match self.shared.plugins.log_rule(name, "logs", Vec::new(), fallback) {
@@ -47,20 +87,24 @@ impl Supervisor {
                 Err(e) => tracing::error!("log rule plugin skipped: {e}"),
             }
         }
-        let (sink, matches) = mpsc::channel(1024);
-        let monitor = crate::logs::spawn(logs.settings.clone(), Arc::new(rules), sink, stop.clone());
-        tracing::info!(files = logs.settings.files.len(), patterns = logs.settings.patterns.len(), "tailing logs");
-        tasks.push(monitor.task);
-        tasks.push(tokio::spawn(consume_log_matches(
-            Arc::clone(&self.shared),
-            matches,
-            Arc::clone(&monitor.counts),
-            stop.clone(),
-        )));
-        let counts = monitor.counts;
-        let with_files: std::collections::BTreeSet<String> =
-            logs.settings.files.iter().filter_map(|f| f.service.clone()).collect();
-        Arc::new(move |service: &str| with_files.contains(service).then(|| counts.lines(service)))
+        Ok(rules)
+    }
+
+    /// Lines read per service with log files, for throughput anomalies; `None` for a service without any.
+    pub(super) fn line_source(&self) -> crate::anomaly::LineSource {
+        let counts = Arc::clone(&self.counts);
+        Arc::new(move |service: &str| {
+            counts.read().unwrap_or_else(|p| p.into_inner()).as_ref().and_then(|c| c.get(service))
+        })
+    }
+
+    /// Stops the monitor and waits for its tasks.
+    pub(super) async fn stop(mut self) {
+        if let Some(running) = self.running.take() {
+            let _ = running.stop.send(true);
+            let _ = running.monitor.task.await;
+            let _ = running.consumer.await;
+        }
     }
 }
 

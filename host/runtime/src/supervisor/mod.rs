@@ -23,7 +23,9 @@ use aegis_core::{Manager, ManagerConfig};
 use aegis_plugin::{PluginEvent, PluginHost};
 use tokio::sync::{mpsc, watch};
 
+use self::anomaly_task::AnomalyTask;
 use self::build::build_service;
+use self::logs::LogMonitoring;
 use self::plugins::{record_plugin_events, reload_plugins, watch_plugins};
 use self::probe_loop::run_service;
 use self::transitions::Transitions;
@@ -40,6 +42,7 @@ use crate::state::{ServiceHandle, ServiceMap, Shared};
 use crate::store::{Accounted, StateStore, Store};
 use crate::systemd::Notifier;
 
+mod anomaly_task;
 mod build;
 mod logs;
 mod notify;
@@ -75,8 +78,11 @@ impl Supervisor {
             .build()
             .map_err(|e| RuntimeError::HttpClient(crate::probe::error_chain(&e)))?;
         let metrics = Metrics::new()?;
-        let store: Arc<dyn StateStore> =
-            Arc::new(Accounted::new(Arc::new(Store::open(&config.storage_path)?), metrics.storage_errors.clone()));
+        let store: Arc<dyn StateStore> = Arc::new(Accounted::new(
+            Arc::new(Store::open(&config.storage_path)?),
+            metrics.storage_errors.clone(),
+            metrics.storage_dropped.clone(),
+        ));
         // Compiled plugins are cached beside the state database unless `plugins.cacheDir` says otherwise.
         let cache_dir = config.plugins.cache_dir.clone().unwrap_or_else(|| {
             config.storage_path.parent().unwrap_or(std::path::Path::new("")).join("aegis-plugin-cache")
@@ -120,7 +126,7 @@ impl Supervisor {
             retry,
             alerts: Arc::new(alerts),
             anomaly: Arc::new(anomaly),
-            anomaly_enabled: config.anomaly.enabled,
+            anomaly_enabled: config.anomaly.enabled.into(),
             lanes,
             reload,
             stream: crate::state::Stream::default(),
@@ -149,8 +155,10 @@ impl Supervisor {
     }
 
     /// Runs the admin server and every service until `shutdown` resolves, then stops supervised processes. SIGHUP
-    /// and `POST /api/v1/reload` reload the config file: added, removed and changed services only; the others keep
-    /// running untouched. An invalid file is refused and the running config kept. Under systemd (`NOTIFY_SOCKET`)
+    /// and `POST /api/v1/reload` reload the config file: added, removed and changed services (the others keep
+    /// running untouched), plugins, and the `logs:`, `anomaly_detection:` and `alerting:` sections, changed in place
+    /// (alerts, the outbox and the tailers' positions stay). Admin and storage settings wait for a restart. An
+    /// invalid file is refused and the running config kept. Under systemd (`NOTIFY_SOCKET`)
     /// the loop reports readiness, reloads, shutdown and watchdog pings (see [`crate::systemd`]).
     pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) -> Result<(), RuntimeError> {
         let bind_error = |source| RuntimeError::Bind { address: self.config.admin_address.to_string(), source };
@@ -189,23 +197,10 @@ impl Supervisor {
             let dir = self.config.plugins.dir.clone();
             tasks.push(tokio::spawn(watch_plugins(Arc::clone(&self.shared), dir, every, tasks_stop_rx.clone())));
         }
-        let lines = self.start_logs(&mut tasks, &tasks_stop_rx);
-        if self.config.anomaly.enabled {
-            let services = Arc::clone(&registry);
-            let windows: crate::anomaly::WindowSource = Arc::new(move || {
-                let handles: Vec<_> = services.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
-                handles.iter().map(|h| (h.config.name.clone(), h.take_window())).collect()
-            });
-            tasks.push(tokio::spawn(crate::anomaly::run(
-                Arc::clone(&self.shared.anomaly),
-                Arc::clone(&self.shared.alerts),
-                self.shared.metrics.clone(),
-                windows,
-                lines,
-                self.config.anomaly.interval,
-                tasks_stop_rx.clone(),
-            )));
-        }
+        // Both change in place with a reload.
+        let logs = LogMonitoring::start(&self.shared, &self.config.logs);
+        let anomaly = AnomalyTask::start(&self.shared, &registry, logs.line_source(), &self.config.anomaly);
+        let mut sections = Sections { logs, anomaly };
 
         let mut running = BTreeMap::new();
         for (handle, changes) in std::mem::take(&mut self.services) {
@@ -226,14 +221,14 @@ impl Supervisor {
                 Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => None } } => {
                     tracing::info!(config = %self.config.source.display(), "SIGHUP: reloading the config");
                     notifier.reloading();
-                    let _ = self.reload(&mut running).await;
+                    let _ = self.reload(&mut running, &mut sections).await;
                     publish(&registry, &running);
                     notifier.ready();
                 }
                 Some(request) = async { match requests.as_mut() { Some(r) => r.recv().await, None => None } } => {
                     tracing::info!(config = %self.config.source.display(), "reload requested over the admin API");
                     notifier.reloading();
-                    let outcome = self.reload(&mut running).await;
+                    let outcome = self.reload(&mut running, &mut sections).await;
                     publish(&registry, &running);
                     notifier.ready();
                     let _ = request.reply.send(outcome);
@@ -249,6 +244,8 @@ impl Supervisor {
         for (_, service) in std::mem::take(&mut running) {
             service.stop(self.config.stop_children_on_exit).await;
         }
+        sections.logs.stop().await;
+        sections.anomaly.stop().await;
         let _ = tasks_stop.send(true);
         for task in tasks {
             let _ = task.await;
@@ -258,7 +255,11 @@ impl Supervisor {
     }
 
     /// Applies the config file again; a file that does not load is refused as a whole with its located error.
-    async fn reload(&mut self, running: &mut BTreeMap<String, RunningService>) -> Result<ReloadSummary, String> {
+    async fn reload(
+        &mut self,
+        running: &mut BTreeMap<String, RunningService>,
+        sections: &mut Sections,
+    ) -> Result<ReloadSummary, String> {
         let new = match Config::load(&self.config.source) {
             Ok(c) => c,
             Err(e) => {
@@ -267,11 +268,6 @@ impl Supervisor {
             }
         };
         let mut notes = Vec::new();
-        if new.logs != self.config.logs || new.anomaly != self.config.anomaly || new.alerting != self.config.alerting {
-            let note = "logs, anomaly_detection and alerting settings change only with a restart of aegis-host";
-            tracing::warn!("{note}");
-            notes.push(note.to_owned());
-        }
         if new.admin_address != self.config.admin_address
             || new.storage_path != self.config.storage_path
             || new.admin_token != self.config.admin_token
@@ -322,19 +318,45 @@ impl Supervisor {
                 Err(e) => tracing::error!(service = %s.name, "not started after reload: {e}"),
             }
         }
-        tracing::info!(added, changed, services = running.len(), "config reloaded");
+        // The other sections after the services, so that anomaly detection binds the services running now. Alert
+        // state, the outbox and the tailers' positions stay.
+        if new.alerting != self.config.alerting {
+            self.shared.alerts.reconfigure(new.alerting.clone(), &self.shared.plugins);
+            notes.push("alerting applied".to_owned());
+        }
+        let mut logs = new.logs.clone();
+        if new.logs != self.config.logs {
+            match sections.logs.apply(&new.logs) {
+                Ok(()) => notes.push("logs applied".to_owned()),
+                Err(e) => {
+                    tracing::error!("logs not applied, log monitoring goes on as before: {e}");
+                    notes.push(format!("logs not applied, log monitoring goes on as before: {e}"));
+                    logs = self.config.logs.clone();
+                }
+            }
+        }
+        if new.anomaly != self.config.anomaly {
+            let services: Vec<_> = running.values().map(|r| build::service_info(&r.handle.config)).collect();
+            sections.anomaly.apply(&new.anomaly, &services).await;
+            notes.push("anomaly_detection applied".to_owned());
+        }
+        tracing::info!(added, changed, services = running.len(), notes = %notes.join("; "), "config reloaded");
         self.config = Config {
             services: Vec::new(),
             admin_address: self.config.admin_address,
             admin_token: self.config.admin_token.clone(),
             storage_path: self.config.storage_path.clone(),
-            logs: self.config.logs.clone(),
-            anomaly: self.config.anomaly.clone(),
-            alerting: self.config.alerting.clone(),
+            logs,
             ..new
         };
         Ok(ReloadSummary { added, changed, removed, services: running.len(), notes })
     }
+}
+
+/// The background work whose settings a reload changes in place: log monitoring and anomaly detection.
+struct Sections {
+    logs: LogMonitoring,
+    anomaly: AnomalyTask,
 }
 
 fn publish(registry: &ServiceMap, running: &BTreeMap<String, RunningService>) {

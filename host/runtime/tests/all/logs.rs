@@ -380,3 +380,48 @@ async fn logs_monitor_stops_when_the_receiver_is_dropped() {
     append(&path, b"ERROR\n");
     timeout(WAIT, inner.task).await.expect("ends once it has a match to send").unwrap();
 }
+
+/// A reload reconfigures the running monitor: a file kept goes on from where it was (nothing read twice, nothing
+/// skipped, a half line kept), a new pattern applies, an added file starts at its end, a dropped file is let go,
+/// and line counts of a kept service go on.
+#[tokio::test]
+async fn logs_reconfigure_keeps_positions_and_applies_new_rules_and_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (kept, added, dropped) =
+        (dir.path().join("kept.log"), dir.path().join("added.log"), dir.path().join("gone.log"));
+    append(&added, b"old ERROR in the added file, before it was added\n");
+    let mut mon =
+        Monitor::start(vec![file(Some("app"), &kept), file(Some("old"), &dropped)], default_patterns(), false);
+    mon.prime(&kept).await;
+    mon.prime(&dropped).await;
+    append(&kept, b"first ERROR\nhalf a WARN");
+    assert_eq!(mon.next_finding().await.line, "first ERROR");
+    mon.assert_quiet().await;
+    let counted = mon.inner.counts.lines("app");
+
+    let mut patterns = default_patterns();
+    patterns.push(pattern("warn", "WARN", Severity::Info, None));
+    let settings = LogsSettings {
+        files: vec![file(Some("app"), &kept), file(Some("new"), &added)],
+        poll_interval: Duration::from_millis(20),
+        ..LogsSettings::default()
+    };
+    mon.inner.reconfigure(settings, Arc::new(RuleSet::new(&patterns).expect("patterns compile")));
+    mon.prime(&added).await;
+
+    // The kept file: the half line ends and is matched by the new rule; the earlier line is not read again.
+    append(&kept, b"ING after the reload\n");
+    let m = mon.next_finding().await;
+    assert_eq!((m.rule.as_str(), m.line.as_str()), ("warn", "half a WARNING after the reload"));
+    mon.assert_quiet().await;
+    // The dropped file is no longer read; the added one is, from where it was when added.
+    append(&dropped, b"ERROR nobody reads\n");
+    append(&added, b"fresh ERROR\n");
+    let m = mon.next_finding().await;
+    assert_eq!((m.path.as_path(), m.line.as_str()), (added.as_path(), "fresh ERROR"));
+    mon.assert_quiet().await;
+    assert!(mon.inner.counts.lines("app") > counted, "the kept service's count goes on");
+    assert!(mon.inner.counts.get("new").is_some_and(|n| n >= 2));
+    assert_eq!(mon.inner.counts.get("old"), None, "a service without files is forgotten");
+    mon.stop().await;
+}
