@@ -44,6 +44,9 @@ pub struct Metrics {
     pub checks_in_flight: IntGaugeVec,
     /// Writes the state database refused, by store operation: see [`crate::store::Accounted`].
     pub storage_errors: IntCounterVec,
+    /// Events and notifications dropped while the state database refused writes (more than
+    /// [`crate::store::MAX_KEPT`] waited in memory), by kind (event, notification).
+    pub storage_dropped: IntCounterVec,
     uptime: Gauge,
     started: Instant,
     /// Length of the last rendering: the next one reserves that much at once.
@@ -115,6 +118,14 @@ impl Metrics {
             &["operation"],
         )?;
         registry.register(Box::new(storage_errors.clone()))?;
+        let storage_dropped = IntCounterVec::new(
+            Opts::new(
+                "aegis_storage_dropped_total",
+                "Events and notifications dropped because too many waited for the state database, by kind",
+            ),
+            &["kind"],
+        )?;
+        registry.register(Box::new(storage_dropped.clone()))?;
         let uptime = Gauge::new("aegis_uptime_seconds", "Seconds since aegis-host started")?;
         registry.register(Box::new(uptime.clone()))?;
         Ok(Metrics {
@@ -133,6 +144,7 @@ impl Metrics {
             outbox_pending,
             checks_in_flight,
             storage_errors,
+            storage_dropped,
             uptime,
             started: Instant::now(),
             rendered_len: Arc::default(),

@@ -17,7 +17,7 @@ use serde::Serialize;
 mod accounting;
 mod sqlite;
 
-pub use self::accounting::Accounted;
+pub use self::accounting::{Accounted, MAX_KEPT};
 pub use self::sqlite::{FAULT_ENV, Fault, Store};
 
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +26,9 @@ pub enum StoreError {
     Open { path: PathBuf, message: String },
     #[error("state database {path}: {message}")]
     Query { path: PathBuf, message: String },
+    /// The store refuses writes, and rows of this kind already wait in memory: this one waits behind them.
+    #[error("the state database refuses writes; kept in memory behind {behind} other(s), written when it accepts them")]
+    Kept { behind: usize },
 }
 
 /// The `service` of an event that belongs to no service: a plugin quarantine, a log match outside every service's
@@ -96,6 +99,19 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
         content_type: &str,
         headers: &[(String, String)],
         body: &[u8],
+    ) -> Result<i64, StoreError> {
+        self.enqueue_at(crate::unix_ms_i64(), idempotency_key, target, content_type, headers, body)
+    }
+
+    /// Queues a notification created at `created_ms` (ms since epoch), due from then; returns its id.
+    fn enqueue_at(
+        &self,
+        created_ms: i64,
+        idempotency_key: &str,
+        target: &str,
+        content_type: &str,
+        headers: &[(String, String)],
+        body: &[u8],
     ) -> Result<i64, StoreError>;
 
     /// Notifications due at `now_ms`, oldest first, at most `per_target` for each target, and only the oldest
@@ -117,8 +133,13 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// A named piece of state saved with [`Self::put_state`].
     fn get_state(&self, key: &str) -> Result<Option<String>, StoreError>;
 
-    /// Appends an event and returns it with its id and time.
-    fn append_event(&self, service: &str, kind: &str, message: &str) -> Result<Event, StoreError>;
+    /// Appends an event happening now and returns it with its id and time.
+    fn append_event(&self, service: &str, kind: &str, message: &str) -> Result<Event, StoreError> {
+        self.append_event_at(crate::unix_ms_i64(), service, kind, message)
+    }
+
+    /// Appends an event that happened at `at_ms` (ms since epoch) and returns it with its id.
+    fn append_event_at(&self, at_ms: i64, service: &str, kind: &str, message: &str) -> Result<Event, StoreError>;
 
     /// The newest `limit` events, newest first, optionally of one service.
     fn events(&self, service: Option<&str>, limit: u32) -> Result<Vec<Event>, StoreError>;
@@ -138,15 +159,16 @@ impl StateStore for Store {
         Store::load(self, service)
     }
 
-    fn enqueue(
+    fn enqueue_at(
         &self,
+        created_ms: i64,
         idempotency_key: &str,
         target: &str,
         content_type: &str,
         headers: &[(String, String)],
         body: &[u8],
     ) -> Result<i64, StoreError> {
-        Store::enqueue(self, idempotency_key, target, content_type, headers, body)
+        Store::enqueue_at(self, created_ms, idempotency_key, target, content_type, headers, body)
     }
 
     fn due(&self, now_ms: i64, per_target: u32) -> Result<Vec<OutboxEntry>, StoreError> {
@@ -173,8 +195,8 @@ impl StateStore for Store {
         Store::get_state(self, key)
     }
 
-    fn append_event(&self, service: &str, kind: &str, message: &str) -> Result<Event, StoreError> {
-        Store::append_event(self, service, kind, message)
+    fn append_event_at(&self, at_ms: i64, service: &str, kind: &str, message: &str) -> Result<Event, StoreError> {
+        Store::append_event_at(self, at_ms, service, kind, message)
     }
 
     fn events(&self, service: Option<&str>, limit: u32) -> Result<Vec<Event>, StoreError> {

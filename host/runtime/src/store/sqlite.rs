@@ -232,13 +232,25 @@ impl Store {
         headers: &[(String, String)],
         body: &[u8],
     ) -> Result<i64, StoreError> {
+        self.enqueue_at(unix_ms_i64(), idempotency_key, target, content_type, headers, body)
+    }
+
+    /// Queues a notification created at `created_ms`, due from then.
+    pub fn enqueue_at(
+        &self,
+        created_ms: i64,
+        idempotency_key: &str,
+        target: &str,
+        content_type: &str,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> Result<i64, StoreError> {
         let headers = serde_json::to_string(headers).map_err(|e| self.query_err(e))?;
-        let now = unix_ms_i64();
         let conn = self.conn();
         conn.execute(
             "INSERT INTO outbox (idempotency_key, target, content_type, headers, body, created_ms, next_attempt_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
-            params![idempotency_key, target, content_type, headers, body, now],
+            params![idempotency_key, target, content_type, headers, body, created_ms],
         )
         .map_err(|e| self.query_err(e))?;
         Ok(conn.last_insert_rowid())
@@ -327,9 +339,13 @@ impl Store {
             .map_err(|e| self.query_err(e))
     }
 
-    /// Appends an event and returns it with its id and time.
+    /// Appends an event happening now and returns it with its id and time.
     pub fn append_event(&self, service: &str, kind: &str, message: &str) -> Result<Event, StoreError> {
-        let at_ms = unix_ms_i64();
+        self.append_event_at(unix_ms_i64(), service, kind, message)
+    }
+
+    /// Appends an event that happened at `at_ms` and returns it with its id.
+    pub fn append_event_at(&self, at_ms: i64, service: &str, kind: &str, message: &str) -> Result<Event, StoreError> {
         let conn = self.conn();
         conn.execute(
             "INSERT INTO events (at_ms, service, kind, message) VALUES (?1, ?2, ?3, ?4)",
