@@ -6,6 +6,7 @@ pub mod admin;
 pub mod alerts;
 pub mod anomaly;
 mod binding;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod lanes;
@@ -23,12 +24,7 @@ pub mod systemd;
 
 pub use config::Config;
 
-/// Milliseconds since the Unix epoch (0 before it): the time base of events, restarts, alerts and the store.
-pub(crate) fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+pub(crate) use clock::unix_ms;
 
 /// [`unix_ms`] as SQLite's integer.
 pub(crate) fn unix_ms_i64() -> i64 {

@@ -276,3 +276,22 @@ fn snapshot_round_trips_through_json_and_behaves_the_same() {
     }
     assert_eq!(b.len(), 1, "only the level-held pending→firing alert remains");
 }
+
+/// The runtime feeds the book a time base that never steps (see the runtime's `clock` module), but a book restored
+/// from another process, or a caller whose clock did step, must not turn a step into notifications: a step back
+/// re-sends nothing and resolves nothing, and the step forward again repeats only once `repeat_interval` has passed
+/// since the last notice.
+#[test]
+fn a_wall_clock_step_back_and_forth_neither_re_sends_nor_resolves() {
+    let spec = AlertSpec { repeat_interval: Duration::from_secs(2 * 3600), ..level(0, 60) };
+    let mut book = AlertBook::new();
+    let t = 24 * 60 * MIN;
+    let fp = book.assert(&spec, &svc("api"), &none(), t);
+    assert_eq!(book.tick(t)[0].kind, NoticeKind::Firing);
+    for now in [t - 60 * MIN, t - 59 * MIN, t + S, t + 60 * MIN, t + 61 * MIN] {
+        book.assert(&spec, &svc("api"), &none(), now);
+        assert_eq!(book.tick(now), vec![], "at {now}");
+        assert_eq!(book.get(&fp).map(|a| a.state), Some(AlertState::Firing), "at {now}");
+    }
+    assert_eq!(book.tick(t + 121 * MIN)[0].kind, NoticeKind::Repeat, "two hours after the firing notice");
+}
