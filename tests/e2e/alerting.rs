@@ -12,18 +12,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aegis_tests::{
-    Proc, binary, free_port, get_text, plugin_calls, post, scrape, start_aegis_host, start_http_service, wait_until,
+    free_port, get_text, plugin_calls, post, received, scrape, start_aegis_host, start_http_service, start_receiver,
+    wait_until,
 };
 use serde_json::Value;
-
-/// Every webhook body received so far (the receiver appends them to `out`, which survives its restarts).
-fn received(out: &Path) -> Vec<Value> {
-    std::fs::read_to_string(out)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .collect()
-}
 
 /// `(alertname, status)` of every alert in every received Alertmanager webhook body.
 fn alert_statuses(out: &Path) -> Vec<(String, String)> {
@@ -38,16 +30,6 @@ fn alert_statuses(out: &Path) -> Vec<(String, String)> {
 
 fn has(out: &Path, name: &str, status: &str) -> bool {
     alert_statuses(out).iter().any(|(n, s)| n == name && s == status)
-}
-
-fn start_receiver(port: u16, out: &Path, log: &Path) -> Proc {
-    let p = Proc::start(
-        &binary("webhook-server"),
-        &["--port", &port.to_string(), "--out", out.to_str().expect("utf-8 path")],
-        log,
-    );
-    assert!(wait_until(Duration::from_secs(10), || get_text(&format!("http://127.0.0.1:{port}/received")).is_some()));
-    p
 }
 
 fn append(path: &Path, line: &str) {

@@ -4,6 +4,7 @@
 mod alerting;
 mod cli;
 mod console;
+mod crash;
 mod ctl;
 mod isolation;
 mod operations;

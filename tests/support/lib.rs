@@ -100,6 +100,13 @@ impl Proc {
         assert!(status.success(), "kill -HUP {}: {status}", self.pid());
     }
 
+    /// Sends SIGKILL (no chance to clean up, like a crash or the OOM killer) and reaps the process.
+    pub fn kill9(&mut self) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = child.kill();
+        child.wait().ok()
+    }
+
     pub fn log_text(&self) -> String {
         let mut text = String::new();
         if let Ok(mut f) = std::fs::File::open(&self.log) {
@@ -145,6 +152,27 @@ pub fn start_http_service(log: &Path) -> (Proc, String) {
     let base = format!("http://127.0.0.1:{port}");
     assert!(wait_until(Duration::from_secs(10), || get_text(&format!("{base}/health")).is_some()), "service started");
     (service, base)
+}
+
+/// Starts `examples/webhook-server` on `port`, appending every body it receives to `out` (which survives its
+/// restarts), and waits until it answers.
+pub fn start_receiver(port: u16, out: &Path, log: &Path) -> Proc {
+    let p = Proc::start(
+        &binary("webhook-server"),
+        &["--port", &port.to_string(), "--out", out.to_str().expect("utf-8 path")],
+        log,
+    );
+    assert!(wait_until(Duration::from_secs(10), || get_text(&format!("http://127.0.0.1:{port}/received")).is_some()));
+    p
+}
+
+/// Every webhook body the receiver started by [`start_receiver`] appended to `out` so far.
+pub fn received(out: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(out)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .collect()
 }
 
 /// Starts `aegis-host --config <config>` with its output in `log`.
