@@ -19,8 +19,14 @@
   $("#forget-token").addEventListener("click", () => { sessionStorage.removeItem(KEY); showMode(); });
   showMode();
 
-  const esc = (s) => (window.CSS && CSS.escape ? CSS.escape(s) : s.replace(/["\\]/g, "\\$&"));
-  const targets = (svc) => $$('[data-service="' + esc(svc) + '"]');
+  // The elements showing each service, found once: the server renders them and sorting only moves them. A lookup
+  // per service per event would scan the whole page, a thousand times a second at a thousand services.
+  const shown = new Map();
+  for (const el of $$("[data-service]:not(button)")) {
+    const list = shown.get(el.dataset.service) || [];
+    list.push(el); shown.set(el.dataset.service, list);
+  }
+  const targets = (svc) => shown.get(svc) || [];
 
   function setState(svc, st) {
     for (const el of targets(svc)) {
@@ -30,7 +36,6 @@
       b.className = "badge " + st; b.dataset.state = st; b.textContent = st.toUpperCase();
       if (el.matches("tr")) { el.classList.add("flash"); setTimeout(() => el.classList.remove("flash"), 800); }
     }
-    applyFilter();
   }
 
   function drawSpark(cell, points) {
@@ -69,17 +74,21 @@
       const st = d.healthy === d.total ? "healthy" : d.healthy === 0 ? "unhealthy" : "degraded";
       $("#status").textContent = st; $("#status").className = "status " + st;
     }
+    applyFilter();
   }
 
   function ages() {
     const now = Date.now();
-    for (const t of $$("time[data-at]")) t.textContent = Math.max(0, Math.round((now - Number(t.dataset.at)) / 1000)) + " s ago";
+    for (const t of $$("time[data-at]")) {
+      const text = Math.max(0, Math.round((now - Number(t.dataset.at)) / 1000)) + " s ago";
+      if (t.textContent !== text) t.textContent = text;
+    }
   }
   setInterval(ages, 1000);
 
   if (window.EventSource) {
     const es = new EventSource("/api/v1/stream");
-    es.addEventListener("transition", (e) => { const d = JSON.parse(e.data); setState(d.service, d.to); });
+    es.addEventListener("transition", (e) => { const d = JSON.parse(e.data); setState(d.service, d.to); applyFilter(); });
     es.addEventListener("checks", (e) => onChecks(JSON.parse(e.data)));
     es.addEventListener("alerts", () => { if (location.pathname === "/alerts") location.reload(); });
     es.addEventListener("plugins", () => { if (location.pathname === "/plugins") location.reload(); });
@@ -101,16 +110,19 @@
       const body = await r.json().catch(() => ({}));
       if (!r.ok) { say("Refused (" + r.status + "): " + (body.error || r.statusText)); return; }
       say("Done: " + svc + " is " + body.state, true);
-      if (body.state) setState(svc, body.state);
+      if (body.state) { setState(svc, body.state); applyFilter(); }
     } catch (err) { say("Request failed: " + err); }
   });
 
   // Sorting and filtering of the overview table.
   const table = $("#services");
+  let filtered = false;
   function applyFilter() {
     if (!table) return;
     const q = $("#filter").value.toLowerCase(), st = $("#state-filter").value;
+    if (!q && !st && !filtered) return;
     for (const tr of $$("tbody tr", table)) tr.hidden = !(tr.dataset.service.toLowerCase().includes(q) && (!st || tr.dataset.state === st));
+    filtered = Boolean(q || st);
   }
   if (table) {
     $("#filter").addEventListener("input", applyFilter);
