@@ -9,7 +9,7 @@ PLUGIN_TARGET_DIR := plugins/target
 PLUGIN_OUT := $(PLUGIN_TARGET_DIR)/wasm32-wasip2/release
 BUNDLED_PLUGINS := window-trip escalating-restart panic-detector ewma-latency chat-formatter
 
-.PHONY: run test toolchain build plugins lint console-screenshot
+.PHONY: run test toolchain build plugins lint console-screenshot fuzz
 
 toolchain:
 	rustup toolchain install
@@ -45,3 +45,20 @@ lint: toolchain
 console-screenshot: toolchain
 	$(CARGO) build --workspace --bins --tests
 	AEGIS_CONSOLE_SCREENSHOT=docs $(CARGO) test -p aegis-tests --test e2e -- console::console_shows_live_state_and_guards_actions --exact
+
+# Fuzzing (fuzz/README.md): each target for FUZZ_SECONDS under libFuzzer, new inputs kept in fuzz/corpus/<target>/ and
+# the corpus minimised again; a crash lands in fuzz/artifacts/<target>/. Needs nightly and cargo-fuzz (installed once
+# here); `make test` only replays the corpus, on stable.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := config logs admin alert plugin_answers trip_window
+# No sanitizer (the workspace denies unsafe code), but overflow checks and debug assertions on; a target dir of its
+# own so nightly artifacts never replace stable ones.
+FUZZ_FLAGS := --features libfuzzer --sanitizer none --debug-assertions --target-dir target/fuzz
+
+fuzz:
+	@rustup toolchain list | grep -q '^nightly-' || rustup toolchain install nightly --profile minimal
+	@$(CARGO) +nightly fuzz --version >/dev/null 2>&1 || $(CARGO) +nightly install --locked cargo-fuzz
+	for t in $(FUZZ_TARGETS); do \
+		$(CARGO) +nightly fuzz run $(FUZZ_FLAGS) $$t -- -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=10 || exit 1; \
+		$(CARGO) +nightly fuzz cmin $(FUZZ_FLAGS) $$t -- -max_len=4096 || exit 1; \
+	done

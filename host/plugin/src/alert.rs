@@ -93,7 +93,7 @@ impl WasmAlertFormatter {
 /// ASCII, space and tab (nothing that could split the request or make the client refuse to send it, which would
 /// leave the notification retrying forever), at most one header of a name (case-insensitively: receivers disagree on
 /// which of two wins), none the host owns ([`HOST_OWNED`]), and a content type.
-fn validate(p: wit::Payload) -> Result<Payload, String> {
+pub(crate) fn validate(p: wit::Payload) -> Result<Payload, String> {
     if p.body.len() > MAX_BODY {
         return Err(format!("body of {} bytes exceeds {MAX_BODY}", p.body.len()));
     }

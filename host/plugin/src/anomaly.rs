@@ -80,7 +80,7 @@ impl AnomalyScorer for WasmAnomalyScorer {
 /// win, and a zero or negative one would raise an alert while the gauge reads "not anomalous". Large finite scores
 /// are accepted: the scale is the scorer's (a z-score, a ratio, a percentage), the gauge holds any finite value, and
 /// the alert's `score` annotation (two decimals) stays a few hundred bytes even at `f64::MAX`.
-fn validate(a: wit::Anomaly) -> Result<Anomaly, String> {
+pub(crate) fn validate(a: wit::Anomaly) -> Result<Anomaly, String> {
     if !(a.score.is_finite() && a.score > 0.0) {
         return Err(format!("score {} is not a positive finite number", a.score));
     }

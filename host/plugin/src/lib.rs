@@ -11,6 +11,7 @@ mod alert;
 mod anomaly;
 mod binding;
 mod bindings;
+pub mod boundary;
 mod cache;
 mod command;
 mod error;

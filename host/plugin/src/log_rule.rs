@@ -8,6 +8,7 @@ use aegis_core::policy::{Finding, LogRule};
 
 use crate::binding::{Binding, clamp_text};
 use crate::bindings::log_rule::LogRulePlugin;
+use crate::bindings::log_rule::exports::aegis::policy::log_rule as wit;
 use crate::error::PluginError;
 use crate::host::PluginHost;
 use crate::severity_from_wit;
@@ -46,7 +47,7 @@ impl fmt::Debug for WasmLogRule {
 /// The rule names a binding has reported, for the life of the binding (a plugin reload keeps them: the series they
 /// created stay too). Its lock is taken for a finding only, never for a line without one: off the hot path.
 #[derive(Debug, Default)]
-struct RuleNames(Mutex<HashSet<String>>);
+pub struct RuleNames(Mutex<HashSet<String>>);
 
 impl RuleNames {
     /// Accepts a well-formed name already seen, or a new one while fewer than [`MAX_RULE_NAMES`] are known.
@@ -106,24 +107,22 @@ impl LogRule for WasmLogRule {
             cut -= 1;
         }
         let found = self.binding.call(|plugin, store| {
-            plugin.aegis_policy_log_rule().call_match_line(store, source, &line[..cut]).map(|finding| {
-                finding
-                    .map(|f| {
-                        self.names.admit(&f.rule)?;
-                        Ok(Finding {
-                            rule: f.rule,
-                            severity: severity_from_wit(f.severity),
-                            message: clamp_text(f.message),
-                        })
-                    })
-                    .transpose()
-            })
+            plugin
+                .aegis_policy_log_rule()
+                .call_match_line(store, source, &line[..cut])
+                .map(|finding| finding.map(|f| validate(&self.names, f)).transpose())
         });
         match found {
             Some(finding) => finding,
             None => self.fallback.match_line(source, line),
         }
     }
+}
+
+/// The plugin's finding as the host passes it on: a rule name [`RuleNames`] admits, the message cut and escaped.
+pub(crate) fn validate(names: &RuleNames, f: wit::Finding) -> Result<Finding, String> {
+    names.admit(&f.rule)?;
+    Ok(Finding { rule: f.rule, severity: severity_from_wit(f.severity), message: clamp_text(f.message) })
 }
 
 #[cfg(test)]

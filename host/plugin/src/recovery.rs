@@ -81,7 +81,7 @@ impl RecoveryStrategy for WasmRecoveryStrategy {
 
 /// The plugin's action as the host runs it: a notification's message cut and escaped, a wait within
 /// [`MIN_WAIT`]..=[`MAX_WAIT`].
-fn validate(action: wit::Action) -> Result<RecoveryAction, String> {
+pub(crate) fn validate(action: wit::Action) -> Result<RecoveryAction, String> {
     Ok(match action {
         wit::Action::Restart => RecoveryAction::Restart,
         wit::Action::Notify(message) => RecoveryAction::Notify(message.map(clamp_text)),

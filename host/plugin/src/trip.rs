@@ -82,13 +82,7 @@ impl TripPredicate for WasmTripPredicate {
             consecutive_failures: c.consecutive_failures,
             slow_calls: c.slow_calls,
         };
-        let window = types::WindowSummary {
-            generation: ctx.generation().unwrap_or(0),
-            len: u32::try_from(ctx.window_len()).unwrap_or(u32::MAX),
-            failures: ctx.window_failures(),
-            slow_calls: ctx.window_slow_calls(),
-            newest: ctx.newest().map_or(0, |s| pack_outcome(s.success, s.slow, s.duration)),
-        };
+        let window = window_summary(ctx);
         let decision = self.binding.call(|plugin, store| {
             let trip = plugin.aegis_policy_trip_predicate();
             // A context from outside a breaker is not linked to the one before it, and neither is the first one from a
@@ -109,22 +103,48 @@ impl TripPredicate for WasmTripPredicate {
                     let mut fresh = Vec::new();
                     let mut buffer = outcomes.try_borrow_mut();
                     let outcomes = buffer.as_deref_mut().unwrap_or(&mut fresh);
-                    outcomes.clear();
-                    outcomes.extend(ctx.recent().map(|s| pack_outcome(s.success, s.slow, s.duration)));
+                    pack_window(ctx, outcomes);
                     trip.call_should_trip_with_window(&mut *store, counts, window, outcomes)
                 })?;
             }
-            Ok(match verdict {
-                Verdict::StayClosed => Ok(None),
-                Verdict::Trip => Ok(Some(clamp_text(trip.call_trip_reason(store)?))),
-                Verdict::NeedWindow => Err("asked for the window again right after it was sent".to_owned()),
-            })
+            settle(verdict, || trip.call_trip_reason(store))
         });
         match decision {
             Some(decision) => decision,
             None => self.fallback.should_trip(ctx),
         }
     }
+}
+
+/// The WIT `window-summary` of the breaker's window at `ctx`.
+pub(crate) fn window_summary(ctx: &TripContext<'_>) -> types::WindowSummary {
+    types::WindowSummary {
+        generation: ctx.generation().unwrap_or(0),
+        len: u32::try_from(ctx.window_len()).unwrap_or(u32::MAX),
+        failures: ctx.window_failures(),
+        slow_calls: ctx.window_slow_calls(),
+        newest: ctx.newest().map_or(0, |s| pack_outcome(s.success, s.slow, s.duration)),
+    }
+}
+
+/// Replaces `outcomes` with the whole window at `ctx`, packed, oldest first.
+pub(crate) fn pack_window(ctx: &TripContext<'_>, outcomes: &mut Vec<u64>) {
+    outcomes.clear();
+    outcomes.extend(ctx.recent().map(|s| pack_outcome(s.success, s.slow, s.duration)));
+}
+
+/// The plugin's last verdict of a decision (after any resend of the window) as the decision: `Ok(None)` stays closed,
+/// `Ok(Some(reason))` trips with the reason `reason` fetches, cut and escaped; `Err` is an invalid result (a second
+/// `need-window`). `E` is the failure of the call that fetches the reason (a trap).
+pub(crate) fn settle<E>(
+    verdict: Verdict,
+    reason: impl FnOnce() -> Result<String, E>,
+) -> Result<Result<Option<String>, String>, E> {
+    Ok(match verdict {
+        Verdict::StayClosed => Ok(None),
+        Verdict::Trip => Ok(Some(clamp_text(reason()?))),
+        Verdict::NeedWindow => Err("asked for the window again right after it was sent".to_owned()),
+    })
 }
 
 thread_local! {
@@ -136,7 +156,7 @@ thread_local! {
 const MAX_PACKED_MS: u64 = u64::MAX >> 2;
 
 /// A probe outcome as the WIT `packed-outcome`: bit 0 success, bit 1 slow, bits 2.. latency in ms (saturated).
-fn pack_outcome(success: bool, slow: bool, latency: Duration) -> u64 {
+pub(crate) fn pack_outcome(success: bool, slow: bool, latency: Duration) -> u64 {
     // Seconds and milliseconds apart: `as_millis` divides in 128 bits, a cost paid for every outcome of every call.
     let ms =
         latency.as_secs().saturating_mul(1000).saturating_add(u64::from(latency.subsec_millis())).min(MAX_PACKED_MS);

@@ -131,7 +131,7 @@ fn alertmanager_labels(alert: &Alert) -> Vec<(String, String)> {
 }
 
 /// A label value quoted as Go's `%q` does, which is how Alertmanager writes label values into a `groupKey`.
-fn go_quote(s: &str) -> String {
+pub fn go_quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {

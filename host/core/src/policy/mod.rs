@@ -12,7 +12,7 @@ mod anomaly;
 mod log_rule;
 mod recovery;
 
-pub use alert::{Alert, AlertFormatter, AlertStatus, AlertmanagerJson, FormatError, Payload};
+pub use alert::{Alert, AlertFormatter, AlertStatus, AlertmanagerJson, FormatError, Payload, go_quote};
 pub use anomaly::{Anomaly, AnomalyScorer, MetricSample, ZScore};
 pub use log_rule::{Contains, Finding, LogRule};
 pub use recovery::{Failure, FixedAction, RecoveryAction, RecoveryStrategy};

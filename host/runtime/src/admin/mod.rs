@@ -27,24 +27,23 @@ use std::time::Instant;
 
 use aegis_core::{Force, Snapshot, State, Totals};
 use axum::Router;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State as Extract};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::json;
 
+use self::requests::{AlertFilter, ForceTarget};
 use crate::state::{ServiceHandle, ServiceMap, Shared};
-use crate::store::NO_SERVICE;
-
-const MAX_EVENTS_PER_PAGE: u32 = 1000;
 
 mod cache;
 mod console;
 mod limits;
 mod plugins;
 mod reload;
+pub mod requests;
 mod server;
 
 pub use self::server::{AdminServer, MAX_CONNECTIONS, NICENESS};
@@ -301,39 +300,25 @@ async fn breaker(Extract(state): Extract<AppState>, Path(service): Path<String>)
     Ok(axum::Json(view(&state.shared, &h, Instant::now())).into_response())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ForceBody {
-    state: String,
-}
-
 async fn force_state(
     Extract(state): Extract<AppState>,
     Path(service): Path<String>,
     headers: HeaderMap,
-    body: Result<axum::Json<ForceBody>, JsonRejection>,
+    body: Result<axum::Json<requests::ForceBody>, JsonRejection>,
 ) -> ApiResult {
     state.authorize(&headers)?;
     let h = state.service(&service)?;
-    let axum::Json(body) = body.map_err(|e| {
-        error(StatusCode::BAD_REQUEST, format!("expected {{\"state\": \"open|closed|half-open|auto\"}}: {e}"))
-    })?;
+    let target = requests::force_target(body).map_err(|m| error(StatusCode::BAD_REQUEST, m))?;
     let now = Instant::now();
-    match body.state.as_str() {
-        "open" => h.breaker.force(now, Force::Open),
-        "closed" => h.breaker.force(now, Force::Closed),
-        "auto" => h.breaker.force(now, Force::Auto),
+    match target {
+        ForceTarget::Open => h.breaker.force(now, Force::Open),
+        ForceTarget::Closed => h.breaker.force(now, Force::Closed),
+        ForceTarget::Auto => h.breaker.force(now, Force::Auto),
         // Half-open is not an operator state: the breaker is put in automatic half-open, so the next probe is a trial.
-        "half-open" => h.breaker.restore(
+        ForceTarget::HalfOpen => h.breaker.restore(
             now,
             &Snapshot { state: State::HalfOpen, counts: aegis_core::Counts::default(), open_remaining: None },
         ),
-        other => {
-            return Err(error(
-                StatusCode::BAD_REQUEST,
-                format!("unknown state `{other}` (expected open, closed, half-open or auto)"),
-            ));
-        }
     }
     h.persist_breaker(&state.shared);
     state.changed();
@@ -371,64 +356,35 @@ async fn reset_all(Extract(state): Extract<AppState>, headers: HeaderMap) -> Api
     Ok(axum::Json(json!({ "reset": all.len() })).into_response())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EventQuery {
-    service: Option<String>,
-    limit: Option<u32>,
-}
-
 async fn events(
     Extract(state): Extract<AppState>,
-    query: Result<Query<EventQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<requests::EventQuery>, QueryRejection>,
 ) -> ApiResult {
-    let Query(q) = query
-        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("bad query: {e} (expected ?service=NAME&limit=N)")))?;
-    let service = q.service.as_deref().filter(|n| !n.is_empty());
+    let filter = requests::event_filter(query).map_err(|m| error(StatusCode::BAD_REQUEST, m))?;
     // Events of no service have no service to look up.
-    if let Some(name) = service.filter(|n| *n != NO_SERVICE) {
+    if let Some(name) = filter.service_to_check() {
         state.service(name)?;
     }
-    let limit = q.limit.unwrap_or(100).min(MAX_EVENTS_PER_PAGE);
     let events = state
         .shared
         .store
-        .events(service, limit)
+        .events(filter.service.as_deref(), filter.limit)
         .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok(axum::Json(json!({ "events": events })).into_response())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AlertQuery {
-    state: Option<String>,
-    service: Option<String>,
-}
-
 async fn alerts(
     Extract(state): Extract<AppState>,
-    query: Result<Query<AlertQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<requests::AlertQuery>, QueryRejection>,
 ) -> ApiResult {
-    let Query(q) = query.map_err(|e| {
-        error(StatusCode::BAD_REQUEST, format!("bad query: {e} (expected ?state=pending|firing&service=NAME)"))
-    })?;
-    let wanted = match q.state.as_deref().filter(|s| !s.is_empty()) {
-        None => None,
-        Some(s @ ("pending" | "firing")) => Some(s.to_owned()),
-        Some(other) => {
-            return Err(error(
-                StatusCode::BAD_REQUEST,
-                format!("unknown state `{other}` (expected pending or firing)"),
-            ));
-        }
-    };
-    let service = q.service.filter(|s| !s.is_empty());
+    let AlertFilter { state: wanted, service } =
+        requests::alert_filter(query).map_err(|m| error(StatusCode::BAD_REQUEST, m))?;
     let list: Vec<_> = state
         .shared
         .alerts
         .active()
         .into_iter()
-        .filter(|a| wanted.as_deref().is_none_or(|w| a.state.as_str() == w))
+        .filter(|a| wanted.is_none_or(|w| a.state.as_str() == w))
         .filter(|a| service.as_deref().is_none_or(|s| a.labels.get("service").map(String::as_str) == Some(s)))
         .collect();
     Ok(axum::Json(json!({ "alerts": list })).into_response())

@@ -8,10 +8,10 @@
 //!
 //! - `error.rs`: [`LogsError`], invalid patterns and paths.
 //! - `rules.rs`: [`RuleSet`], the compiled patterns.
-//! - `lines.rs`: splitting bytes into [`Line`]s (pure).
+//! - `lines.rs`: [`LineSplitter`], splitting bytes into [`Line`]s (pure).
 //! - `tailer.rs`: [`Tailer`], following one path.
 //! - `source.rs`: one configured file, a path or a glob, as a set of tailers.
-//! - `task.rs`: [`spawn`], [`LogMatch`] and [`LineCounts`].
+//! - `task.rs`: [`spawn`], [`scan_line`] (one line through the rules), [`LogMatch`] and [`LineCounts`].
 
 mod error;
 mod lines;
@@ -21,10 +21,10 @@ mod tailer;
 mod task;
 
 pub use error::LogsError;
-pub use lines::Line;
+pub use lines::{Line, LineSplitter};
 pub use rules::{RuleMatch, RuleSet};
 pub use tailer::{FileId, StartAt, Tailer};
-pub use task::{LineCounts, LogMatch, LogMonitor, MAX_EVENT_LINE_CHARS, spawn};
+pub use task::{LineCounts, LogMatch, LogMonitor, MAX_EVENT_LINE_CHARS, scan_line, spawn};
 
 use std::time::Duration;
 

@@ -1,0 +1,109 @@
+//! The log pipeline: arbitrary bytes, cut into arbitrary chunks, through line splitting (CRLF, the line cap), UTF-8
+//! repair and the rule set, as the log monitor runs them. The lines do not depend on how the bytes were chunked and
+//! equal a plain reference split; every match carries a bounded excerpt of its line.
+
+use std::path::Path;
+use std::time::SystemTime;
+
+use aegis_core::policy::Severity;
+use aegis_runtime::logs::{Line, LineSplitter, MAX_EVENT_LINE_CHARS, Pattern, RuleSet, scan_line};
+
+use crate::input::Input;
+
+/// Patterns of the kinds operators write (the examples in config/), plus one from the input.
+const PATTERNS: &[(&str, &str)] = &[
+    ("panic", r"thread '.*' panicked at"),
+    ("oom", r"(?i)out of memory"),
+    ("error", r"\bERROR\b"),
+    ("replacement", "\u{FFFD}"),
+    ("empty", r"^$"),
+    ("crlf", r"\r"),
+];
+
+pub fn logs(data: &[u8]) {
+    let mut input = Input::new(data);
+    let max = usize::from(input.byte()) + 1;
+    let service = input.bool().then_some("api");
+    let mut patterns: Vec<Pattern> = PATTERNS.iter().map(|(name, regex)| pattern(name, regex, None)).collect();
+    let own = String::from_utf8_lossy(input.bytes()).into_owned();
+    if !own.is_empty() {
+        patterns.push(pattern("own", &own, Some("api")));
+    }
+    let rules = match RuleSet::new(&patterns) {
+        Ok(rules) => rules,
+        Err(e) => {
+            assert!(e.to_string().contains("(`own`)"), "a built-in pattern was refused: {e}");
+            return;
+        }
+    };
+    let sizes = input.bytes().to_vec();
+    let text = input.rest();
+    let flush = sizes.first().is_some_and(|b| b & 1 == 1);
+    let lines = split(text, max, &sizes, flush);
+    assert_eq!(lines, reference(text, max, flush), "chunks {sizes:?}, max {max}");
+    for (bytes, cut) in &lines {
+        check_scan(&rules, service, Line { bytes, cut: *cut });
+    }
+}
+
+fn pattern(name: &str, regex: &str, service: Option<&str>) -> Pattern {
+    Pattern {
+        name: name.to_owned(),
+        regex: regex.to_owned(),
+        severity: Severity::Warning,
+        description: None,
+        service: service.map(str::to_owned),
+    }
+}
+
+/// The splitter fed `text` in chunks of the given sizes (the rest in one), flushed at the end if `flush`.
+fn split(text: &[u8], max: usize, sizes: &[u8], flush: bool) -> Vec<(Vec<u8>, bool)> {
+    let mut splitter = LineSplitter::new(max);
+    let mut lines = Vec::new();
+    let mut emit = |l: Line<'_>| lines.push((l.bytes.to_vec(), l.cut));
+    let mut rest = text;
+    for &size in sizes {
+        let (chunk, after) = rest.split_at(usize::from(size).min(rest.len()));
+        splitter.feed(chunk, &mut emit);
+        rest = after;
+    }
+    splitter.feed(rest, &mut emit);
+    if flush {
+        splitter.flush(&mut emit);
+    }
+    lines
+}
+
+/// What the lines of `text` are: split at `\n`, one `\r` before it dropped, cut to `max` bytes; the unfinished last
+/// line too if `flush` (a rotated file), or if it is already known to be too long.
+fn reference(text: &[u8], max: usize, flush: bool) -> Vec<(Vec<u8>, bool)> {
+    let mut pieces: Vec<&[u8]> = text.split(|b| *b == b'\n').collect();
+    let last = pieces.pop().unwrap_or_default();
+    let mut lines: Vec<(Vec<u8>, bool)> = pieces.into_iter().map(|raw| cap(raw, max)).collect();
+    // An unfinished line is emitted once it is longer than `max` and a `\r\n` can no longer make it fit.
+    if !last.is_empty() && (flush || last.len() > max + 1) {
+        lines.push(cap(last, max));
+    }
+    lines
+}
+
+fn cap(raw: &[u8], max: usize) -> (Vec<u8>, bool) {
+    let line = raw.strip_suffix(b"\r").unwrap_or(raw);
+    if line.len() > max { (line[..max].to_vec(), true) } else { (line.to_vec(), false) }
+}
+
+fn check_scan(rules: &RuleSet, service: Option<&str>, line: Line<'_>) {
+    let path = Path::new("/var/log/app.log");
+    let text = String::from_utf8_lossy(line.bytes);
+    let found = scan_line(rules, service, path, line, SystemTime::UNIX_EPOCH);
+    let expected: Vec<String> = rules.matches(service, "/var/log/app.log", &text).into_iter().map(|m| m.rule).collect();
+    assert_eq!(found.iter().map(|m| m.rule.clone()).collect::<Vec<_>>(), expected);
+    // The excerpt: the line's first MAX_EVENT_LINE_CHARS characters, `…` marking any cut (here or by the splitter).
+    let end = text.char_indices().nth(MAX_EVENT_LINE_CHARS).map_or(text.len(), |(i, _)| i);
+    let excerpt = if line.cut || end < text.len() { format!("{}…", &text[..end]) } else { text.clone().into_owned() };
+    for m in &found {
+        assert_eq!(m.line, excerpt);
+        assert_eq!(m.service.as_deref(), service);
+        assert_eq!(m.path, path);
+    }
+}
