@@ -1,5 +1,5 @@
 //! Helpers for the end-to-end tests: locate the built binaries, build the bundled plugins from source, run child
-//! processes that are always cleaned up, and read Prometheus metrics.
+//! processes that are always cleaned up, read Prometheus metrics, run a private Redis and cut connections to it.
 
 use std::io::Read;
 use std::net::TcpListener;
@@ -9,6 +9,11 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 pub mod browser;
+pub mod proxy;
+pub mod redis;
+
+pub use proxy::{PausableProxy, PauseMode};
+pub use redis::{RedisOptions, RedisServer};
 
 /// The repository root.
 pub fn workspace_root() -> PathBuf {
