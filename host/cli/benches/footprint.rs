@@ -10,30 +10,16 @@
 //!
 //! The HTTP server runs in this bench process (a thread per keep-alive connection), so its memory is not counted.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{env_or, serve, status_kib};
+use support::{env_or, free_port, get, serve, status_kib};
 
 mod support;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
-}
-
-fn get(addr: &str, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned())
-}
-
 /// Total checks so far, from the host's metrics.
-fn checks(admin: &str) -> Option<f64> {
+fn checks(admin: SocketAddr) -> Option<f64> {
     let text = get(admin, "/metrics")?;
     Some(
         text.lines()
@@ -55,7 +41,7 @@ struct Run {
 
 fn run(target_port: u16, services: u64, interval_ms: u64, seconds: u64, max_concurrent: Option<u64>) -> Run {
     let dir = tempfile::tempdir().expect("tempdir");
-    let admin = format!("127.0.0.1:{}", free_port());
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("admin address");
     let mut yaml = format!(
         "admin: {{address: \"{admin}\"}}\nplugins: {{dir: \"{}\"}}\nstorage: {{path: \"{}\"}}\n",
         dir.path().join("plugins").display(),
@@ -82,15 +68,15 @@ fn run(target_port: u16, services: u64, interval_ms: u64, seconds: u64, max_conc
         .spawn()
         .expect("start aegis-host");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while checks(&admin).is_none() {
+    while checks(admin).is_none() {
         assert!(Instant::now() < deadline, "aegis-host did not come up");
         std::thread::sleep(Duration::from_millis(100));
     }
     // Warm-up: every service has started (random phase within one interval) and connections are pooled.
     std::thread::sleep(Duration::from_millis(interval_ms * 2).max(Duration::from_secs(2)));
-    let (c0, t0) = (checks(&admin).unwrap_or(0.0), Instant::now());
+    let (c0, t0) = (checks(admin).unwrap_or(0.0), Instant::now());
     std::thread::sleep(Duration::from_secs(seconds));
-    let (c1, t1) = (checks(&admin).unwrap_or(0.0), Instant::now());
+    let (c1, t1) = (checks(admin).unwrap_or(0.0), Instant::now());
     let pid = host.id();
     let result = Run {
         services,

@@ -27,14 +27,12 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use support::{env_or, serve, spawn_small, status_kib};
+use support::{Host, IO_TIMEOUT, env_or, listen, raise_fd_limit, serve, spawn_small, status_kib};
 
 mod support;
 
@@ -46,8 +44,6 @@ const LOADED: u64 = 1000;
 const LOAD_CONNECTIONS: usize = 4;
 /// `/proc/<pid>/stat` counts CPU time in USER_HZ ticks, which Linux fixes at 100 per second for user space.
 const TICKS_PER_S: f64 = 100.0;
-/// Any single request of the bench (a scrape, one load request) gives up after this long.
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Accepts every connection and never answers; reads (and drops) what arrives, so a connection the checker gave up
 /// on is closed here too.
@@ -58,41 +54,6 @@ fn serve_hung(listener: TcpListener) {
             while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
         });
     }
-}
-
-fn listen() -> (TcpListener, u16) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    (listener, port)
-}
-
-fn free_port() -> u16 {
-    listen().1
-}
-
-/// The host's children inherit the limit: a thousand hung checks in flight are a thousand sockets on each side.
-#[cfg(unix)]
-fn raise_fd_limit() {
-    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
-    let limit = getrlimit(Resource::Nofile);
-    let want = limit.maximum.unwrap_or(u64::MAX).min(1 << 16);
-    if limit.current.is_some_and(|c| c < want) {
-        let _ = setrlimit(Resource::Nofile, Rlimit { current: Some(want), maximum: limit.maximum });
-    }
-}
-
-#[cfg(not(unix))]
-fn raise_fd_limit() {}
-
-/// One request on its own connection, for the window edges; the body, or `None` after an error or [`IO_TIMEOUT`].
-fn get(addr: SocketAddr, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect_timeout(&addr, IO_TIMEOUT).ok()?;
-    s.set_read_timeout(Some(IO_TIMEOUT)).ok()?;
-    s.set_write_timeout(Some(IO_TIMEOUT)).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned())
 }
 
 /// Checks so far of the services whose names start with `prefix`, summed over results, from the host's metrics.
@@ -115,45 +76,7 @@ fn cpu_s(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) as f64 / TICKS_PER_S
 }
 
-/// A running `aegis-host` on a generated config, in a directory of its own; stopped (SIGTERM, then SIGKILL) when
-/// dropped, so a failing run does not leave it behind.
-struct Host {
-    child: Child,
-    admin: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
 impl Host {
-    /// Starts the host with `services` (YAML lines of the `services:` list) and waits for its admin server.
-    fn start(services: &str) -> Host {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("admin address");
-        let yaml = format!(
-            "admin: {{address: \"{admin}\"}}\nplugins: {{dir: \"{}\"}}\nstorage: {{path: \"{}\"}}\n\
-             services:\n{services}",
-            dir.path().join("plugins").display(),
-            dir.path().join("aegis.db").display()
-        );
-        let config = dir.path().join("aegis.yaml");
-        std::fs::write(&config, yaml).expect("write config");
-        let child = spawn_host(&config);
-        let host = Host { child, admin, _dir: dir };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while host.scrape().is_none() {
-            assert!(Instant::now() < deadline, "aegis-host did not come up");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        host
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn scrape(&self) -> Option<String> {
-        get(self.admin, "/metrics")
-    }
-
     /// The counters of the services named `prefix…`, and the host's CPU time, now.
     fn sample(&self, prefixes: &[&str]) -> Sample {
         let metrics = self.scrape();
@@ -163,38 +86,6 @@ impl Host {
             cpu_s: cpu_s(self.pid()),
         }
     }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        let pid = rustix::process::Pid::from_child(&self.child);
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if !matches!(self.child.try_wait(), Ok(None)) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn_host(config: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_aegis-host"))
-        .arg("--config")
-        .arg(config)
-        .env("AEGIS_LOG", "warn")
-        // A breaker setting in the caller's environment would override the configs'.
-        .env_remove("CIRCUIT_BREAKER_ENABLED")
-        .env_remove("CIRCUIT_BREAKER_THRESHOLD")
-        .env_remove("CIRCUIT_BREAKER_TIMEOUT")
-        .env_remove("CIRCUIT_BREAKER_SUCCESS_THRESHOLD")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start aegis-host")
 }
 
 struct Sample {
