@@ -198,14 +198,14 @@ mod tests {
 
     #[test]
     fn the_plugins_table_says_until_when_a_plugin_is_quarantined() {
-        let plugins = [
+        let listed = [
             json!({"name": "bad", "kind": "trip-predicate", "version": "0.1.0", "calls": {"trap": 3},
                    "quarantined": true, "quarantined_until": "2026-11-30T16:40:10Z",
                    "quarantined_until_human": "in 4m 10s", "bound_by": [{"service": "web", "as": "trip-predicate"}]}),
             json!({"name": "good", "kind": "recovery-strategy", "version": null, "calls": {},
                    "quarantined": false, "quarantined_until": null, "bound_by": []}),
         ];
-        let out = plugins(&plugins);
+        let out = plugins(&listed);
         let lines: Vec<&str> = out.lines().collect();
         assert!(lines[1].contains("until 2026-11-30T16:40:10Z (in 4m 10s)"), "{out}");
         assert!(lines[2].contains(" no "), "{out}");
