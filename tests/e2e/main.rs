@@ -3,6 +3,7 @@
 
 mod alerting;
 mod cli;
+mod cluster;
 mod console;
 mod crash;
 mod ctl;

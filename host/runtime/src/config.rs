@@ -22,9 +22,11 @@ use aegis_core::{BackoffSettings, BudgetSettings, Jitter};
 use aegis_plugin::{Capabilities, QuarantinePolicy, SandboxLimits};
 use serde::Deserialize;
 
+mod cluster;
 mod detection;
 mod summary;
 
+pub use self::cluster::{ClusterConfig, DEFAULT_KEY_PREFIX, DEFAULT_LEASE_TTL};
 pub use self::detection::{AlertRule, AlertTarget, AlertingConfig, AnomalyConfig, Detector, LogsConfig, Thresholds};
 pub use self::summary::Summary;
 use crate::error::ConfigError;
@@ -70,6 +72,9 @@ struct FileWire {
     anomaly_detection: Option<detection::AnomalyWire>,
     #[serde(default)]
     alerting: Option<detection::AlertingWire>,
+    /// Several replicas on one Redis.
+    #[serde(default)]
+    cluster: Option<cluster::ClusterWire>,
     /// Optional: a file may only monitor logs (seed 004's example).
     #[serde(default)]
     services: Vec<ServiceWire>,
@@ -528,6 +533,8 @@ pub struct Config {
     pub logs: LogsConfig,
     pub anomaly: AnomalyConfig,
     pub alerting: AlertingConfig,
+    /// `None`: a single node.
+    pub cluster: Option<ClusterConfig>,
     /// `CIRCUIT_BREAKER_*` variables that were set but name a setting aegis-host's breakers do not have.
     pub ignored_env: Vec<&'static str>,
 }
@@ -547,6 +554,7 @@ impl std::fmt::Debug for Config {
             logs,
             anomaly,
             alerting,
+            cluster,
             ignored_env,
         } = self;
         f.debug_struct("Config")
@@ -562,6 +570,7 @@ impl std::fmt::Debug for Config {
             .field("logs", logs)
             .field("anomaly", anomaly)
             .field("alerting", alerting)
+            .field("cluster", cluster)
             .field("ignored_env", ignored_env)
             .finish()
     }
@@ -722,7 +731,7 @@ impl Config {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
         let parse_err = |e: serde_yaml::Error| {
-            let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
+            let (line, column) = e.location().map_or((1, 1), |l| within(text, l.line(), l.column()));
             ConfigError::Parse { file: source.to_owned(), line, column, message: strip_location(&e.to_string()) }
         };
         // A top-level list is the seed documents' form: just the services.
@@ -742,6 +751,7 @@ impl Config {
                 logs: None,
                 anomaly_detection: None,
                 alerting: None,
+                cluster: None,
                 services,
             }
         } else {
@@ -778,6 +788,21 @@ impl Config {
         }
         warnings
     }
+}
+
+/// The parser's location, kept within `text`: at the end of a text that does not end with a line break, libyaml
+/// reports the line after the last one, which no editor shows; that is the end of the last line.
+fn within(text: &str, line: usize, column: usize) -> (usize, usize) {
+    // YAML breaks lines at `\r\n`, `\r` and `\n`.
+    let bytes = text.as_bytes();
+    let breaks =
+        bytes.iter().enumerate().filter(|&(i, b)| *b == b'\n' || (*b == b'\r' && bytes.get(i + 1) != Some(&b'\n')));
+    let lines = breaks.count() + 1;
+    if line <= lines {
+        return (line, column);
+    }
+    let last = text.rsplit(['\r', '\n']).next().unwrap_or_default();
+    (lines, last.chars().count() + 1)
 }
 
 /// serde_yaml appends " at line L column C"; the error already carries the location in front.
@@ -841,6 +866,7 @@ impl Validator<'_> {
         let logs = self.logs(wire.logs, &names)?;
         let anomaly = self.anomaly(wire.anomaly_detection, &names)?;
         let alerting = self.alerting(wire.alerting, default_webhook.as_deref())?;
+        let cluster = self.cluster(wire.cluster, env)?;
         Ok(Config {
             source: self.file.to_owned(),
             admin_address,
@@ -854,6 +880,7 @@ impl Validator<'_> {
             logs,
             anomaly,
             alerting,
+            cluster,
             ignored_env,
         })
     }
@@ -1359,6 +1386,17 @@ services:
     fn malformed_yaml_is_located() {
         let err = parse("services:\n  - name: [unclosed\n").unwrap_err().to_string();
         assert!(err.starts_with("test.yaml:"), "{err}");
+    }
+
+    #[test]
+    fn an_error_at_the_end_of_a_text_without_a_final_line_break_is_on_its_last_line() {
+        // libyaml puts it on the line after the last one; found by the `config` fuzz target.
+        let err = parse("[").unwrap_err().to_string();
+        assert!(err.starts_with("test.yaml:1:2: "), "{err}");
+        let err = parse("a: b\r\r[").unwrap_err().to_string();
+        assert!(err.starts_with("test.yaml:3:2: "), "{err}");
+        let err = parse("services:\n  - name: [web\n").unwrap_err().to_string();
+        assert!(err.starts_with("test.yaml:3:1: "), "an error after the last line break stays there: {err}");
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod alerts;
 pub mod anomaly;
 mod binding;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod lanes;

@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use aegis_core::{Force, Snapshot, State, Totals};
+use aegis_core::{State, Totals};
 use axum::Router;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State as Extract};
@@ -36,7 +36,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use self::requests::{AlertFilter, ForceTarget};
-use crate::state::{ServiceHandle, ServiceMap, Shared};
+use crate::state::{OperatorAction, ServiceHandle, ServiceMap, Shared};
 
 mod cache;
 mod console;
@@ -199,6 +199,9 @@ struct ServiceView {
     /// While open: milliseconds until half-open.
     open_remaining_ms: Option<u64>,
     last_check: Option<LastCheck>,
+    /// Cluster mode: the replica that probes and acts for the service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owner: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -241,6 +244,7 @@ fn view(shared: &Shared, h: &ServiceHandle, now: Instant) -> ServiceView {
             latency_ms: c.latency.as_secs_f64() * 1000.0,
             detail: c.detail,
         }),
+        owner: shared.cluster.as_ref().map(|c| c.owner(&h.config.name).unwrap_or_else(|| "unknown".to_owned())),
     }
 }
 
@@ -309,48 +313,44 @@ async fn force_state(
     state.authorize(&headers)?;
     let h = state.service(&service)?;
     let target = requests::force_target(body).map_err(|m| error(StatusCode::BAD_REQUEST, m))?;
-    let now = Instant::now();
-    match target {
-        ForceTarget::Open => h.breaker.force(now, Force::Open),
-        ForceTarget::Closed => h.breaker.force(now, Force::Closed),
-        ForceTarget::Auto => h.breaker.force(now, Force::Auto),
-        // Half-open is not an operator state: the breaker is put in automatic half-open, so the next probe is a trial.
-        ForceTarget::HalfOpen => h.breaker.restore(
-            now,
-            &Snapshot { state: State::HalfOpen, counts: aegis_core::Counts::default(), open_remaining: None },
-        ),
-    }
-    h.persist_breaker(&state.shared);
-    state.changed();
-    let new_state = h.breaker.state(now);
-    tracing::warn!(service, state = %new_state, "breaker state set by operator");
-    Ok(axum::Json(json!({ "service": service, "state": new_state })).into_response())
+    let action = match target {
+        ForceTarget::Open => OperatorAction::ForceOpen,
+        ForceTarget::Closed => OperatorAction::ForceClosed,
+        ForceTarget::Auto => OperatorAction::Auto,
+        ForceTarget::HalfOpen => OperatorAction::HalfOpen,
+    };
+    operate(&state, &h, action).await
 }
 
-fn reset_one(state: &AppState, h: &ServiceHandle, now: Instant) {
-    h.breaker.reset(now);
-    h.clear_give_up(&state.shared);
-    h.persist_breaker(&state.shared);
-    state.shared.event(&h.config.name, "breaker-reset", "operator reset");
+/// Applies `action` here, or (cluster mode) sends it to the replica that owns the service: `202 Accepted` with the
+/// owner's name; it takes effect there within a second and every replica's API shows it.
+async fn operate(state: &AppState, h: &ServiceHandle, action: OperatorAction) -> ApiResult {
+    let service = h.config.name.clone();
+    if let Some(cluster) = &state.shared.cluster
+        && !cluster.owns(&service)
+    {
+        let command = crate::cluster::Command { service: service.clone(), action: action.name().to_owned() };
+        let owner = cluster.send(&command).await.map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, e))?;
+        tracing::info!(service, owner, action = action.name(), "operator command sent to the owner");
+        let body = json!({ "service": service, "state": h.breaker.state(Instant::now()), "forwarded_to": owner });
+        return Ok((StatusCode::ACCEPTED, axum::Json(body)).into_response());
+    }
+    let new_state = action.apply(&state.shared, h, Instant::now());
     state.changed();
+    Ok(axum::Json(json!({ "service": service, "state": new_state })).into_response())
 }
 
 async fn reset(Extract(state): Extract<AppState>, Path(service): Path<String>, headers: HeaderMap) -> ApiResult {
     state.authorize(&headers)?;
     let h = state.service(&service)?;
-    reset_one(&state, &h, Instant::now());
-    Ok(axum::Json(json!({ "service": service, "state": h.breaker.state(Instant::now()) })).into_response())
+    operate(&state, &h, OperatorAction::Reset).await
 }
 
 async fn reset_all(Extract(state): Extract<AppState>, headers: HeaderMap) -> ApiResult {
     state.authorize(&headers)?;
-    let now = Instant::now();
-    state.shared.breakers.reset_all(now);
     let all = state.all();
     for h in all.values() {
-        h.clear_give_up(&state.shared);
-        h.persist_breaker(&state.shared);
-        state.shared.event(&h.config.name, "breaker-reset", "operator reset (all)");
+        operate(&state, h, OperatorAction::Reset).await?;
     }
     state.changed();
     Ok(axum::Json(json!({ "reset": all.len() })).into_response())

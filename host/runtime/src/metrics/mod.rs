@@ -54,6 +54,12 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Adds a collector of another part (cluster mode's metrics) to `/metrics`.
+    pub fn register(&self, collector: Box<dyn prometheus::core::Collector>) -> Result<(), RuntimeError> {
+        self.registry.register(collector)?;
+        Ok(())
+    }
+
     pub fn new() -> Result<Self, RuntimeError> {
         let registry = Registry::new();
         let services = Arc::new(ServiceFamilies::default());

@@ -23,10 +23,12 @@ use crate::probe::RetryPolicy;
 use crate::store::{Event, StateStore};
 
 mod checks;
+mod operator;
 mod service;
 mod stream;
 
 pub use self::checks::{CAPACITY_F64, Check, RecentChecks};
+pub use self::operator::OperatorAction;
 pub use self::stream::{Stream, StreamEvent};
 
 pub(crate) use self::service::RestartBook;
@@ -57,6 +59,8 @@ pub struct Shared {
     pub reload: crate::reload::ReloadRequests,
     /// The live stream of the web console (`GET /api/v1/stream`).
     pub stream: Stream,
+    /// Cluster mode: the replicas sharing this host's work; `None` for a single node.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl Shared {
@@ -75,10 +79,26 @@ impl Shared {
 
     /// Saves a service's restart book. A store failure is never fatal; the store reports it and writes the book
     /// once it accepts writes again.
+    /// Cluster mode: shares `json` about `service` with the other replicas, if this replica owns it (a follower
+    /// applying what the owner shared must not echo it). Off the caller's path: a slow Redis delays nothing.
+    pub(crate) fn share(&self, service: &str, kind: crate::cluster::Shared, json: String) {
+        let Some(cluster) = &self.cluster else { return };
+        if !cluster.owns(service) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let (cluster, service) = (Arc::clone(cluster), service.to_owned());
+        runtime.spawn(async move { cluster.publish(&service, kind, &json).await });
+    }
+
     pub(crate) fn save_restarts(&self, service: &str, book: &RestartBook) {
         let recent: Vec<i64> = book.recent_ms.iter().copied().collect();
         if let Err(e) = self.store.save_restarts(service, book.total, &recent, book.gave_up) {
             tracing::debug!(service, "cannot save the restart book: {e}");
+        }
+        match serde_json::to_string(book) {
+            Ok(json) => self.share(service, crate::cluster::Shared::Restarts, json),
+            Err(e) => tracing::error!(service, "cannot serialise the restart book: {e}"),
         }
     }
 }

@@ -56,8 +56,8 @@ pub struct ServiceHandle {
     pub(crate) series: Arc<ServiceSeries>,
 }
 
-/// Restart bookkeeping for the restart limit; persisted.
-#[derive(Debug, Default)]
+/// Restart bookkeeping for the restart limit; persisted (and shared in cluster mode).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct RestartBook {
     pub(crate) total: u64,
     /// Unix-epoch milliseconds of restarts still inside the limit's interval, oldest first.
@@ -100,8 +100,13 @@ impl ServiceHandle {
     /// Saves the breaker's state (after a transition or an operator action).
     pub fn persist_breaker(&self, shared: &Shared) {
         // A failing store reports itself once (metric, log, event) and keeps the newest snapshot to write later.
-        if let Err(e) = shared.store.save_breaker(&self.config.name, &self.breaker.snapshot()) {
+        let snapshot = self.breaker.snapshot();
+        if let Err(e) = shared.store.save_breaker(&self.config.name, &snapshot) {
             tracing::debug!(service = %self.config.name, "{e}");
+        }
+        match serde_json::to_string(&snapshot) {
+            Ok(json) => shared.share(&self.config.name, crate::cluster::Shared::Breaker, json),
+            Err(e) => tracing::error!(service = %self.config.name, "cannot serialise the breaker state: {e}"),
         }
     }
 

@@ -44,6 +44,7 @@ use crate::systemd::Notifier;
 
 mod anomaly_task;
 mod build;
+mod cluster;
 mod logs;
 mod notify;
 mod plugins;
@@ -62,6 +63,9 @@ pub struct Supervisor {
     /// Reloads asked for by the admin API, served by the loop of [`Self::run`] like SIGHUP.
     reload_requests: Option<mpsc::Receiver<ReloadRequest>>,
 }
+
+/// Longest wait for Redis at start before the services start anyway (watching all, acting on none).
+const CLUSTER_JOIN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Plugin events waiting to be recorded. They come one per quarantine or release, so a full queue means the
 /// recording task is stuck; further events are then only logged (the log has them all anyway).
@@ -116,6 +120,10 @@ impl Supervisor {
             metrics.checks_in_flight.with_label_values(&["quick"]),
             metrics.checks_in_flight.with_label_values(&["slow"]),
         );
+        let cluster = match &config.cluster {
+            Some(c) => Some(crate::cluster::Cluster::new(c.clone(), &metrics)?),
+            None => None,
+        };
         let (reload, reload_requests) = ReloadRequests::channel();
         let shared = Arc::new(Shared {
             metrics,
@@ -130,6 +138,7 @@ impl Supervisor {
             lanes,
             reload,
             stream: crate::state::Stream::default(),
+            cluster,
         });
         let mut config = config;
         // Each service's settings live in its handle from now on; the supervisor keeps the rest of the config.
@@ -202,6 +211,16 @@ impl Supervisor {
         let anomaly = AnomalyTask::start(&self.shared, &registry, logs.line_source(), &self.config.anomaly);
         let mut sections = Sections { logs, anomaly };
 
+        // Cluster mode: join before the services start, so that each starts knowing whether it is this replica's.
+        if let Some(cluster) = &self.shared.cluster {
+            let names: BTreeMap<String, Arc<ServiceHandle>> =
+                self.services.iter().map(|(h, _)| (h.config.name.clone(), Arc::clone(h))).collect();
+            *registry.write().unwrap_or_else(|p| p.into_inner()) = names;
+            let replica =
+                Arc::new(cluster::Replica { shared: Arc::clone(&self.shared), registry: Arc::clone(&registry) });
+            cluster.join(replica.as_ref(), CLUSTER_JOIN_WAIT).await;
+            tasks.push(tokio::spawn(Arc::clone(cluster).run(replica, tasks_stop_rx.clone())));
+        }
         let mut running = BTreeMap::new();
         for (handle, changes) in std::mem::take(&mut self.services) {
             running.insert(handle.config.name.clone(), start_service(&self.shared, handle, changes).await);
@@ -271,8 +290,9 @@ impl Supervisor {
         if new.admin_address != self.config.admin_address
             || new.storage_path != self.config.storage_path
             || new.admin_token != self.config.admin_token
+            || new.cluster != self.config.cluster
         {
-            let note = "admin and storage settings change only with a restart of aegis-host";
+            let note = "admin, storage and cluster settings change only with a restart of aegis-host";
             tracing::warn!("{note}");
             notes.push(note.to_owned());
         }
@@ -346,6 +366,7 @@ impl Supervisor {
             admin_address: self.config.admin_address,
             admin_token: self.config.admin_token.clone(),
             storage_path: self.config.storage_path.clone(),
+            cluster: self.config.cluster.clone(),
             logs,
             ..new
         };

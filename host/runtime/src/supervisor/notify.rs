@@ -24,6 +24,13 @@ pub(super) fn notify_if_configured(
     let body = notify::Notification::new(&handle.config.name, &endpoint, event, state.as_str(), reason);
     let shared = Arc::clone(shared);
     tokio::spawn(async move {
+        // Cluster mode: only the proven owner notifies.
+        if let Some(cluster) = &shared.cluster
+            && let Err(why) = cluster.fence(&body.service).await
+        {
+            tracing::warn!(service = %body.service, event = %body.event, "notification not sent: {why}");
+            return;
+        }
         let result = notify::send(&shared.client, &url, &body).await;
         let label = if result.is_ok() { "success" } else { "failure" };
         shared.metrics.notifications.with_label_values(&[&body.service, label]).inc();

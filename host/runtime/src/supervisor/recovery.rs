@@ -150,6 +150,15 @@ fn restart_after_backoff(handle: &Arc<ServiceHandle>, shared: &Arc<Shared>, stop
             return;
         }
         let name = handle.config.name.as_str();
+        // Cluster mode: only a replica that proves in Redis, now, that it owns the service restarts it.
+        if let Some(cluster) = &shared.cluster
+            && let Err(why) = cluster.fence(name).await
+        {
+            handle.recovering.store(false, Ordering::Release);
+            shared.metrics.restarts.with_label_values(&[name, "skipped"]).inc();
+            tracing::warn!(service = name, attempt, "restart not run: {why}");
+            return;
+        }
         let result = action::restart(&handle.config, handle.process.as_ref()).await;
         let label = match &result {
             Ok(RestartOutcome::Respawned { pid }) => {

@@ -1,0 +1,78 @@
+//! The Lua scripts the cluster runs in Redis, where a decision must be atomic and use Redis' clock (`TIME`), never
+//! the replicas' clocks. Keys are passed as `KEYS` so the scripts stay correct under a key prefix.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// Heartbeat: `KEYS[1]` the members (sorted set: node → expiry in Redis ms), `KEYS[2]` this node's token key;
+/// `ARGV` node, token, lease in ms (how long the entry lives without a new beat). Refuses a node name another live
+/// replica holds; drops expired members; answers the live members.
+pub static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local held = redis.call('GET', KEYS[2])
+if held and held ~= ARGV[2] then
+  return redis.error_reply('AEGISNODE node name ' .. ARGV[1] .. ' is in use by another live replica')
+end
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+",
+    )
+});
+
+/// Fencing: may this node act for a service now? `KEYS[1]` the members, `KEYS[2]` this node's token key; `ARGV`
+/// node, token, service. 1 when this incarnation's membership is live and it is the service's rendezvous owner
+/// among the live members (the weight function of [`super::ownership`]), else 0.
+pub static FENCE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
+local members = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')
+local best, owner = nil, nil
+for _, m in ipairs(members) do
+  local w = redis.sha1hex(m .. '\n' .. ARGV[3])
+  if best == nil or w > best then best = w; owner = m end
+end
+if owner == ARGV[1] then return 1 end
+return 0
+",
+    )
+});
+
+/// Publishes a service's shared state: `KEYS[1]` the state hash (service → JSON), `KEYS[2]` the hash of when it was
+/// written (Redis ms), `KEYS[3]` the change stream; `ARGV` service, JSON. The stream tells the other replicas what
+/// to read again; it is capped.
+pub static PUBLISH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[1], now)
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', 1000, '*', 's', ARGV[1])
+return now
+",
+    )
+});
+
+/// Reads a service's shared state: `KEYS` as for [`PUBLISH`]; `ARGV` service. Answers `{json, age in ms}` (the
+/// age by Redis' clock, so an open breaker's remaining time needs no synchronised clocks), or nil.
+pub static READ: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local json = redis.call('HGET', KEYS[1], ARGV[1])
+if not json then return nil end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local at = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or now)
+return {json, math.max(0, now - at)}
+",
+    )
+});

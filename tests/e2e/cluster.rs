@@ -1,0 +1,299 @@
+//! Cluster mode end to end: three real aegis-host replicas against a real `redis-server` of their own (plain and
+//! TLS), 30 services on real HTTP targets. Every service has exactly one owner, a replica killed with SIGKILL has its
+//! services taken over, a service switched down is restarted once across the cluster, an operator command sent to
+//! any replica reaches the owner and shows everywhere, and a wrong CA or password is a clear error.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use aegis_tests::{
+    Proc, RedisOptions, RedisServer, free_port, get_text, http, post, start_aegis_host, start_http_service, wait_until,
+};
+use serde_json::Value;
+
+const SERVICES: usize = 30;
+const LEASE: Duration = Duration::from_secs(2);
+const INTERVAL: Duration = Duration::from_millis(200);
+
+/// One replica: its admin address and process.
+struct Replica {
+    node: String,
+    admin: String,
+    host: Proc,
+}
+
+impl Replica {
+    fn services(&self) -> Vec<Value> {
+        get_text(&format!("http://{}/api/v1/services", self.admin))
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .and_then(|v| v["services"].as_array().cloned())
+            .unwrap_or_default()
+    }
+
+    /// Service name → (owner, state) as this replica's API says.
+    fn view(&self) -> BTreeMap<String, (String, String)> {
+        self.services()
+            .iter()
+            .filter_map(|s| {
+                Some((
+                    s["name"].as_str()?.to_owned(),
+                    (s["owner"].as_str()?.to_owned(), s["state"].as_str()?.to_owned()),
+                ))
+            })
+            .collect()
+    }
+
+    fn checks(&self, service: &str) -> f64 {
+        aegis_tests::scrape(
+            &self.admin,
+            "aegis_health_checks_total",
+            &format!("result=\"success\",service=\"{service}\""),
+        )
+        .unwrap_or(0.0)
+    }
+
+    fn kill9(&mut self) {
+        let status = Command::new("kill").args(["-9", &self.host.pid().to_string()]).status().expect("kill");
+        assert!(status.success());
+        let _ = self.host.wait_exit(Duration::from_secs(5));
+    }
+}
+
+/// The config of replica `node`: `flaky` (at `flaky_base`) restarts through a command that appends a line to
+/// `restarts`; the other services are healthy.
+fn write_config(
+    dir: &Path,
+    node: &str,
+    redis: &str,
+    extra: &str,
+    base: &str,
+    flaky_base: &str,
+    restarts: &Path,
+) -> (PathBuf, String) {
+    let admin = format!("127.0.0.1:{}", free_port());
+    let mut services = String::new();
+    for i in 0..SERVICES - 1 {
+        services.push_str(&format!("  - {{name: svc-{i:02}, type: http, endpoint: \"{base}/health\"}}\n"));
+    }
+    services.push_str(&format!(
+        "  - name: flaky\n    type: http\n    endpoint: \"{flaky_base}/health\"\n    \
+         actions: {{onFailure: restart, restart: {{command: \"echo {node} >> {restarts}\"}}, \
+         circuitBreaker: {{failureThreshold: 2, resetTimeout: 1h}}, backoff: {{enabled: false}}}}\n",
+        restarts = restarts.display()
+    ));
+    let config = dir.join(format!("{node}.yaml"));
+    std::fs::write(
+        &config,
+        format!(
+            "admin: {{address: \"{admin}\", token: t0k3n}}\nstorage: {{path: \"{db}\"}}\nplugins: {{dir: \"{plugins}\"}}\n\
+             cluster: {{redis: \"{redis}\", node: {node}, leaseTtl: {lease}ms{extra}}}\n\
+             defaults: {{interval: {interval}ms, timeout: 1s, actions: {{onFailure: ignore}}}}\nservices:\n{services}",
+            db = dir.join(format!("{node}.db")).display(),
+            plugins = dir.join("no-plugins").display(),
+            lease = LEASE.as_millis(),
+            interval = INTERVAL.as_millis(),
+        ),
+    )
+    .expect("write config");
+    (config, admin)
+}
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    redis: RedisServer,
+    replicas: Vec<Replica>,
+    base: String,
+    flaky_base: String,
+    restarts: PathBuf,
+    _targets: Vec<Proc>,
+}
+
+fn start_cluster() -> Cluster {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = RedisServer::start();
+    let (target, base) = start_http_service(&dir.path().join("target.log"));
+    let (flaky, flaky_base) = start_http_service(&dir.path().join("flaky.log"));
+    let restarts = dir.path().join("restarts.txt");
+    let replicas = ["a", "b", "c"]
+        .iter()
+        .map(|node| {
+            let (config, admin) = write_config(dir.path(), node, &redis.url(), "", &base, &flaky_base, &restarts);
+            let host = start_aegis_host(&config, &dir.path().join(format!("{node}.log")));
+            Replica { node: (*node).to_owned(), admin, host }
+        })
+        .collect();
+    let cluster = Cluster { dir, redis, replicas, base, flaky_base, restarts, _targets: vec![target, flaky] };
+    // All three see each other.
+    assert!(
+        wait_until(Duration::from_secs(20), || cluster
+            .replicas
+            .iter()
+            .all(|r| { aegis_tests::scrape(&r.admin, "aegis_cluster_members", "") == Some(3.0) })),
+        "three members; logs:\n{}",
+        cluster.logs()
+    );
+    cluster
+}
+
+impl Cluster {
+    fn logs(&self) -> String {
+        self.replicas.iter().map(|r| format!("--- {}\n{}", r.node, r.host.log_text())).collect()
+    }
+
+    fn restart_lines(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.restarts).unwrap_or_default().lines().map(str::to_owned).collect()
+    }
+}
+
+#[test]
+fn three_replicas_split_the_services_and_restart_a_failing_one_exactly_once() {
+    let c = start_cluster();
+    // 1. Every replica answers the same: one owner per service, the union is every service, each replica owns some.
+    let agreed = || {
+        let views: Vec<_> = c.replicas.iter().map(Replica::view).collect();
+        views.iter().all(|v| v.len() == SERVICES && v.values().all(|(o, _)| o != "unknown"))
+            && views.windows(2).all(|w| w[0].iter().map(|(k, v)| (k, &v.0)).eq(w[1].iter().map(|(k, v)| (k, &v.0))))
+    };
+    assert!(wait_until(Duration::from_secs(10), agreed), "same owners everywhere; logs:\n{}", c.logs());
+    let view = c.replicas[0].view();
+    let owners: BTreeSet<&str> = view.values().map(|(o, _)| o.as_str()).collect();
+    assert_eq!(owners, BTreeSet::from(["a", "b", "c"]), "{view:?}");
+    for r in &c.replicas {
+        let owned = aegis_tests::scrape(&r.admin, "aegis_cluster_owned_services", "").unwrap_or(-1.0);
+        let expected = view.values().filter(|(o, _)| *o == r.node).count() as f64;
+        assert_eq!(owned, expected, "{} owns {owned}", r.node);
+    }
+    // Only the owner probes: a service's checks grow at its owner and nowhere else.
+    let (service, (owner, _)) = view.iter().next().expect("a service");
+    let at = |node: &str| c.replicas.iter().find(|r| r.node == node).expect("replica");
+    let others: Vec<&Replica> = c.replicas.iter().filter(|r| r.node != *owner).collect();
+    let before: Vec<f64> = others.iter().map(|r| r.checks(service)).collect();
+    assert!(wait_until(Duration::from_secs(5), || at(owner).checks(service) >= 3.0), "the owner probes");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(others.iter().map(|r| r.checks(service)).collect::<Vec<_>>(), before, "only the owner probes");
+
+    // 3. The flaky service goes down: its breaker opens once, and one restart runs across the cluster.
+    post(&format!("{}/down", c.flaky_base));
+    assert!(
+        wait_until(Duration::from_secs(10), || c.restart_lines().len() == 1),
+        "restarted; lines {:?}; logs:\n{}",
+        c.restart_lines(),
+        c.logs()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let lines = c.restart_lines();
+    assert_eq!(lines.len(), 1, "exactly once: {lines:?}");
+    assert_eq!(lines[0], view["flaky"].0, "by the owner");
+    // Every replica shows it open.
+    assert!(
+        wait_until(Duration::from_secs(3), || c
+            .replicas
+            .iter()
+            .all(|r| r.view().get("flaky").is_some_and(|v| v.1 == "open"))),
+        "open everywhere; {:?}",
+        c.replicas.iter().map(Replica::view).collect::<Vec<_>>()
+    );
+    let _ = (&c.dir, &c.redis, &c.base);
+}
+
+#[test]
+fn a_killed_replica_is_taken_over_and_a_forced_state_reaches_every_replica_and_survives_it() {
+    let mut c = start_cluster();
+    assert!(
+        wait_until(Duration::from_secs(10), || c
+            .replicas
+            .iter()
+            .all(|r| r.view().values().all(|(o, _)| o != "unknown"))),
+        "owners known"
+    );
+    let view = c.replicas[0].view();
+    // A service owned by b, forced open through a, shows at c within a second or so.
+    let (service, _) = view.iter().find(|(_, (o, _))| o == "b").expect("b owns a service");
+    let service = service.clone();
+    let forced = http()
+        .post(format!("http://{}/api/v1/circuit-breakers/{service}/force-state", c.replicas[0].admin))
+        .bearer_auth("t0k3n")
+        .header("content-type", "application/json")
+        .body(r#"{"state":"open"}"#)
+        .send()
+        .expect("POST");
+    assert_eq!(forced.status().as_u16(), 202, "sent to the owner");
+    let state_at = |r: &Replica| r.view().get(&service).map(|v| v.1.clone());
+    assert!(
+        wait_until(Duration::from_secs(3), || state_at(&c.replicas[2]).as_deref() == Some("forced-open")),
+        "forced open at c: {:?}; logs:\n{}",
+        state_at(&c.replicas[2]),
+        c.logs()
+    );
+
+    // b dies: its services are probed again by the others within the lease and an interval (plus a poll).
+    let b_services: Vec<String> = view.iter().filter(|(_, (o, _))| o == "b").map(|(s, _)| s.clone()).collect();
+    let probe = b_services.iter().find(|s| **s != service).expect("b owns another service").clone();
+    c.replicas[1].kill9();
+    let survivors = [&c.replicas[0], &c.replicas[2]];
+    assert!(
+        wait_until(LEASE + INTERVAL + Duration::from_secs(3), || {
+            let checks: f64 = survivors.iter().map(|r| r.checks(&probe)).sum();
+            checks >= 1.0
+        }),
+        "{probe} probed again after b died; logs:\n{}",
+        c.logs()
+    );
+    // Both survivors agree that a or c owns each of b's services now.
+    let moved = |r: &Replica| {
+        let v = r.view();
+        b_services.iter().all(|s| v.get(s).is_some_and(|(o, _)| o == "a" || o == "c"))
+    };
+    assert!(
+        wait_until(Duration::from_secs(3), || survivors.iter().all(|r| moved(r))),
+        "b's services moved: {:?}",
+        survivors.iter().map(|r| r.view()).collect::<Vec<_>>()
+    );
+    // The forced state survived its owner's death.
+    assert!(
+        wait_until(Duration::from_secs(3), || survivors.iter().all(|r| state_at(r).as_deref() == Some("forced-open"))),
+        "still forced open: {:?}",
+        survivors.iter().map(|r| state_at(r)).collect::<Vec<_>>()
+    );
+    let _ = (&c.dir, &c.redis, &c.base, &c.flaky_base);
+}
+
+#[test]
+fn tls_redis_works_with_its_ca_and_a_wrong_ca_or_password_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = RedisServer::start_with(RedisOptions::default().tls().password("s3cret-pw"));
+    let tls = redis.tls().expect("TLS files").clone();
+    let (_target, base) = start_http_service(&dir.path().join("target.log"));
+    let restarts = dir.path().join("restarts.txt");
+    let url = redis.url().replace("rediss://", "rediss://:s3cret-pw@");
+    let run = |node: &str, url: &str, ca: &Path| {
+        let extra = format!(", tls: {{caFile: \"{}\"}}", ca.display());
+        let (config, admin) = write_config(dir.path(), node, url, &extra, &base, &base, &restarts);
+        (start_aegis_host(&config, &dir.path().join(format!("{node}.log"))), admin)
+    };
+    let (good, admin) = run("good", &url, &tls.ca);
+    assert!(
+        wait_until(Duration::from_secs(15), || aegis_tests::scrape(&admin, "aegis_redis_up", "") == Some(1.0)
+            && aegis_tests::scrape(&admin, "aegis_cluster_members", "") == Some(1.0)),
+        "joined over TLS; log:\n{}",
+        good.log_text()
+    );
+    assert!(!good.log_text().contains("s3cret-pw"), "the password is never logged");
+
+    let (wrong_ca, _) = run("wrong-ca", &url, &tls.wrong_ca);
+    assert!(
+        wait_until(Duration::from_secs(15), || wrong_ca.log_text().contains("TLS with Redis failed")),
+        "clear TLS error; log:\n{}",
+        wrong_ca.log_text()
+    );
+    let bad_url = redis.url().replace("rediss://", "rediss://:not-the-password@");
+    let (wrong_pw, _) = run("wrong-pw", &bad_url, &tls.ca);
+    assert!(
+        wait_until(Duration::from_secs(15), || wrong_pw.log_text().contains("Redis refused the credentials")),
+        "clear password error; log:\n{}",
+        wrong_pw.log_text()
+    );
+    assert!(!wrong_pw.log_text().contains("not-the-password"), "the password is never logged");
+}
