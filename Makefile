@@ -60,5 +60,5 @@ fuzz:
 	@$(CARGO) +nightly fuzz --version >/dev/null 2>&1 || $(CARGO) +nightly install --locked cargo-fuzz
 	for t in $(FUZZ_TARGETS); do \
 		$(CARGO) +nightly fuzz run $(FUZZ_FLAGS) $$t -- -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=10 || exit 1; \
-		$(CARGO) +nightly fuzz cmin $(FUZZ_FLAGS) $$t -- -max_len=4096 || exit 1; \
+		$(CARGO) +nightly fuzz cmin $(FUZZ_FLAGS) $$t -- -max_len=4096 -use_counters=0 || exit 1; \
 	done
