@@ -32,7 +32,7 @@ const MAX_HEADER_VALUE: usize = 4096;
 /// - `Content-Type`: the payload's own `content_type` sets it; two values are ambiguous;
 /// - `Idempotency-Key`: the outbox's key, which receivers deduplicate on; a plugin's own key could make a receiver
 ///   drop distinct notifications as repeats.
-const HOST_OWNED: &[&str] = &[
+pub const HOST_OWNED: &[&str] = &[
     "host",
     "content-length",
     "transfer-encoding",
@@ -47,7 +47,7 @@ const HOST_OWNED: &[&str] = &[
 ];
 /// Prefixes of header names the host owns (lowercase): `Proxy-Authorization`, `Proxy-Connection`, … are for the
 /// proxy the client may be configured with, never for a receiver.
-const HOST_OWNED_PREFIXES: &[&str] = &["proxy-"];
+pub const HOST_OWNED_PREFIXES: &[&str] = &["proxy-"];
 
 /// An alert formatter implemented by a plugin. On trap, timeout, invalid output or quarantine the built-in renders
 /// the alert; a plugin's own refusal (`err`) also falls back to the built-in, but is no strike.

@@ -17,6 +17,9 @@ pub use crate::bindings::trip::exports::aegis::policy::trip_predicate::Verdict a
 pub use crate::bindings::types::{Severity as GuestSeverity, WindowSummary};
 pub use crate::log_rule::RuleNames;
 
+/// Header names (lowercase) and name prefixes a formatter may not set: the host or its HTTP client owns them.
+pub use crate::alert::{HOST_OWNED as HOST_OWNED_HEADERS, HOST_OWNED_PREFIXES as HOST_OWNED_HEADER_PREFIXES};
+
 /// Longest text (a reason, a message) the host passes on from a plugin, before the `…` that marks a cut.
 pub const MAX_TEXT: usize = crate::binding::MAX_TEXT;
 
