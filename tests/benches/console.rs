@@ -155,14 +155,17 @@ fn median(loads: &[Load], field: impl Fn(&Load) -> f64) -> f64 {
 }
 
 fn print_loads(label: &str, loads: &[Load]) {
-    let fcp: Vec<String> = loads.iter().map(|l| format!("{:.0}", l.first_contentful_paint)).collect();
+    let each: Vec<String> = loads
+        .iter()
+        .map(|l| format!("{:.0}/{:.0}/{:.0}", l.response_end, l.first_contentful_paint, l.dom_content_loaded))
+        .collect();
     println!(
-        "  {label}, median of {}: first contentful paint {:.0} ms (each: {}), response start {:.0} ms, response end \
+        "  {label}, median of {}: first contentful paint {:.0} ms (each, response end/first paint/DOMContentLoaded: {}), response start {:.0} ms, response end \
          {:.0} ms, DOMContentLoaded {:.0} ms, load {:.0} ms; transferred: document {:.0} bytes, script + stylesheet \
          {:.0} bytes",
         loads.len(),
         median(loads, |l| l.first_contentful_paint),
-        fcp.join(" "),
+        each.join(" "),
         median(loads, |l| l.response_start),
         median(loads, |l| l.response_end),
         median(loads, |l| l.dom_content_loaded),

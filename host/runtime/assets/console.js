@@ -94,6 +94,11 @@
     es.addEventListener("plugins", () => { if (location.pathname === "/plugins") location.reload(); });
     es.addEventListener("lagged", () => location.reload());
     es.addEventListener("open", () => { document.body.dataset.live = "1"; });
+    // A page kept in the back/forward cache would keep its stream's connection, and browsers open six per host: a
+    // few cached console pages made the next page wait seconds for one. Close it on the way out; a page that comes
+    // back from the cache has missed events, so it reloads.
+    window.addEventListener("pagehide", () => es.close());
+    window.addEventListener("pageshow", (e) => { if (e.persisted) location.reload(); });
   }
 
   document.addEventListener("click", async (e) => {
