@@ -9,7 +9,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use aegis_tests::{
-    Proc, RedisOptions, RedisServer, free_port, get_text, http, post, start_aegis_host, start_http_service, wait_until,
+    PausableProxy, Proc, RedisOptions, RedisServer, free_port, get_text, http, post, start_aegis_host,
+    start_http_service, wait_until,
 };
 use serde_json::Value;
 
@@ -61,17 +62,21 @@ impl Replica {
     }
 }
 
-/// The config of replica `node`: `flaky` (at `flaky_base`) restarts through a command that appends a line to
-/// `restarts`; the other services are healthy.
-fn write_config(
-    dir: &Path,
-    node: &str,
-    redis: &str,
-    extra: &str,
-    base: &str,
-    flaky_base: &str,
-    restarts: &Path,
-) -> (PathBuf, String) {
+/// Where the services of a replica's config check, and what `flaky` does when it fails.
+struct Targets<'a> {
+    /// The healthy services' target.
+    base: &'a str,
+    /// `flaky`'s target.
+    flaky_base: &'a str,
+    /// `flaky` restarts through a command that appends the replica's name to this file.
+    restarts: &'a Path,
+    /// `flaky`'s breaker `resetTimeout`.
+    flaky_reset: &'a str,
+}
+
+/// The config of replica `node`: 29 healthy services and `flaky`.
+fn write_config(dir: &Path, node: &str, redis: &str, extra: &str, t: &Targets<'_>) -> (PathBuf, String) {
+    let Targets { base, flaky_base, restarts, flaky_reset } = t;
     let admin = format!("127.0.0.1:{}", free_port());
     let mut services = String::new();
     for i in 0..SERVICES - 1 {
@@ -80,7 +85,7 @@ fn write_config(
     services.push_str(&format!(
         "  - name: flaky\n    type: http\n    endpoint: \"{flaky_base}/health\"\n    \
          actions: {{onFailure: restart, restart: {{command: \"echo {node} >> {restarts}\"}}, \
-         circuitBreaker: {{failureThreshold: 2, resetTimeout: 1h}}, backoff: {{enabled: false}}}}\n",
+         circuitBreaker: {{failureThreshold: 2, resetTimeout: {flaky_reset}}}, backoff: {{enabled: false}}}}\n",
         restarts = restarts.display()
     ));
     let config = dir.join(format!("{node}.yaml"));
@@ -103,6 +108,8 @@ fn write_config(
 struct Cluster {
     dir: tempfile::TempDir,
     redis: RedisServer,
+    /// Each replica reaches Redis through a proxy of its own, which can cut it off.
+    proxies: Vec<PausableProxy>,
     replicas: Vec<Replica>,
     base: String,
     flaky_base: String,
@@ -110,21 +117,25 @@ struct Cluster {
     _targets: Vec<Proc>,
 }
 
-fn start_cluster() -> Cluster {
+fn start_cluster(flaky_reset: &str) -> Cluster {
     let dir = tempfile::tempdir().expect("tempdir");
     let redis = RedisServer::start();
     let (target, base) = start_http_service(&dir.path().join("target.log"));
     let (flaky, flaky_base) = start_http_service(&dir.path().join("flaky.log"));
     let restarts = dir.path().join("restarts.txt");
+    let targets = Targets { base: &base, flaky_base: &flaky_base, restarts: &restarts, flaky_reset };
+    let proxies: Vec<PausableProxy> = (0..3).map(|_| PausableProxy::start(redis.addr())).collect();
     let replicas = ["a", "b", "c"]
         .iter()
-        .map(|node| {
-            let (config, admin) = write_config(dir.path(), node, &redis.url(), "", &base, &flaky_base, &restarts);
+        .zip(&proxies)
+        .map(|(node, proxy)| {
+            let url = format!("redis://{}", proxy.addr());
+            let (config, admin) = write_config(dir.path(), node, &url, "", &targets);
             let host = start_aegis_host(&config, &dir.path().join(format!("{node}.log")));
             Replica { node: (*node).to_owned(), admin, host }
         })
         .collect();
-    let cluster = Cluster { dir, redis, replicas, base, flaky_base, restarts, _targets: vec![target, flaky] };
+    let cluster = Cluster { dir, redis, proxies, replicas, base, flaky_base, restarts, _targets: vec![target, flaky] };
     // All three see each other.
     assert!(
         wait_until(Duration::from_secs(20), || cluster
@@ -149,7 +160,7 @@ impl Cluster {
 
 #[test]
 fn three_replicas_split_the_services_and_restart_a_failing_one_exactly_once() {
-    let c = start_cluster();
+    let c = start_cluster("1h");
     // 1. Every replica answers the same: one owner per service, the union is every service, each replica owns some.
     let agreed = || {
         let views: Vec<_> = c.replicas.iter().map(Replica::view).collect();
@@ -200,7 +211,7 @@ fn three_replicas_split_the_services_and_restart_a_failing_one_exactly_once() {
 
 #[test]
 fn a_killed_replica_is_taken_over_and_a_forced_state_reaches_every_replica_and_survives_it() {
-    let mut c = start_cluster();
+    let mut c = start_cluster("1h");
     assert!(
         wait_until(Duration::from_secs(10), || c
             .replicas
@@ -270,7 +281,8 @@ fn tls_redis_works_with_its_ca_and_a_wrong_ca_or_password_is_a_clear_error() {
     let url = redis.url().replace("rediss://", "rediss://:s3cret-pw@");
     let run = |node: &str, url: &str, ca: &Path| {
         let extra = format!(", tls: {{caFile: \"{}\"}}", ca.display());
-        let (config, admin) = write_config(dir.path(), node, url, &extra, &base, &base, &restarts);
+        let targets = Targets { base: &base, flaky_base: &base, restarts: &restarts, flaky_reset: "1h" };
+        let (config, admin) = write_config(dir.path(), node, url, &extra, &targets);
         (start_aegis_host(&config, &dir.path().join(format!("{node}.log"))), admin)
     };
     let (good, admin) = run("good", &url, &tls.ca);
@@ -296,4 +308,102 @@ fn tls_redis_works_with_its_ca_and_a_wrong_ca_or_password_is_a_clear_error() {
         wrong_pw.log_text()
     );
     assert!(!wrong_pw.log_text().contains("not-the-password"), "the password is never logged");
+}
+
+impl Cluster {
+    fn replica(&self, node: &str) -> &Replica {
+        self.replicas.iter().find(|r| r.node == node).expect("a replica of that name")
+    }
+
+    /// The owner of `service` once every replica agrees on it.
+    fn agreed_owner(&self, service: &str) -> String {
+        let mut owner = None;
+        assert!(
+            wait_until(Duration::from_secs(10), || {
+                let owners: BTreeSet<String> =
+                    self.replicas.iter().filter_map(|r| r.view().get(service).map(|v| v.0.clone())).collect();
+                owner = owners.iter().next().cloned();
+                owners.len() == 1 && owner.as_deref() != Some("unknown")
+            }),
+            "every replica names the owner of {service}; logs:\n{}",
+            self.logs()
+        );
+        owner.unwrap_or_default()
+    }
+}
+
+/// Issue 15, test 7: the replica owning `flaky` is cut off from Redis (its proxy holds connections unanswered). The
+/// others take its services over; the service goes down; the new owner restarts it, and the cut-off replica — which
+/// still believes it owns it and sees it fail — runs no restart, then or after it is let back in.
+#[test]
+fn a_replica_cut_off_from_redis_loses_its_services_and_restarts_nothing() {
+    let c = start_cluster("1h");
+    let cut = c.agreed_owner("flaky");
+    let index = c.replicas.iter().position(|r| r.node == cut).expect("owner");
+    c.proxies[index].pause();
+    let others: Vec<&Replica> = c.replicas.iter().filter(|r| r.node != cut).collect();
+    let moved = || others.iter().all(|r| r.view().get("flaky").is_some_and(|(o, _)| *o != cut && o != "unknown"));
+    assert!(wait_until(LEASE + Duration::from_secs(5), moved), "flaky moved away from {cut}; logs:\n{}", c.logs());
+    let new_owner = others[0].view()["flaky"].0.clone();
+
+    post(&format!("{}/down", c.flaky_base));
+    assert!(
+        wait_until(Duration::from_secs(10), || c.restart_lines().len() == 1),
+        "restarted by {new_owner}; lines {:?}; logs:\n{}",
+        c.restart_lines(),
+        c.logs()
+    );
+    // The cut-off replica saw it fail too and wanted to restart it: refused, since it cannot prove it owns it.
+    let refused = || c.replica(&cut).host.log_text().contains("restart not run");
+    assert!(wait_until(Duration::from_secs(10), refused), "{cut} refused; log:\n{}", c.replica(&cut).host.log_text());
+    c.proxies[index].resume();
+    assert!(
+        wait_until(Duration::from_secs(10), || aegis_tests::scrape(&c.replica(&cut).admin, "aegis_redis_up", "")
+            == Some(1.0)),
+        "{cut} reconnected"
+    );
+    std::thread::sleep(LEASE);
+    assert_eq!(c.restart_lines(), vec![new_owner.clone()], "one restart, by the owner that could prove it");
+    assert!(c.replica(&cut).host.log_text().contains("Redis unreachable"), "the outage is logged");
+    let _ = (&c.dir, &c.redis, &c.base);
+}
+
+/// Issue 15, test 6: Redis stops for 10 s. Every replica keeps probing; `flaky` goes down meanwhile and nothing is
+/// restarted (nothing can be proven); once Redis is back the breaker's next opening restarts it, by its owner, and
+/// every replica shows the same state again.
+#[test]
+fn redis_down_for_ten_seconds_keeps_probing_runs_no_action_and_reconciles() {
+    let mut c = start_cluster("2s");
+    let owner = c.agreed_owner("flaky");
+    let probes = |c: &Cluster| -> f64 { c.replicas.iter().map(|r| r.checks("svc-00") + r.checks("svc-01")).sum() };
+    c.redis.stop();
+    let before = probes(&c);
+    post(&format!("{}/down", c.flaky_base));
+    assert!(
+        wait_until(Duration::from_secs(5), || probes(&c) >= before + 10.0),
+        "probing goes on without Redis; logs:\n{}",
+        c.logs()
+    );
+    std::thread::sleep(Duration::from_secs(8));
+    assert!(c.restart_lines().is_empty(), "no unfenced restart while Redis is down: {:?}", c.restart_lines());
+    let opened = || aegis_tests::scrape(&c.replica(&owner).admin, "circuit_breaker_state", "breaker=\"flaky\"");
+    assert_eq!(opened(), Some(2.0), "the owner saw flaky fail; logs:\n{}", c.logs());
+
+    c.redis.start_again();
+    assert!(
+        wait_until(Duration::from_secs(15), || !c.restart_lines().is_empty()),
+        "restarted once Redis is back; logs:\n{}",
+        c.logs()
+    );
+    assert!(c.restart_lines().iter().all(|n| *n == owner), "only by the owner: {:?}", c.restart_lines());
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let states: BTreeSet<String> =
+                c.replicas.iter().filter_map(|r| r.view().get("flaky").map(|v| v.1.clone())).collect();
+            states.len() == 1 && (states.contains("open") || states.contains("half-open"))
+        }),
+        "every replica shows flaky failing: {:?}",
+        c.replicas.iter().map(|r| r.view().get("flaky").cloned()).collect::<Vec<_>>()
+    );
+    let _ = (&c.dir, &c.base);
 }

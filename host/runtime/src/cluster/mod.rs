@@ -40,6 +40,24 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 /// Commands taken from the inbox, and changes read, per poll.
 const BATCH: usize = 256;
 
+/// Why this replica may not act for a service now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Another live replica owns it (or this one's membership expired).
+    NotOwner(String),
+    /// Redis cannot be asked: nobody can prove anything.
+    Unreachable(String),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::NotOwner(why) => f.write_str(why),
+            Refusal::Unreachable(why) => write!(f, "Redis cannot confirm the ownership: {why}"),
+        }
+    }
+}
+
 /// What a replica shares about a service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Shared {
@@ -114,6 +132,8 @@ pub struct Cluster {
     /// The live members as last seen; `None` until Redis answered once.
     members: RwLock<Option<Arc<Vec<String>>>>,
     up: AtomicBool,
+    /// When Redis answered again after an outage: the member view settles for a lease (see [`Self::adopt`]).
+    reconnected: std::sync::Mutex<Option<std::time::Instant>>,
     metrics: ClusterMetrics,
 }
 
@@ -137,6 +157,7 @@ impl Cluster {
             connection: tokio::sync::Mutex::new(None),
             members: RwLock::new(None),
             up: AtomicBool::new(false),
+            reconnected: std::sync::Mutex::new(None),
             metrics: ClusterMetrics::new(metrics)?,
         }))
     }
@@ -185,8 +206,8 @@ impl Cluster {
     /// Proves in Redis, atomically, that this replica may act for `service` now: its membership is live (this
     /// incarnation's) and it is the owner among the live members. `Err` says why not (not the owner, or Redis
     /// cannot be asked): then nothing may be done.
-    pub async fn fence(&self, service: &str) -> Result<(), String> {
-        let mut conn = self.connection().await.ok_or_else(|| "Redis is unreachable".to_owned())?;
+    pub async fn fence(&self, service: &str) -> Result<(), Refusal> {
+        let mut conn = self.connect().await.map_err(Refusal::Unreachable)?;
         let mut call = scripts::FENCE.prepare_invoke();
         call.key(self.key("members")).key(self.token_key()).arg(self.node()).arg(&self.token).arg(service);
         let allowed: Result<i64, _> = tokio::time::timeout(COMMAND_TIMEOUT, call.invoke_async(&mut conn))
@@ -194,14 +215,14 @@ impl Cluster {
             .unwrap_or_else(|_| Err(redis::RedisError::from((redis::ErrorKind::IoError, "timed out"))));
         match allowed {
             Ok(1) => Ok(()),
-            Ok(_) => Err(format!(
-                "this replica ({}) no longer owns it (owner: {})",
+            Ok(_) => Err(Refusal::NotOwner(format!(
+                "this replica ({}) does not own it (owner: {})",
                 self.node(),
                 self.owner(service).unwrap_or_else(|| "unknown".into())
-            )),
+            ))),
             Err(e) => {
                 self.set_up(false, Some(&e));
-                Err(format!("Redis cannot confirm the ownership: {}", connect::describe(&e)))
+                Err(Refusal::Unreachable(connect::describe(&e)))
             }
         }
     }
@@ -261,8 +282,17 @@ impl Cluster {
         }
     }
 
+    /// Whether this replica reconnected less than a lease ago (see [`Self::adopt`]).
+    fn settling(&self) -> bool {
+        let since = *self.reconnected.lock().unwrap_or_else(|p| p.into_inner());
+        since.is_some_and(|at| at.elapsed() < self.config.lease_ttl)
+    }
+
     fn set_up(&self, up: bool, error: Option<&redis::RedisError>) {
         let was = self.up.swap(up, Ordering::Relaxed);
+        if up && !was && self.view().is_some() {
+            *self.reconnected.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
+        }
         self.metrics.redis_up.set(i64::from(up));
         match (was, up) {
             (true, false) => tracing::error!(
@@ -333,6 +363,13 @@ impl Cluster {
         let mut members = members;
         members.sort();
         if before.as_deref() == Some(&members) {
+            return;
+        }
+        // Back from an outage, the members re-register one by one (their entries expired meanwhile): the view from
+        // before the outage, which every replica shares, stays until all had time to beat again. Otherwise the first
+        // replica back would briefly own everything and act for services another replica is recovering.
+        if before.is_some() && self.settling() {
+            tracing::debug!(members = %members.join(","), "members settling after reconnecting; keeping the view");
             return;
         }
         let node = self.node();

@@ -24,7 +24,7 @@ pub(super) fn notify_if_configured(
     let body = notify::Notification::new(&handle.config.name, &endpoint, event, state.as_str(), reason);
     let shared = Arc::clone(shared);
     tokio::spawn(async move {
-        // Cluster mode: only the proven owner notifies.
+        // Cluster mode: only the proven owner notifies (a notification that cannot be proven is dropped).
         if let Some(cluster) = &shared.cluster
             && let Err(why) = cluster.fence(&body.service).await
         {
