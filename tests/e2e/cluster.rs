@@ -184,6 +184,11 @@ fn three_replicas_split_the_services_and_restart_a_failing_one_exactly_once() {
     assert!(wait_until(Duration::from_secs(5), || at(owner).checks(service) >= 3.0), "the owner probes");
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(others.iter().map(|r| r.checks(service)).collect::<Vec<_>>(), before, "only the owner probes");
+    // Each replica exports the series of the services it owns, and only those.
+    let series = |r: &Replica| {
+        aegis_tests::scrape(&r.admin, "aegis_health_checks_total", &format!("result=\"success\",service=\"{service}\""))
+    };
+    assert!(series(at(owner)).is_some() && others.iter().all(|r| series(r).is_none()), "exported by the owner only");
 
     // 3. The flaky service goes down: its breaker opens once, and one restart runs across the cluster.
     post(&format!("{}/down", c.flaky_base));

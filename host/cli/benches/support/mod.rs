@@ -127,10 +127,15 @@ pub struct Host {
 impl Host {
     /// Starts the host with `services` (YAML lines of the `services:` list) and waits for its admin server.
     pub fn start(services: &str) -> Host {
+        Host::start_with("", services)
+    }
+
+    /// [`Host::start`] with more top-level sections (`sections`: YAML lines, e.g. a `cluster:` section).
+    pub fn start_with(sections: &str, services: &str) -> Host {
         let dir = tempfile::tempdir().expect("tempdir");
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("admin address");
         let yaml = format!(
-            "admin: {{address: \"{admin}\"}}\nplugins: {{dir: \"{}\"}}\nstorage: {{path: \"{}\"}}\n\
+            "admin: {{address: \"{admin}\"}}\nplugins: {{dir: \"{}\"}}\nstorage: {{path: \"{}\"}}\n{sections}\
              services:\n{services}",
             dir.path().join("plugins").display(),
             dir.path().join("aegis.db").display()

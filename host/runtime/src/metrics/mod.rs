@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use prometheus::{Gauge, GaugeVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
 use self::service::ServiceFamilies;
-pub use self::service::{LATENCY_BUCKETS, ServiceSeries};
+pub use self::service::{ExportFilter, LATENCY_BUCKETS, ServiceSeries};
 use crate::error::RuntimeError;
 
 #[derive(Clone, Debug)]
@@ -54,6 +54,12 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Cluster mode: `/metrics` shows the per-service series of the services `filter` accepts (those this replica
+    /// owns); the other replicas export the rest.
+    pub fn set_exported(&self, filter: ExportFilter) {
+        self.services.set_exported(filter);
+    }
+
     /// Adds a collector of another part (cluster mode's metrics) to `/metrics`.
     pub fn register(&self, collector: Box<dyn prometheus::core::Collector>) -> Result<(), RuntimeError> {
         self.registry.register(collector)?;

@@ -68,10 +68,22 @@ impl ServiceSeries {
     }
 }
 
+/// Which services' series a scrape shows (cluster mode: the services this replica owns).
+pub type ExportFilter = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
 /// The families of [`ServiceSeries`], one series set per registered service.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct ServiceFamilies {
     services: RwLock<BTreeMap<String, Arc<ServiceSeries>>>,
+    /// `None`: every registered service.
+    exported: RwLock<Option<ExportFilter>>,
+}
+
+impl std::fmt::Debug for ServiceFamilies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let services = self.services.read().unwrap_or_else(|p| p.into_inner()).len();
+        f.debug_struct("ServiceFamilies").field("services", &services).finish_non_exhaustive()
+    }
 }
 
 /// Name, help, the service's label name and type of each family, in the order [`ServiceFamilies::write_text`]
@@ -95,6 +107,11 @@ impl ServiceFamilies {
     pub fn register(&self, service: &str) -> Arc<ServiceSeries> {
         let mut services = self.services.write().unwrap_or_else(|p| p.into_inner());
         Arc::clone(services.entry(service.to_owned()).or_default())
+    }
+
+    /// Shows only the services `filter` accepts from now on.
+    pub fn set_exported(&self, filter: ExportFilter) {
+        *self.exported.write().unwrap_or_else(|p| p.into_inner()) = Some(filter);
     }
 
     /// The series of `service`, if it is registered.
@@ -187,9 +204,12 @@ impl ServiceFamilies {
     /// allocations a service, most of a scrape's time at a thousand services.
     pub fn write_text(&self, out: &mut String) {
         let services = self.services.read().unwrap_or_else(|p| p.into_inner());
+        let filter = self.exported.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let shown: Vec<(&String, &Arc<ServiceSeries>)> =
+            services.iter().filter(|(name, _)| filter.as_ref().is_none_or(|f| f(name))).collect();
         for (family, (name, help, label, kind)) in FAMILIES.iter().enumerate() {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (service, s) in services.iter() {
+            for &(service, s) in &shown {
                 let series = Series { name, suffix: "", label, service };
                 match family {
                     0 => series.sample(out, None, s.breaker_state.load(Relaxed)),

@@ -121,7 +121,12 @@ impl Supervisor {
             metrics.checks_in_flight.with_label_values(&["slow"]),
         );
         let cluster = match &config.cluster {
-            Some(c) => Some(crate::cluster::Cluster::new(c.clone(), &metrics)?),
+            Some(c) => {
+                let cluster = crate::cluster::Cluster::new(c.clone(), &metrics)?;
+                let owner = Arc::clone(&cluster);
+                metrics.set_exported(Arc::new(move |service: &str| owner.owns(service)));
+                Some(cluster)
+            }
             None => None,
         };
         let (reload, reload_requests) = ReloadRequests::channel();
