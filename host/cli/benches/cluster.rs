@@ -86,9 +86,7 @@ impl Redis {
     /// Calls of every command so far.
     fn calls(&self) -> u64 {
         let info = self.command(&["INFO", "commandstats"]).unwrap_or_default();
-        info.lines()
-            .filter_map(|l| l.split_once("calls=")?.1.split(',').next()?.parse::<u64>().ok())
-            .sum()
+        info.lines().filter_map(|l| l.split_once("calls=")?.1.split(',').next()?.parse::<u64>().ok()).sum()
     }
 }
 
@@ -109,6 +107,11 @@ fn total(host: &Host, name: &str) -> Option<f64> {
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum(),
     )
+}
+
+/// The replicas still running.
+fn live(hosts: &[Option<Host>]) -> Vec<&Host> {
+    hosts.iter().flatten().collect()
 }
 
 fn checks(hosts: &[&Host]) -> f64 {
@@ -141,10 +144,8 @@ fn main() {
             Some(Host::start_with(&cluster, &services))
         })
         .collect();
-    let live = |hosts: &[Option<Host>]| -> Vec<&Host> { hosts.iter().flatten().collect() };
-    let owned = |hosts: &[&Host]| -> f64 {
-        hosts.iter().filter_map(|h| total(h, "aegis_cluster_owned_services")).sum()
-    };
+    let owned =
+        |hosts: &[&Host]| -> f64 { hosts.iter().filter_map(|h| total(h, "aegis_cluster_owned_services")).sum() };
     let deadline = Instant::now() + Duration::from_secs(60);
     while owned(&live(&hosts)) != n as f64
         || live(&hosts).iter().any(|h| total(h, "aegis_cluster_members") != Some(REPLICAS as f64))
@@ -178,7 +179,11 @@ fn main() {
     let orphan = get(victim.admin, "/api/v1/services")
         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
         .and_then(|v| {
-            v["services"].as_array()?.iter().find(|s| s["owner"] == "r0").and_then(|s| s["name"].as_str().map(str::to_owned))
+            v["services"]
+                .as_array()?
+                .iter()
+                .find(|s| s["owner"] == "r0")
+                .and_then(|s| s["name"].as_str().map(str::to_owned))
         })
         .expect("a service owned by r0");
     let pid = victim.pid();
@@ -206,7 +211,8 @@ fn main() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let show = |d: Option<Duration>| d.map_or_else(|| "not within 60 s".to_owned(), |d| format!("{:.2} s", d.as_secs_f64()));
+    let show =
+        |d: Option<Duration>| d.map_or_else(|| "not within 60 s".to_owned(), |d| format!("{:.2} s", d.as_secs_f64()));
     println!(
         "  take-over after kill -9: every service owned again {}, {orphan} checked again {} (target <= {:.0} s)",
         show(all_owned),
