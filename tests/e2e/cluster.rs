@@ -244,6 +244,17 @@ fn a_killed_replica_is_taken_over_and_a_forced_state_reaches_every_replica_and_s
         c.logs()
     );
 
+    // The owner's event is in the cluster's history, which every replica answers from.
+    let events =
+        get_text(&format!("http://{}/api/v1/events?service={service}", c.replicas[2].admin)).unwrap_or_default();
+    let events: Value = serde_json::from_str(&events).unwrap_or(Value::Null);
+    assert!(
+        events["events"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|e| e["kind"] == "breaker-forced" && e["node"] == "b")),
+        "c lists b's event: {events}"
+    );
+
     // b dies: its services are probed again by the others within the lease and an interval (plus a poll).
     let b_services: Vec<String> = view.iter().filter(|(_, (o, _))| o == "b").map(|(s, _)| s.clone()).collect();
     let probe = b_services.iter().find(|s| **s != service).expect("b owns another service").clone();

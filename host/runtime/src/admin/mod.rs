@@ -365,6 +365,13 @@ async fn events(
     if let Some(name) = filter.service_to_check() {
         state.service(name)?;
     }
+    // Cluster mode: every replica's events, from Redis (each with its `node`); this replica's own while Redis
+    // cannot be asked.
+    if let Some(cluster) = &state.shared.cluster
+        && let Some(events) = cluster.events(filter.service.as_deref(), filter.limit).await
+    {
+        return Ok(axum::Json(json!({ "events": events })).into_response());
+    }
     let events = state
         .shared
         .store

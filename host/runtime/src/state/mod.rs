@@ -68,7 +68,16 @@ impl Shared {
     /// [`crate::store::Accounted`]) and keeps the event in memory until it accepts writes; the log has it meanwhile.
     pub fn event(&self, service: &str, kind: &str, message: &str) -> Option<Event> {
         match self.store.append_event(service, kind, message) {
-            Ok(e) => Some(e),
+            Ok(e) => {
+                // Cluster mode: the cluster's history has it too, off the caller's path.
+                if let (Some(cluster), Ok(runtime)) = (&self.cluster, tokio::runtime::Handle::try_current())
+                    && let Ok(json) = serde_json::to_value(&e)
+                {
+                    let cluster = Arc::clone(cluster);
+                    runtime.spawn(async move { cluster.record_event(json).await });
+                }
+                Some(e)
+            }
             Err(e) => {
                 tracing::warn!(service, kind, "event not recorded yet (the state database refuses writes): {message}");
                 tracing::debug!(service, kind, "cannot record event: {e}");
