@@ -190,6 +190,19 @@ fn three_replicas_split_the_services_and_restart_a_failing_one_exactly_once() {
     };
     assert!(series(at(owner)).is_some() && others.iter().all(|r| series(r).is_none()), "exported by the owner only");
 
+    // The console of any replica shows each service's owner (in a real browser).
+    if let Some(browser) = aegis_tests::browser::Browser::start(c.dir.path()) {
+        browser.goto(&format!("http://{}/", c.replicas[2].admin));
+        let shown = browser.script(
+            "return Object.fromEntries([...document.querySelectorAll('tbody tr')]\
+             .map((tr) => [tr.dataset.service, tr.querySelector('td.owner')?.textContent]));",
+        );
+        for (name, (owner, _)) in &view {
+            assert_eq!(shown[name].as_str(), Some(owner.as_str()), "owner of {name} in the console: {shown}");
+        }
+        assert_eq!(browser.text("th[data-sort=owner]").as_deref(), Some("Owner"));
+    }
+
     // 3. The flaky service goes down: its breaker opens once, and one restart runs across the cluster.
     post(&format!("{}/down", c.flaky_base));
     assert!(

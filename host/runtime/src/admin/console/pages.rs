@@ -90,6 +90,8 @@ fn age(at_ms: Option<u64>) -> Markup {
 pub(super) fn overview(state: &AppState, now: Instant) -> Markup {
     let services = state.all();
     let health = state.shared.breakers.health(now);
+    // Cluster mode: which replica probes and acts for each service.
+    let cluster = state.shared.cluster.as_deref();
     let status = match health.healthy {
         h if h == health.total => "healthy",
         0 => "unhealthy",
@@ -112,14 +114,18 @@ pub(super) fn overview(state: &AppState, now: Instant) -> Markup {
             thead { tr {
                 th data-sort="name" { "Service" } th.wide { "Check" } th data-sort="state" { "Breaker" }
                 th data-sort="rate" { "Success" } th.wide { "Recent checks" } th { "Last check" }
-                th.wide data-sort="restarts" { "Restarts" } th.wide { "Gave up" } th { "Actions" }
+                th.wide data-sort="restarts" { "Restarts" } th.wide { "Gave up" }
+                @if cluster.is_some() { th data-sort="owner" { "Owner" } }
+                th { "Actions" }
             } }
             tbody { @for (name, h) in &services {
                 @let st = h.breaker.state(now);
                 @let rate = success_rate(&h.breaker.counts());
                 @let recent = h.recent.list();
                 @let (restarts, gave_up) = h.restart_status();
-                tr data-service=(name) data-state=(st.as_str()) data-rate=(rate.unwrap_or(-1.0)) data-restarts=(restarts) {
+                @let owner = cluster.map(|c| c.owner(name).unwrap_or_else(|| "unknown".to_owned()));
+                tr data-service=(name) data-state=(st.as_str()) data-rate=(rate.unwrap_or(-1.0)) data-restarts=(restarts)
+                    data-owner=[owner.as_deref()] {
                     td { a href={ "/services/" (path_segment(name)) } { (name) } }
                     td.wide { (h.config.probe.kind()) }
                     td.st { (badge(st)) }
@@ -128,6 +134,7 @@ pub(super) fn overview(state: &AppState, now: Instant) -> Markup {
                     td.age { (age(recent.last().map(|c| c.at_ms))) }
                     td.wide { (restarts) }
                     td.wide { @if gave_up { strong { "gave up" } } @else { "no" } }
+                    @if let Some(o) = &owner { td.owner { (o) } }
                     td { button.act data-act="reset" data-service=(name) { "Reset" } }
                 }
             } }
