@@ -2,8 +2,8 @@
 //! for [`HALF_PERIOD`], then `503` for as long, with phases spread over the services — checked every second for
 //! `AEGIS_SOAK_MINUTES` (default 10). Every 10 s it samples the host's resident memory and open file descriptors
 //! from `/proc`, and its breaker trips from `/metrics` (to show the flapping reaches the breakers); at the end it
-//! reports the RSS slope after the warm-up (least squares over the samples, in MiB per hour) and the descriptors
-//! over time.
+//! reports the RSS slope after the warm-up (least squares over the samples, in MiB per hour) — also with the open
+//! descriptors as a second regressor, since RSS follows the HTTP connection pool — and the descriptors over time.
 //!
 //! ```text
 //! cargo bench -p aegis-host --bench soak
@@ -64,6 +64,26 @@ fn slope(points: &[(f64, f64)]) -> Option<f64> {
     let sxx: f64 = points.iter().map(|(x, _)| (x - mx) * (x - mx)).sum();
     let sxy: f64 = points.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
     (sxx > 0.0).then(|| sxy / sxx)
+}
+
+/// Least squares of `y` over two regressors (`x1`, `x2`): the coefficients of `x1` and `x2`; `None` when they cannot
+/// be told apart (too few samples, or one does not vary).
+fn slope2(points: &[(f64, f64, f64)]) -> Option<(f64, f64)> {
+    let n = points.len() as f64;
+    let (m1, m2, my) =
+        points.iter().fold((0.0, 0.0, 0.0), |(a, b, c), (x1, x2, y)| (a + x1 / n, b + x2 / n, c + y / n));
+    let (mut s11, mut s22, mut s12, mut s1y, mut s2y) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    for (x1, x2, y) in points {
+        let (d1, d2, dy) = (x1 - m1, x2 - m2, y - my);
+        s11 += d1 * d1;
+        s22 += d2 * d2;
+        s12 += d1 * d2;
+        s1y += d1 * dy;
+        s2y += d2 * dy;
+    }
+    let det = s11 * s22 - s12 * s12;
+    (det.abs() > f64::EPSILON * s11 * s22 && det != 0.0)
+        .then(|| ((s22 * s1y - s12 * s2y) / det, (s11 * s2y - s12 * s1y) / det))
 }
 
 fn main() {
@@ -133,6 +153,18 @@ fn main() {
             if mib_per_hour <= 1.0 { "met" } else { "missed" }
         ),
         None => println!("  RSS slope: too few samples after the warm-up (run longer than AEGIS_SOAK_WARMUP_S)"),
+    }
+    // RSS follows the HTTP connection pool (each open connection holds buffers): the slope with the open descriptors
+    // held constant tells growth from a pool that happens to be larger at the end of the run.
+    let with_fds: Vec<(f64, f64, f64)> =
+        after.iter().map(|s| (s.at_s / 3600.0, s.fds as f64, s.rss_kib as f64 / 1024.0)).collect();
+    if let Some((mib_per_hour, mib_per_fd)) = slope2(&with_fds) {
+        println!(
+            "  RSS slope with the open descriptors held constant {mib_per_hour:+.2} MiB/hour ({:.1} KiB per open \
+             descriptor); target ≤ 1 MiB/hour: {}",
+            mib_per_fd * 1024.0,
+            if mib_per_hour <= 1.0 { "met" } else { "missed" }
+        );
     }
     if let (Some(min), Some(max), Some(first), Some(last)) =
         (fds.iter().min(), fds.iter().max(), fds.first(), fds.last())
