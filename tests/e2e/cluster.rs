@@ -72,11 +72,18 @@ struct Targets<'a> {
     restarts: &'a Path,
     /// `flaky`'s breaker `resetTimeout`.
     flaky_reset: &'a str,
+    /// Where alerts go, if anywhere.
+    alert_hook: Option<&'a str>,
 }
 
 /// The config of replica `node`: 29 healthy services and `flaky`.
 fn write_config(dir: &Path, node: &str, redis: &str, extra: &str, t: &Targets<'_>) -> (PathBuf, String) {
-    let Targets { base, flaky_base, restarts, flaky_reset } = t;
+    let Targets { base, flaky_base, restarts, flaky_reset, alert_hook } = t;
+    let alerting = alert_hook.map_or_else(String::new, |hook| {
+        format!(
+            "alerting: {{webhook: \"{hook}\", evaluation_interval: 100ms, retry_initial: 100ms, retry_max: 400ms}}\n"
+        )
+    });
     let admin = format!("127.0.0.1:{}", free_port());
     let mut services = String::new();
     for i in 0..SERVICES - 1 {
@@ -94,7 +101,7 @@ fn write_config(dir: &Path, node: &str, redis: &str, extra: &str, t: &Targets<'_
         format!(
             "admin: {{address: \"{admin}\", token: t0k3n}}\nstorage: {{path: \"{db}\"}}\nplugins: {{dir: \"{plugins}\"}}\n\
              cluster: {{redis: \"{redis}\", node: {node}, leaseTtl: {lease}ms{extra}}}\n\
-             defaults: {{interval: {interval}ms, timeout: 1s, actions: {{onFailure: ignore}}}}\nservices:\n{services}",
+             defaults: {{interval: {interval}ms, timeout: 1s, actions: {{onFailure: ignore}}}}\n{alerting}services:\n{services}",
             db = dir.join(format!("{node}.db")).display(),
             plugins = dir.join("no-plugins").display(),
             lease = LEASE.as_millis(),
@@ -118,12 +125,16 @@ struct Cluster {
 }
 
 fn start_cluster(flaky_reset: &str) -> Cluster {
+    start_cluster_with(flaky_reset, None)
+}
+
+fn start_cluster_with(flaky_reset: &str, alert_hook: Option<&str>) -> Cluster {
     let dir = tempfile::tempdir().expect("tempdir");
     let redis = RedisServer::start();
     let (target, base) = start_http_service(&dir.path().join("target.log"));
     let (flaky, flaky_base) = start_http_service(&dir.path().join("flaky.log"));
     let restarts = dir.path().join("restarts.txt");
-    let targets = Targets { base: &base, flaky_base: &flaky_base, restarts: &restarts, flaky_reset };
+    let targets = Targets { base: &base, flaky_base: &flaky_base, restarts: &restarts, flaky_reset, alert_hook };
     let proxies: Vec<PausableProxy> = (0..3).map(|_| PausableProxy::start(redis.addr())).collect();
     let replicas = ["a", "b", "c"]
         .iter()
@@ -310,7 +321,8 @@ fn tls_redis_works_with_its_ca_and_a_wrong_ca_or_password_is_a_clear_error() {
     let url = redis.url().replace("rediss://", "rediss://:s3cret-pw@");
     let run = |node: &str, url: &str, ca: &Path| {
         let extra = format!(", tls: {{caFile: \"{}\"}}", ca.display());
-        let targets = Targets { base: &base, flaky_base: &base, restarts: &restarts, flaky_reset: "1h" };
+        let targets =
+            Targets { base: &base, flaky_base: &base, restarts: &restarts, flaky_reset: "1h", alert_hook: None };
         let (config, admin) = write_config(dir.path(), node, url, &extra, &targets);
         (start_aegis_host(&config, &dir.path().join(format!("{node}.log"))), admin)
     };
@@ -435,4 +447,58 @@ fn redis_down_for_ten_seconds_keeps_probing_runs_no_action_and_reconciles() {
         c.replicas.iter().map(|r| r.view().get("flaky").cloned()).collect::<Vec<_>>()
     );
     let _ = (&c.dir, &c.base);
+}
+
+/// `(status, service)` of every CircuitBreakerOpen alert the receiver got.
+fn breaker_alerts(out: &Path) -> Vec<(String, String)> {
+    aegis_tests::received(out)
+        .iter()
+        .flat_map(|body| body["alerts"].as_array().cloned().unwrap_or_default())
+        .filter(|a| a["labels"]["alertname"] == "CircuitBreakerOpen")
+        .map(|a| {
+            (a["status"].as_str().unwrap_or("").to_owned(), a["labels"]["service"].as_str().unwrap_or("").to_owned())
+        })
+        .collect()
+}
+
+/// A service's breaker alert moves with the service: its owner is killed while the alert fires; the replica that
+/// takes the service over carries the alert on and resolves it when the service recovers, and no replica keeps it.
+#[test]
+fn a_firing_breaker_alert_moves_with_its_service_and_is_resolved_by_the_new_owner() {
+    let hook_port = free_port();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path().join("alerts.jsonl");
+    let _receiver = aegis_tests::start_receiver(hook_port, &out, &tmp.path().join("receiver.log"));
+    let hook = format!("http://127.0.0.1:{hook_port}/hook");
+    let mut c = start_cluster_with("2s", Some(&hook));
+    let owner = c.agreed_owner("flaky");
+    post(&format!("{}/down", c.flaky_base));
+    let firing = |out: &Path| breaker_alerts(out).iter().filter(|(s, n)| s == "firing" && n == "flaky").count();
+    assert!(wait_until(Duration::from_secs(10), || firing(&out) >= 1), "firing; logs:\n{}", c.logs());
+
+    let index = c.replicas.iter().position(|r| r.node == owner).expect("owner");
+    c.replicas[index].kill9();
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != index).collect();
+    assert!(
+        wait_until(LEASE + Duration::from_secs(5), || survivors
+            .iter()
+            .all(|i| c.replicas[*i].view().get("flaky").is_some_and(|(o, _)| *o != owner && o != "unknown"))),
+        "flaky moved; logs:\n{}",
+        c.logs()
+    );
+    post(&format!("{}/up", c.flaky_base));
+    assert!(
+        wait_until(Duration::from_secs(15), || breaker_alerts(&out)
+            .contains(&("resolved".to_owned(), "flaky".to_owned()))),
+        "resolved by the new owner; received {:?}; logs:\n{}",
+        breaker_alerts(&out),
+        c.logs()
+    );
+    // No survivor keeps it active.
+    std::thread::sleep(Duration::from_millis(500));
+    for i in &survivors {
+        let active = get_text(&format!("http://{}/api/v1/alerts", c.replicas[*i].admin)).unwrap_or_default();
+        assert!(!active.contains("CircuitBreakerOpen"), "{} still has it: {active}", c.replicas[*i].node);
+    }
+    let _ = (&c.dir, &c.redis, &c.base);
 }

@@ -256,6 +256,28 @@ impl Alerting {
         released
     }
 
+    /// Cluster mode: `service` moved to another replica, which raises its alerts from now on. Its level alerts
+    /// (breaker open, restart limit, anomaly) are dropped here without a notification, so this replica neither
+    /// repeats nor resolves what it no longer watches.
+    pub fn hand_over(&self, service: &str) {
+        let rules = self.rules();
+        let names: Vec<&str> =
+            [&rules.breaker_open, &rules.gave_up, &rules.anomaly].iter().map(|s| s.name.as_str()).collect();
+        let now = unix_ms();
+        let mut book = self.book();
+        let fingerprints: Vec<String> = book
+            .active(now)
+            .into_iter()
+            .filter(|a| {
+                names.contains(&a.name.as_str()) && a.labels.get("service").map(String::as_str) == Some(service)
+            })
+            .map(|a| a.fingerprint)
+            .collect();
+        for fingerprint in fingerprints {
+            book.forget(&fingerprint);
+        }
+    }
+
     /// The condition of `source` no longer holds for any instance (e.g. anomaly detection was switched off).
     pub fn clear_all(&self, source: Source) {
         if let Some(spec) = self.rules().source(source)

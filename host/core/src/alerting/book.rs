@@ -250,6 +250,12 @@ impl AlertBook {
         true
     }
 
+    /// Drops the alert with this fingerprint without any notification: another party carries it on from now on (in
+    /// a cluster, the replica a service moved to raises it again). Returns whether the alert was known.
+    pub fn forget(&mut self, fingerprint: &str) -> bool {
+        self.alerts.remove(fingerprint).is_some()
+    }
+
     /// [`release`](AlertBook::release) by spec and labels instead of fingerprint.
     pub fn release_labels(&mut self, spec: &AlertSpec, labels: &LabelSet, now_ms: u64) -> bool {
         self.release(&spec.fingerprint(labels), now_ms)

@@ -114,6 +114,18 @@ fn a_level_alert_without_keep_firing_for_resolves_at_its_release() {
 }
 
 #[test]
+fn a_forgotten_alert_is_dropped_without_a_notification() {
+    let spec = AlertSpec { repeat_interval: Duration::from_secs(3600), ..level(0, 0) };
+    let mut book = AlertBook::new();
+    let fp = book.assert(&spec, &svc("api"), &none(), 0);
+    assert_eq!(book.tick(0)[0].kind, NoticeKind::Firing);
+    assert!(book.forget(&fp));
+    assert!(book.is_empty());
+    assert_eq!(book.tick(2 * 60 * MIN), vec![], "neither resolved nor repeated");
+    assert!(!book.forget(&fp), "already gone");
+}
+
+#[test]
 fn repeat_interval_re_sends_a_firing_alert() {
     let spec = AlertSpec { repeat_interval: Duration::from_secs(3600), ..level(0, 0) };
     let mut book = AlertBook::new();

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use aegis_core::Backoff;
 use aegis_core::Breaker;
+use aegis_core::alerting::label_set;
 use aegis_core::policy::{Failure, RecoveryStrategy};
 use rand::rngs::SmallRng;
 
@@ -89,6 +90,24 @@ impl ServiceHandle {
             self.series.set_gave_up(false);
             shared.save_restarts(&self.config.name, &book);
             shared.alerts.clear(Source::GaveUp, &service_label(&self.config.name));
+        }
+    }
+
+    /// Raises or clears the service's level alerts (breaker open, restart limit reached) to match its breaker and
+    /// restart book as they are now: after restoring them from the store (`when`: "aegis-host started"), or after
+    /// taking the service over from another replica.
+    pub fn sync_level_alerts(&self, shared: &Shared, when: &str) {
+        let labels = service_label(&self.config.name);
+        if self.breaker.state(Instant::now()) == aegis_core::State::Open {
+            let summary = format!("open when {when}");
+            shared.alerts.raise(Source::BreakerOpen, labels.clone(), label_set([("summary", summary)]));
+        } else {
+            shared.alerts.clear(Source::BreakerOpen, &labels);
+        }
+        if self.restarts().gave_up {
+            shared.alerts.raise(Source::GaveUp, labels, label_set([("summary", "restart limit reached")]));
+        } else {
+            shared.alerts.clear(Source::GaveUp, &labels);
         }
     }
 

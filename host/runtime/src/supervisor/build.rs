@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicBool, AtomicU32};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use aegis_core::alerting::label_set;
 use aegis_core::policy::{FixedAction, RecoveryStrategy};
 use aegis_core::{Backoff, ConsecutiveFailures, Force, Settings, State, StateChange, TripPredicate, WindowKind};
 use aegis_plugin::ServiceInfo;
@@ -16,7 +15,6 @@ use rand::rngs::SmallRng;
 
 use super::recovery::fixed_action;
 use super::transitions::{Transition, Transitions};
-use crate::alerts::{Source, service_label};
 use crate::anomaly::CheckWindow;
 use crate::binding::log_binding;
 use crate::config::ServiceConfig;
@@ -126,21 +124,7 @@ pub(super) fn build_service(
     };
     // Level alerts restored from the store follow the restored state: still open (or given up) keeps them, anything
     // else clears them.
-    let labels = service_label(&s.name);
-    if handle.breaker.state(Instant::now()) == State::Open {
-        shared.alerts.raise(
-            Source::BreakerOpen,
-            labels.clone(),
-            label_set([("summary", "open when aegis-host started")]),
-        );
-    } else {
-        shared.alerts.clear(Source::BreakerOpen, &labels);
-    }
-    if saved.gave_up {
-        shared.alerts.raise(Source::GaveUp, labels.clone(), label_set([("summary", "restart limit reached")]));
-    } else {
-        shared.alerts.clear(Source::GaveUp, &labels);
-    }
+    handle.sync_level_alerts(shared, "aegis-host started");
     if shared.anomaly_enabled.load(std::sync::atomic::Ordering::Relaxed) {
         shared.anomaly.lock().unwrap_or_else(|p| p.into_inner()).bind(&service_info(s), &shared.plugins);
     }

@@ -89,5 +89,7 @@ pub(super) async fn take_over(handle: &ServiceHandle, shared: &Shared, changes: 
         }
     }
     while changes.try_recv().is_some() {}
+    // Its level alerts move with it: the last owner dropped them (`hand_over`), this replica raises them again.
+    handle.sync_level_alerts(shared, "this replica took the service over");
     tracing::info!(state = %handle.breaker.state(Instant::now()), "took the service over");
 }

@@ -46,26 +46,31 @@ pub(super) async fn run_service(
         on_failure = handle.config.on_failure.as_str(),
         "supervising"
     );
-    // Cluster mode: whether this replica owned the service at the last tick. Not owned, it is neither probed nor
-    // acted for; its breaker follows the owner's.
-    let mut owned = false;
+    // Cluster mode: whether this replica owned the service at the last tick (`None` before the first). Not owned,
+    // it is neither probed nor acted for; its breaker follows the owner's and its alerts are the owner's.
+    let mut owned: Option<bool> = None;
     loop {
         tokio::select! {
             _ = ticker.tick() => {
                 let owns = shared.cluster.as_ref().is_none_or(|c| c.owns(&handle.config.name));
-                if owns && !owned && shared.cluster.is_some() {
-                    super::cluster::take_over(&handle, &shared, &changes).await;
-                } else if !owns && owned {
-                    let owner = shared.cluster.as_ref().and_then(|c| c.owner(&handle.config.name));
-                    tracing::info!(owner = owner.as_deref().unwrap_or("unknown"), "the service moved to another replica");
+                if shared.cluster.is_some() && owned != Some(owns) {
+                    if owns {
+                        super::cluster::take_over(&handle, &shared, &changes).await;
+                    } else {
+                        if owned == Some(true) {
+                            let owner = shared.cluster.as_ref().and_then(|c| c.owner(&handle.config.name));
+                            tracing::info!(owner = owner.as_deref().unwrap_or("unknown"), "the service moved to another replica");
+                        }
+                        shared.alerts.hand_over(&handle.config.name);
+                    }
                 }
-                owned = owns;
+                owned = Some(owns);
                 if owns {
                     check_once(&handle, &shared, &changes, &stop).await;
                 }
             }
             t = changes.recv() => {
-                if owned || shared.cluster.is_none() {
+                if owned == Some(true) || shared.cluster.is_none() {
                     on_transition(&handle, &shared, t, &stop);
                 } else {
                     // The owner's transition, mirrored here: only the state metric follows.
