@@ -11,10 +11,11 @@
 //!
 //! This file owns the [`Supervisor`]: building the shared state, starting and stopping the service tasks, the
 //! background tasks beside them, and reloads. A service's life reads, one file each, `probe_loop` → `transitions`
-//! → `recovery` (with `notify` for webhooks); `build` turns a service's config into its handle, `plugins` and `logs`
-//! run the plugin-directory and log tasks. Calls go down that list only: recovery never calls back into transitions
-//! or the probe loop. The shared state itself lives in [`crate::state`], which the admin API and alerting use
-//! without knowing this module.
+//! → `recovery` (with `notify` for webhooks); `build` turns a service's config into its handle, `plugins`, `logs`
+//! and `anomaly_task` run the plugin-directory, log and detection tasks (the last two change in place on a reload),
+//! and `cluster` is what cluster mode means for the services (taking one over, following the owner, forwarded
+//! commands). Calls go down that list only: recovery never calls back into transitions or the probe loop. The shared
+//! state itself lives in [`crate::state`], which the admin API and alerting use without knowing this module.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -171,9 +172,9 @@ impl Supervisor {
     /// Runs the admin server and every service until `shutdown` resolves, then stops supervised processes. SIGHUP
     /// and `POST /api/v1/reload` reload the config file: added, removed and changed services (the others keep
     /// running untouched), plugins, and the `logs:`, `anomaly_detection:` and `alerting:` sections, changed in place
-    /// (alerts, the outbox and the tailers' positions stay). Admin and storage settings wait for a restart. An
-    /// invalid file is refused and the running config kept. Under systemd (`NOTIFY_SOCKET`)
-    /// the loop reports readiness, reloads, shutdown and watchdog pings (see [`crate::systemd`]).
+    /// (alerts, the outbox and the tailers' positions stay). Admin, storage and cluster settings wait for a restart.
+    /// An invalid file is refused and the running config kept. Under systemd (`NOTIFY_SOCKET`) the loop reports
+    /// readiness, reloads, shutdown and watchdog pings (see [`crate::systemd`]).
     pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) -> Result<(), RuntimeError> {
         let bind_error = |source| RuntimeError::Bind { address: self.config.admin_address.to_string(), source };
         // Bound by Tokio (SO_REUSEADDR: a restart rebinds at once), then handed to the admin server's own runtime.
