@@ -247,8 +247,7 @@ impl Alerting {
     fn release_all(&self, name: &str) -> bool {
         let now = unix_ms();
         let mut book = self.book();
-        let fingerprints: Vec<String> =
-            book.active(now).into_iter().filter(|a| a.name == name).map(|a| a.fingerprint).collect();
+        let fingerprints = active_fingerprints(&book, now, |a| a.name == name);
         let mut released = false;
         for fingerprint in fingerprints {
             released |= book.release(&fingerprint, now);
@@ -265,14 +264,9 @@ impl Alerting {
             [&rules.breaker_open, &rules.gave_up, &rules.anomaly].iter().map(|s| s.name.as_str()).collect();
         let now = unix_ms();
         let mut book = self.book();
-        let fingerprints: Vec<String> = book
-            .active(now)
-            .into_iter()
-            .filter(|a| {
-                names.contains(&a.name.as_str()) && a.labels.get("service").map(String::as_str) == Some(service)
-            })
-            .map(|a| a.fingerprint)
-            .collect();
+        let fingerprints = active_fingerprints(&book, now, |a| {
+            names.contains(&a.name.as_str()) && a.labels.get("service").map(String::as_str) == Some(service)
+        });
         for fingerprint in fingerprints {
             book.forget(&fingerprint);
         }
@@ -375,6 +369,11 @@ impl Alerting {
         let exp = backoff.exponential(attempts);
         Jitter::Equal.apply(exp, initial, max, exp, &mut SmallRng::from_os_rng())
     }
+}
+
+/// The fingerprints of the active alerts of `book` that `wanted` picks.
+fn active_fingerprints(book: &AlertBook, now_ms: u64, wanted: impl Fn(&TrackedAlert) -> bool) -> Vec<String> {
+    book.active(now_ms).into_iter().filter(|a| wanted(a)).map(|a| a.fingerprint).collect()
 }
 
 /// What the alert tasks work with: the book, the store holding it and the outbox, the metrics and the HTTP client.

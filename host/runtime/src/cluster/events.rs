@@ -1,7 +1,7 @@
 //! The cluster's event history: every replica adds its events (with its node name) to one capped Redis stream, and
 //! every replica's `/api/v1/events` reads it, so the history is the same wherever it is asked.
 
-use super::{COMMAND_TIMEOUT, Cluster};
+use super::{Cluster, bounded};
 
 /// Events kept in the cluster's history (about: Redis trims whole nodes of the stream).
 const EVENTS_KEPT: usize = 10_000;
@@ -16,9 +16,7 @@ impl Cluster {
         event["node"] = serde_json::Value::from(self.node());
         let mut cmd = redis::cmd("XADD");
         cmd.arg(self.key("events")).arg("MAXLEN").arg("~").arg(EVENTS_KEPT).arg("*").arg("e").arg(event.to_string());
-        let r: Result<redis::RedisResult<String>, _> =
-            tokio::time::timeout(COMMAND_TIMEOUT, cmd.query_async(&mut conn)).await;
-        if let Ok(Err(e)) = r {
+        if let Err(e) = bounded(cmd.query_async::<String>(&mut conn)).await {
             tracing::debug!("cannot share an event: {e}");
         }
     }
@@ -33,8 +31,7 @@ impl Cluster {
         loop {
             let mut cmd = redis::cmd("XREVRANGE");
             cmd.arg(self.key("events")).arg(&end).arg("-").arg("COUNT").arg(EVENT_PAGE);
-            let page: redis::streams::StreamRangeReply =
-                tokio::time::timeout(COMMAND_TIMEOUT, cmd.query_async(&mut conn)).await.ok()?.ok()?;
+            let page: redis::streams::StreamRangeReply = bounded(cmd.query_async(&mut conn)).await.ok()?;
             let last = page.ids.last().map(|e| e.id.clone());
             for entry in &page.ids {
                 let Some(text) = entry.get::<String>("e") else { continue };

@@ -2,7 +2,7 @@
 //! its membership is live and that it owns the service (the Lua script [`super::scripts::FENCE`]). A proof that
 //! cannot be made refuses the action; the caller drops it.
 
-use super::{COMMAND_TIMEOUT, Cluster, connect, scripts};
+use super::{Cluster, bounded, connect, scripts};
 
 /// Why this replica may not act for a service now.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,10 +30,7 @@ impl Cluster {
         let mut conn = self.connect().await.map_err(Refusal::Unreachable)?;
         let mut call = scripts::FENCE.prepare_invoke();
         call.key(self.key("members")).key(self.token_key()).arg(self.node()).arg(&self.token).arg(service);
-        let allowed: Result<i64, _> = tokio::time::timeout(COMMAND_TIMEOUT, call.invoke_async(&mut conn))
-            .await
-            .unwrap_or_else(|_| Err(redis::RedisError::from((redis::ErrorKind::IoError, "timed out"))));
-        match allowed {
+        match bounded(call.invoke_async::<i64>(&mut conn)).await {
             Ok(1) => Ok(()),
             Ok(_) => Err(Refusal::NotOwner(format!(
                 "this replica ({}) does not own it (owner: {})",

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::{COMMAND_TIMEOUT, Cluster, ClusterHost, connect, ownership, scripts};
+use super::{Cluster, ClusterHost, bounded, connect, ownership, scripts};
 
 /// How often the inbox and the change stream are read.
 const POLL: Duration = Duration::from_millis(250);
@@ -48,18 +48,14 @@ impl Cluster {
             .arg(self.node())
             .arg(&self.token)
             .arg(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX));
-        match tokio::time::timeout(COMMAND_TIMEOUT, call.invoke_async::<Vec<String>>(&mut conn)).await {
-            Ok(Ok(members)) => {
+        match bounded(call.invoke_async::<Vec<String>>(&mut conn)).await {
+            Ok(members) => {
                 self.set_up(true, None);
                 Ok(members)
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 self.set_up(false, Some(&e));
                 Err(connect::describe(&e))
-            }
-            Err(_) => {
-                self.set_up(false, None);
-                Err("timed out".to_owned())
             }
         }
     }
@@ -150,17 +146,9 @@ impl Cluster {
     /// Removes this replica from the members (a clean stop: its services move now).
     pub(super) async fn leave(&self) {
         let Some(mut conn) = self.connection().await else { return };
-        let r: Result<redis::RedisResult<()>, _> = tokio::time::timeout(COMMAND_TIMEOUT, async {
-            redis::pipe()
-                .zrem(self.key("members"), self.node())
-                .ignore()
-                .del(self.token_key())
-                .ignore()
-                .query_async(&mut conn)
-                .await
-        })
-        .await;
-        if let Ok(Ok(())) = r {
+        let mut pipe = redis::pipe();
+        pipe.zrem(self.key("members"), self.node()).ignore().del(self.token_key()).ignore();
+        if bounded(pipe.query_async::<()>(&mut conn)).await.is_ok() {
             tracing::info!(node = %self.node(), "left the cluster");
         }
     }

@@ -45,6 +45,13 @@ use crate::config::ClusterConfig;
 use crate::error::RuntimeError;
 use crate::metrics::Metrics;
 
+/// `command`, bounded by [`COMMAND_TIMEOUT`]: running out of time is an I/O error like any other.
+async fn bounded<T>(command: impl Future<Output = redis::RedisResult<T>>) -> redis::RedisResult<T> {
+    tokio::time::timeout(COMMAND_TIMEOUT, command)
+        .await
+        .unwrap_or_else(|_| Err(redis::RedisError::from((redis::ErrorKind::IoError, "timed out"))))
+}
+
 /// Shortest pause between two connection attempts while Redis cannot be reached.
 const RECONNECT_EVERY: Duration = Duration::from_secs(1);
 /// Longest wait for one Redis command before Redis counts as unreachable.

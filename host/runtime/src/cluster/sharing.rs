@@ -7,7 +7,7 @@ use std::time::Duration;
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
-use super::{COMMAND_TIMEOUT, Cluster, ClusterHost, connect, scripts};
+use super::{Cluster, ClusterHost, bounded, connect, scripts};
 
 /// Commands taken from the inbox, and changes read, per poll.
 const BATCH: usize = 256;
@@ -49,15 +49,12 @@ impl Cluster {
             .key(self.key("changes"))
             .arg(service)
             .arg(json);
-        let r: Result<redis::RedisResult<i64>, _> =
-            tokio::time::timeout(COMMAND_TIMEOUT, call.invoke_async(&mut conn)).await;
-        match r {
-            Ok(Ok(_)) => self.set_up(true, None),
-            Ok(Err(e)) => {
+        match bounded(call.invoke_async::<i64>(&mut conn)).await {
+            Ok(_) => self.set_up(true, None),
+            Err(e) => {
                 self.set_up(false, Some(&e));
                 tracing::debug!(service, "cannot share the {kind:?} state: {e}");
             }
-            Err(_) => tracing::debug!(service, "cannot share the {kind:?} state: timed out"),
         }
     }
 
@@ -69,9 +66,8 @@ impl Cluster {
             .key(self.key(&format!("{}-at", kind.hash())))
             .key(self.key("changes"))
             .arg(service);
-        let r: Option<(String, u64)> = tokio::time::timeout(COMMAND_TIMEOUT, call.invoke_async(&mut conn))
+        let r: Option<(String, u64)> = bounded(call.invoke_async(&mut conn))
             .await
-            .ok()?
             .map_err(|e| tracing::debug!(service, "cannot read the shared {kind:?} state: {e}"))
             .ok()?;
         r.map(|(json, age)| (json, Duration::from_millis(age)))
@@ -83,15 +79,9 @@ impl Cluster {
         let mut conn = self.connection().await.ok_or("Redis is unreachable")?;
         let json = serde_json::to_string(command).map_err(|e| e.to_string())?;
         let key = self.inbox_key(&owner);
-        let r: Result<redis::RedisResult<()>, _> = tokio::time::timeout(COMMAND_TIMEOUT, async {
-            redis::pipe().rpush(&key, json).ignore().expire(&key, 3600).ignore().query_async(&mut conn).await
-        })
-        .await;
-        match r {
-            Ok(Ok(())) => Ok(owner),
-            Ok(Err(e)) => Err(connect::describe(&e)),
-            Err(_) => Err("Redis timed out".to_owned()),
-        }
+        let mut pipe = redis::pipe();
+        pipe.rpush(&key, json).ignore().expire(&key, 3600).ignore();
+        bounded(pipe.query_async::<()>(&mut conn)).await.map(|()| owner).map_err(|e| connect::describe(&e))
     }
 
     /// Reads the inbox and the change stream once.
@@ -100,7 +90,7 @@ impl Cluster {
         if cursor == "$" {
             // The newest entry's id, so that only later changes are read.
             let last: redis::RedisResult<redis::streams::StreamRangeReply> =
-                conn.xrevrange_count(self.key("changes"), "+", "-", 1).await;
+                bounded(conn.xrevrange_count(self.key("changes"), "+", "-", 1)).await;
             match last {
                 Ok(r) => *cursor = r.ids.first().map_or_else(|| "0".to_owned(), |e| e.id.clone()),
                 Err(_) => return,
@@ -118,10 +108,7 @@ impl Cluster {
             .arg("COUNT")
             .arg(BATCH);
         let reply: redis::RedisResult<(Option<Vec<String>>, redis::streams::StreamRangeReply)> =
-            match tokio::time::timeout(COMMAND_TIMEOUT, pipe.query_async(&mut conn)).await {
-                Ok(r) => r,
-                Err(_) => return,
-            };
+            bounded(pipe.query_async(&mut conn)).await;
         let (commands, changes) = match reply {
             Ok(r) => r,
             Err(e) => {
