@@ -13,6 +13,7 @@ pub mod breaker;
 pub mod clock;
 pub mod detect;
 pub mod error;
+pub mod history;
 pub mod manager;
 pub mod policy;
 
