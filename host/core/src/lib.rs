@@ -16,6 +16,7 @@ pub mod error;
 pub mod history;
 pub mod manager;
 pub mod policy;
+pub mod replay;
 
 pub use crate::alerting::{
     AlertBook, AlertSpec, AlertState, BookSnapshot, LabelSet, Notice, NoticeKind, SourceKind, TrackedAlert,
