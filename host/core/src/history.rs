@@ -4,6 +4,8 @@
 //!
 //! Times are milliseconds since the Unix epoch, as recorded by the host's wall clock at the end of each check.
 
+pub mod codec;
+
 /// One health check of one service.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outcome {

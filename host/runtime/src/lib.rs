@@ -10,6 +10,7 @@ pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod error;
+pub mod history;
 pub mod lanes;
 pub mod logs;
 pub mod metrics;
