@@ -34,6 +34,11 @@ test: toolchain
 	cd plugins && CARGO_TARGET_DIR=target $(CARGO) test --target wasm32-wasip2
 	@$(CARGO) component --version >/dev/null 2>&1 || { echo "installing cargo-component (once, about 10 minutes on two cores)"; $(CARGO) install --locked cargo-component; }
 	cd plugins && CARGO_TARGET_DIR=target $(CARGO) component test
+# Every bundled plugin's component against its scenarios (plugins/<name>/scenarios/*.yaml), by target/debug/aegis-host.
+	cd plugins && CARGO_TARGET_DIR=target $(CARGO) build --release --target wasm32-wasip2
+	for p in $(BUNDLED_PLUGINS); do \
+		./target/debug/aegis-host plugin test "$(PLUGIN_OUT)/$$(echo $$p | tr - _).wasm" "plugins/$$p/scenarios" || exit 1; \
+	done
 	$(CARGO) test --workspace
 
 lint: toolchain

@@ -8,6 +8,7 @@ mod console;
 mod crash;
 mod ctl;
 mod isolation;
+mod lab_scenarios;
 mod operations;
 mod robustness;
 mod supervise;

@@ -7,6 +7,7 @@
 //! `aegis-host status --config F` are the same).
 
 mod ctl;
+mod lab;
 mod limits;
 mod memory;
 
@@ -87,6 +88,27 @@ enum PluginCommand {
     },
     /// Load one component and print the policy world it implements.
     Check { file: PathBuf },
+    /// Run a plugin through scenario files (timelines of inputs and expected decisions); exit status 1 on a mismatch.
+    Test {
+        /// The plugin component (.wasm).
+        plugin: PathBuf,
+        /// Scenario files (YAML), or directories of them.
+        #[arg(required = true)]
+        scenarios: Vec<PathBuf>,
+    },
+    /// Create a plugin crate (policy, unit test, scenario) that builds on its own.
+    New {
+        /// The plugin's name (also its crate's and directory's).
+        name: String,
+        #[arg(long, value_enum)]
+        kind: lab::scaffold::Kind,
+        /// Where to create the crate's directory.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// The SDK crate (plugins/sdk of an Aegis repository); default: the one this binary was built with.
+        #[arg(long, value_name = "DIR")]
+        sdk: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -156,16 +178,18 @@ fn check_config(file: &Path) -> ExitCode {
 }
 
 fn plugin(command: PluginCommand) -> ExitCode {
-    let host = match PluginHost::new(SandboxLimits::default()) {
-        Ok(h) => h,
-        Err(e) => {
+    let host = || {
+        PluginHost::new(SandboxLimits::default()).map_err(|e| {
             eprintln!("aegis-host: {e}");
-            return ExitCode::FAILURE;
-        }
+            ExitCode::FAILURE
+        })
     };
     match command {
-        PluginCommand::List { dir } => match host.load_dir(&dir) {
-            Ok(report) => {
+        PluginCommand::Test { plugin, scenarios } => lab::scenario::test(&plugin, &scenarios),
+        PluginCommand::New { name, kind, dir, sdk } => lab::scaffold::new(&name, kind, &dir, sdk.as_deref()),
+        PluginCommand::List { dir } => match host().map(|host| host.load_dir(&dir)) {
+            Err(code) => code,
+            Ok(Ok(report)) => {
                 for p in &report.loaded {
                     println!("{}\t{}\t{} bytes\t{}", p.name, p.kind, p.size_bytes, p.path.display());
                 }
@@ -174,13 +198,14 @@ fn plugin(command: PluginCommand) -> ExitCode {
                 }
                 if report.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 eprintln!("aegis-host: {e}");
                 ExitCode::FAILURE
             }
         },
-        PluginCommand::Check { file } => match host.inspect(&file) {
-            Ok(p) => {
+        PluginCommand::Check { file } => match host().map(|host| host.inspect(&file)) {
+            Err(code) => code,
+            Ok(Ok(p)) => {
                 println!(
                     "{}: {} plugin `{}` (aegis:policy@{}), {} bytes",
                     file.display(),
@@ -200,7 +225,7 @@ fn plugin(command: PluginCommand) -> ExitCode {
                 }
                 ExitCode::SUCCESS
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 eprintln!("aegis-host: {e}");
                 ExitCode::FAILURE
             }

@@ -731,8 +731,8 @@ impl Config {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
         let parse_err = |e: serde_yaml::Error| {
-            let (line, column) = e.location().map_or((1, 1), |l| within(text, l.line(), l.column()));
-            ConfigError::Parse { file: source.to_owned(), line, column, message: strip_location(&e.to_string()) }
+            let (line, column, message) = locate_yaml_error(text, &e);
+            ConfigError::Parse { file: source.to_owned(), line, column, message }
         };
         // A top-level list is the seed documents' form: just the services.
         let top: serde_yaml::Value = serde_yaml::from_str(text).map_err(parse_err)?;
@@ -788,6 +788,13 @@ impl Config {
         }
         warnings
     }
+}
+
+/// Where a YAML error lies in `text` (line, column, 1-based) and its message without serde_yaml's location suffix;
+/// shared with the other YAML files of aegis-host (scenarios).
+pub fn locate_yaml_error(text: &str, e: &serde_yaml::Error) -> (usize, usize, String) {
+    let (line, column) = e.location().map_or((1, 1), |l| within(text, l.line(), l.column()));
+    (line, column, strip_location(&e.to_string()))
 }
 
 /// The parser's location, kept within `text`: at the end of a text that does not end with a line break, libyaml

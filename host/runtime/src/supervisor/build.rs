@@ -17,7 +17,7 @@ use super::recovery::fixed_action;
 use super::transitions::{Transition, Transitions};
 use crate::anomaly::CheckWindow;
 use crate::binding::log_binding;
-use crate::config::ServiceConfig;
+use crate::config::{BreakerConfig, ServiceConfig};
 use crate::error::RuntimeError;
 use crate::off_worker::OffWorker;
 use crate::probe::Probe;
@@ -72,16 +72,7 @@ pub(super) fn build_service(
     let listener = Arc::new(move |change: &StateChange| {
         tx.push(Transition { from: change.from, to: change.to, reason: change.reason.clone() });
     });
-    let settings = Settings::new(s.name.clone())
-        .failure_threshold(b.failure_threshold)
-        .reset_timeout(b.reset_timeout)
-        .interval(b.recovery_time)
-        .success_threshold(b.success_threshold)
-        .max_requests(1)
-        .slow_call_duration(b.slow_call_duration)
-        .window(WindowKind::Count(b.window_size))
-        .trip_predicate(predicate)
-        .on_state_change(listener);
+    let settings = breaker_settings(&s.name, b, predicate).on_state_change(listener);
     let breaker = shared.breakers.register(settings, Instant::now());
     let saved = shared.store.load(&s.name)?;
     if let Some(snapshot) = &saved.breaker {
@@ -129,6 +120,20 @@ pub(super) fn build_service(
         shared.anomaly.lock().unwrap_or_else(|p| p.into_inner()).bind(&service_info(s), &shared.plugins);
     }
     Ok((Arc::new(handle), changes))
+}
+
+/// The settings of a service's breaker, as the supervisor builds it; `aegis-host plugin test` and `replay` build the
+/// same, so a predicate behaves there as it does live.
+pub fn breaker_settings(service: &str, b: &BreakerConfig, predicate: Arc<dyn TripPredicate>) -> Settings {
+    Settings::new(service)
+        .failure_threshold(b.failure_threshold)
+        .reset_timeout(b.reset_timeout)
+        .interval(b.recovery_time)
+        .success_threshold(b.success_threshold)
+        .max_requests(1)
+        .slow_call_duration(b.slow_call_duration)
+        .window(WindowKind::Count(b.window_size))
+        .trip_predicate(predicate)
 }
 
 /// What plugins are told about a service.

@@ -53,6 +53,8 @@ mod probe_loop;
 mod recovery;
 mod transitions;
 
+pub use self::build::breaker_settings;
+
 /// A validated config turned into running parts; [`Supervisor::run`] starts them.
 #[derive(Debug)]
 pub struct Supervisor {
