@@ -502,3 +502,76 @@ fn a_firing_breaker_alert_moves_with_its_service_and_is_resolved_by_the_new_owne
     }
     let _ = (&c.dir, &c.redis, &c.base);
 }
+
+/// `(status, startsAt)` of every CircuitBreakerOpen alert of `service` the receiver got, in order.
+fn breaker_notifications(out: &Path, service: &str) -> Vec<(String, String)> {
+    aegis_tests::received(out)
+        .iter()
+        .flat_map(|body| body["alerts"].as_array().cloned().unwrap_or_default())
+        .filter(|a| a["labels"]["alertname"] == "CircuitBreakerOpen" && a["labels"]["service"] == service)
+        .map(|a| (a["status"].as_str().unwrap_or("").to_owned(), a["startsAt"].as_str().unwrap_or("").to_owned()))
+        .collect()
+}
+
+/// Issue test 5: an alert reaches the receiver once per status although three replicas run, and killing its
+/// owner while the receiver fails still delivers it — the firing the dead owner queued, then the resolution by the
+/// new owner, with one `startsAt` — once the receiver recovers.
+#[test]
+fn an_alert_is_delivered_once_and_survives_its_owners_death_while_the_receiver_fails() {
+    let hook_port = free_port();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path().join("alerts.jsonl");
+    let _receiver = aegis_tests::start_receiver(hook_port, &out, &tmp.path().join("receiver.log"));
+    let hook = format!("http://127.0.0.1:{hook_port}/hook");
+    let mut c = start_cluster_with("2s", Some(&hook));
+    let owner = c.agreed_owner("flaky");
+    let index = c.replicas.iter().position(|r| r.node == owner).expect("owner");
+
+    // The receiver fails everything; flaky goes down and its breaker alert fires at its owner, which cannot
+    // deliver it.
+    post(&format!("http://127.0.0.1:{hook_port}/fail?count=1000000"));
+    post(&format!("{}/down", c.flaky_base));
+    let failed = |admin: &str| {
+        aegis_tests::scrape(admin, "aegis_alert_deliveries_total", "result=\"failure\",target=\"webhook\"").unwrap_or(0.0)
+    };
+    assert!(
+        wait_until(Duration::from_secs(15), || failed(&c.replicas[index].admin) >= 2.0),
+        "the owner tries and fails; logs:\n{}",
+        c.logs()
+    );
+    c.replicas[index].kill9();
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != index).collect();
+    assert!(
+        wait_until(LEASE + Duration::from_secs(5), || survivors
+            .iter()
+            .all(|i| c.replicas[*i].view().get("flaky").is_some_and(|(o, _)| *o != owner && o != "unknown"))),
+        "flaky moved; logs:\n{}",
+        c.logs()
+    );
+    // The service recovers while the receiver still fails, then the receiver recovers.
+    post(&format!("{}/up", c.flaky_base));
+    assert!(
+        wait_until(Duration::from_secs(15), || survivors.iter().all(|i| c.replicas[*i]
+            .view()
+            .get("flaky")
+            .is_some_and(|(_, state)| state == "closed"))),
+        "flaky closed again; logs:\n{}",
+        c.logs()
+    );
+    post(&format!("http://127.0.0.1:{hook_port}/fail?count=0"));
+    assert!(
+        wait_until(Duration::from_secs(15), || breaker_notifications(&out, "flaky").len() >= 2),
+        "delivered after the receiver recovered: {:?}; logs:\n{}",
+        breaker_notifications(&out, "flaky"),
+        c.logs()
+    );
+    // Nothing more arrives: once per status, the firing first, both of the alert the dead owner raised.
+    std::thread::sleep(Duration::from_secs(2));
+    let got = breaker_notifications(&out, "flaky");
+    assert_eq!(got.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>(), ["firing", "resolved"], "{got:?}; logs:\n{}", c.logs());
+    assert_eq!(got[0].1, got[1].1, "one startsAt: the new owner carried the alert on, it did not raise a new one");
+    // The other services never alerted, from any replica.
+    let others = breaker_alerts(&out).into_iter().filter(|(_, s)| s != "flaky").collect::<Vec<_>>();
+    assert!(others.is_empty(), "{others:?}");
+    let _ = (&c.dir, &c.redis, &c.base);
+}

@@ -256,6 +256,18 @@ impl AlertBook {
         self.alerts.remove(fingerprint).is_some()
     }
 
+    /// Takes over an alert another party tracked until now (in a cluster, the replica a service moved from), with its
+    /// times and notification history, so that it neither fires again nor gets a new `startsAt`; it replaces what
+    /// this book held under its fingerprint. A resolved alert is ignored (its party announced it). Returns whether
+    /// the alert was taken.
+    pub fn adopt(&mut self, alert: TrackedAlert) -> bool {
+        if alert.state == AlertState::Resolved {
+            return false;
+        }
+        self.alerts.insert(alert.fingerprint.clone(), alert);
+        true
+    }
+
     /// [`release`](AlertBook::release) by spec and labels instead of fingerprint.
     pub fn release_labels(&mut self, spec: &AlertSpec, labels: &LabelSet, now_ms: u64) -> bool {
         self.release(&spec.fingerprint(labels), now_ms)

@@ -126,6 +126,27 @@ fn a_forgotten_alert_is_dropped_without_a_notification() {
 }
 
 #[test]
+fn an_adopted_alert_keeps_its_start_and_does_not_fire_again() {
+    let spec = level(0, 0);
+    let mut old_owner = AlertBook::new();
+    let fp = old_owner.assert(&spec, &svc("api"), &none(), 5);
+    assert_eq!(old_owner.tick(5)[0].kind, NoticeKind::Firing);
+    let carried = old_owner.get(&fp).cloned().expect("firing");
+    let ended = TrackedAlert { state: AlertState::Resolved, ..carried.clone() };
+    assert!(!AlertBook::new().adopt(ended), "a resolved alert is not taken");
+
+    let mut new_owner = AlertBook::new();
+    assert!(new_owner.adopt(carried));
+    // The new owner's source asserts the condition again: the same alert, not a second firing.
+    new_owner.assert(&spec, &svc("api"), &none(), 10 * MIN);
+    assert_eq!(new_owner.tick(10 * MIN), vec![]);
+    assert_eq!(new_owner.get(&fp).and_then(|a| a.starts_at_ms), Some(5));
+    new_owner.release(&fp, 11 * MIN);
+    let resolved = new_owner.tick(11 * MIN);
+    assert_eq!(kinds(&resolved), vec![(NoticeKind::Resolved, AlertStatus::Resolved, 5, Some(11 * MIN))]);
+}
+
+#[test]
 fn repeat_interval_re_sends_a_firing_alert() {
     let spec = AlertSpec { repeat_interval: Duration::from_secs(3600), ..level(0, 0) };
     let mut book = AlertBook::new();

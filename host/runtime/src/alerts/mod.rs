@@ -12,6 +12,19 @@
 //! `Idempotency-Key: <fingerprint>@<startsAt ms>/<status>`; the same key may arrive more than once. Each target is
 //! sent to by a lane of its own, so a receiver that hangs delays nothing addressed elsewhere, and an alert's
 //! resolution never overtakes its firing notification at a receiver.
+//!
+//! In cluster mode the local outbox is where notifications wait until they are in the cluster's outbox in Redis,
+//! from which the owner of each alert's service delivers them; the alerts of each service are shared with the
+//! replica that takes it over (see `cluster.rs`).
+//!
+//! - `delivery.rs`: sending, and the local outbox's delivery loop.
+//! - `cluster.rs`: the cluster's delivery loop and the sharing of alerts.
+
+mod cluster;
+mod delivery;
+
+pub use self::cluster::run_cluster_delivery;
+pub use self::delivery::run_delivery;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -28,7 +41,7 @@ use aegis_core::alerting::label_set;
 
 use crate::config::{AlertRule, AlertTarget, AlertingConfig};
 use crate::metrics::Metrics;
-use crate::store::{OutboxEntry, StateStore};
+use crate::store::{Notification, StateStore};
 use crate::unix_ms;
 
 /// Key of the alert book in the store's state table.
@@ -48,6 +61,12 @@ pub enum Source {
     BreakerOpen,
     GaveUp,
     Anomaly,
+}
+
+/// What an alert is about, for cluster mode: the value of its `service` label, or `alert:<fingerprint>` for an
+/// alert of no service. The replica owning it raises, shares and delivers the alert.
+pub fn owner_key<'a>(mut labels: impl Iterator<Item = (&'a str, &'a str)>, fingerprint: &str) -> String {
+    labels.find(|(k, _)| *k == "service").map_or_else(|| format!("alert:{fingerprint}"), |(_, v)| v.to_owned())
 }
 
 /// The labels of a service's level alerts (breaker open, restart limit reached).
@@ -124,6 +143,7 @@ impl Rules {
     fn enqueue(&self, store: &dyn StateStore, notice: &Notice) -> usize {
         let alert = &notice.alert;
         let key = format!("{}@{}/{}", alert.fingerprint, alert.starts_at_ms, alert.status.as_str());
+        let service = owner_key(alert.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())), &alert.fingerprint);
         let mut queued = 0;
         for target in &self.config.targets {
             let rendered = match target {
@@ -139,7 +159,15 @@ impl Rules {
             };
             match rendered {
                 Ok((url, payload)) => {
-                    match store.enqueue(&key, &url, &payload.content_type, &payload.headers, &payload.body) {
+                    let notification = Notification {
+                        service: service.clone(),
+                        idempotency_key: key.clone(),
+                        target: url,
+                        content_type: payload.content_type,
+                        headers: payload.headers,
+                        body: payload.body,
+                    };
+                    match store.enqueue(&notification) {
                         Ok(_) => queued += 1,
                         // The store keeps it in memory and queues it when it accepts writes again.
                         Err(e) => tracing::warn!(alert = %alert.name, "notification not queued yet: {e}"),
@@ -175,6 +203,17 @@ pub struct Alerting {
     queued: Notify,
     /// The book as last written to the store.
     saved: Mutex<String>,
+    /// Cluster mode: the alerts of each service as last shared, and what changed since.
+    sharing: Mutex<Option<Sharing>>,
+}
+
+/// The alerts of each service (by [`owner_key`]) as shared with the other replicas, as JSON lists.
+#[derive(Debug, Default)]
+struct Sharing {
+    /// What the cluster holds, as far as this replica knows.
+    shared: HashMap<String, String>,
+    /// Changed since, to be shared.
+    changed: BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for Alerting {
@@ -218,7 +257,58 @@ impl Alerting {
             changed: Notify::new(),
             queued: Notify::new(),
             saved: Mutex::new(String::new()),
+            sharing: Mutex::new(None),
         }
+    }
+
+    /// Cluster mode: from now on the alerts of each service are shared with the other replicas whenever they change
+    /// (see [`Self::take_changed`]).
+    pub fn share_with_cluster(&self) {
+        self.sharing().get_or_insert_with(Sharing::default);
+    }
+
+    fn sharing(&self) -> MutexGuard<'_, Option<Sharing>> {
+        self.sharing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The services whose alerts changed since they were last shared, with their alerts (a JSON list).
+    pub fn take_changed(&self) -> Vec<(String, String)> {
+        self.sharing().as_mut().map(|s| std::mem::take(&mut s.changed).into_iter().collect()).unwrap_or_default()
+    }
+
+    /// `json` (from [`Self::take_changed`]) is what the cluster holds for `service` now (written, or refused because
+    /// another replica owns the service).
+    pub fn was_shared(&self, service: &str, json: String) {
+        if let Some(s) = self.sharing().as_mut() {
+            s.shared.insert(service.to_owned(), json);
+        }
+    }
+
+    /// `json` (from [`Self::take_changed`]) could not be shared now: it is shared later, unless it changed again.
+    pub fn share_later(&self, service: String, json: String) {
+        if let Some(s) = self.sharing().as_mut() {
+            s.changed.entry(service).or_insert(json);
+        }
+    }
+
+    /// Cluster mode: `service` moved here; carries on the alerts its last owner shared (`json`, a list), with their
+    /// start and notification times, so they neither fire again nor get a new `startsAt`.
+    pub fn adopt(&self, service: &str, json: &str) {
+        let alerts: Vec<TrackedAlert> = match serde_json::from_str(json) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(service, "ignoring shared alerts that do not parse: {e}");
+                return;
+            }
+        };
+        let mut book = self.book();
+        let adopted = alerts.into_iter().filter(|a| book.adopt(a.clone())).count();
+        drop(book);
+        if adopted > 0 {
+            tracing::info!(service, alerts = adopted, "carrying on the alerts of the service's last owner");
+        }
+        self.was_shared(service, json.to_owned());
+        self.changed.notify_one();
     }
 
     fn book(&self) -> MutexGuard<'_, AlertBook> {
@@ -269,6 +359,12 @@ impl Alerting {
         });
         for fingerprint in fingerprints {
             book.forget(&fingerprint);
+        }
+        drop(book);
+        // The next owner shares them from now on.
+        if let Some(s) = self.sharing().as_mut() {
+            s.shared.remove(service);
+            s.changed.remove(service);
         }
     }
 
@@ -346,6 +442,8 @@ impl Alerting {
             Ok(json) => {
                 let mut saved = self.saved.lock().unwrap_or_else(|p| p.into_inner());
                 if *saved != json {
+                    // Also shared after queueing: a replica carrying an alert on never skips a notification.
+                    self.note_changes(&snapshot);
                     match store.put_state(BOOK_KEY, &json) {
                         Ok(()) => *saved = json,
                         Err(e) => {
@@ -360,6 +458,31 @@ impl Alerting {
             self.queued.notify_one();
         }
         queued
+    }
+
+    /// Cluster mode: notes the services whose alerts differ from what was shared.
+    fn note_changes(&self, snapshot: &BookSnapshot) {
+        let mut guard = self.sharing();
+        let Some(sharing) = guard.as_mut() else { return };
+        let mut by_service: BTreeMap<String, Vec<&TrackedAlert>> = BTreeMap::new();
+        for alert in &snapshot.alerts {
+            let key = owner_key(alert.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())), &alert.fingerprint);
+            by_service.entry(key).or_default().push(alert);
+        }
+        let gone: Vec<String> = sharing.shared.keys().filter(|k| !by_service.contains_key(*k)).cloned().collect();
+        for service in gone {
+            sharing.shared.remove(&service);
+            sharing.changed.insert(service, "[]".to_owned());
+        }
+        for (service, alerts) in by_service {
+            match serde_json::to_string(&alerts) {
+                Ok(json) if sharing.shared.get(&service) != Some(&json) => {
+                    sharing.changed.insert(service, json);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(service, "cannot serialise the alerts: {e}"),
+            }
+        }
     }
 
     fn retry_delay(&self, attempts: u32) -> Duration {
@@ -381,6 +504,8 @@ fn active_fingerprints(book: &AlertBook, now_ms: u64, wanted: impl Fn(&TrackedAl
 #[derive(Debug)]
 pub struct AlertContext {
     pub alerts: Arc<Alerting>,
+    /// Cluster mode: notifications are delivered through the cluster's outbox.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
     pub store: Arc<dyn StateStore>,
     pub metrics: Metrics,
     pub client: reqwest::Client,
@@ -403,107 +528,6 @@ pub async fn run_evaluation(shared: Arc<AlertContext>, mut stop: watch::Receiver
             _ = tokio::time::sleep(interval) => {}
             _ = shared.alerts.changed.notified() => {}
             _ = stop.changed() => break,
-        }
-    }
-}
-
-/// Sends what the outbox holds until `stop`. Every target has a lane of its own, a task that sends the target's due
-/// notifications one after the other, oldest first: a receiver that hangs holds up only what is addressed to it, for
-/// at most [`SEND_TIMEOUT`] a notification, and an alert's notifications reach each receiver in order (the store
-/// hands out only the oldest waiting one of each alert).
-pub async fn run_delivery(shared: Arc<AlertContext>, mut stop: watch::Receiver<bool>) {
-    let mut lanes = tokio::task::JoinSet::new();
-    // The target of each running lane.
-    let mut busy: HashMap<tokio::task::Id, String> = HashMap::new();
-    loop {
-        let now = i64::try_from(unix_ms()).unwrap_or(i64::MAX);
-        let due = shared.store.due(now, BATCH).unwrap_or_else(|e| {
-            tracing::error!("cannot read the alert outbox: {e}");
-            Vec::new()
-        });
-        let mut by_target: BTreeMap<String, Vec<OutboxEntry>> = BTreeMap::new();
-        for entry in due {
-            if !busy.values().any(|t| *t == entry.target) {
-                by_target.entry(entry.target.clone()).or_default().push(entry);
-            }
-        }
-        for (target, entries) in by_target {
-            let shared = Arc::clone(&shared);
-            let lane = lanes.spawn(async move {
-                for entry in &entries {
-                    deliver(&shared, entry).await;
-                }
-            });
-            busy.insert(lane.id(), target);
-        }
-        let (pending, next) = shared.store.outbox_status().unwrap_or((0, None));
-        shared.metrics.outbox_pending.set(i64::try_from(pending).unwrap_or(i64::MAX));
-        // What is due now is being sent, or waits for its target's lane: the lane's end wakes this loop.
-        let now = i64::try_from(unix_ms()).unwrap_or(i64::MAX);
-        let wait = next
-            .filter(|&at| at > now)
-            .map_or(IDLE_POLL, |at| Duration::from_millis(u64::try_from(at - now).unwrap_or(0)))
-            .min(IDLE_POLL);
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = shared.alerts.queued.notified() => {}
-            Some(done) = lanes.join_next_with_id() => {
-                let id = match done {
-                    Ok((id, ())) => id,
-                    Err(e) => {
-                        tracing::error!("an alert delivery lane failed: {e}");
-                        e.id()
-                    }
-                };
-                busy.remove(&id);
-            }
-            _ = stop.changed() => break,
-        }
-    }
-    // Deliveries under way are dropped: their notifications stay in the outbox and are sent after the restart.
-    lanes.shutdown().await;
-}
-
-async fn deliver(shared: &AlertContext, entry: &OutboxEntry) {
-    let target = if entry.target.ends_with("/api/v2/alerts") { "alertmanager" } else { "webhook" };
-    let mut request = shared
-        .client
-        .post(&entry.target)
-        .timeout(SEND_TIMEOUT)
-        .header(reqwest::header::CONTENT_TYPE, &entry.content_type)
-        .header("Idempotency-Key", &entry.idempotency_key)
-        .body(entry.body.clone());
-    for (name, value) in &entry.headers {
-        request = request.header(name.as_str(), value.as_str());
-    }
-    let result = match request.send().await {
-        Ok(r) if r.status().is_success() => Ok(()),
-        Ok(r) => Err(format!("HTTP {}", r.status())),
-        Err(e) => Err(crate::probe::error_chain(&e.without_url())),
-    };
-    match result {
-        Ok(()) => {
-            shared.metrics.alert_deliveries.with_label_values(&[target, "success"]).inc();
-            tracing::info!(key = %entry.idempotency_key, attempts = entry.attempts + 1, "alert delivered to {}", crate::redact::redact_url(&entry.target));
-            if let Err(e) = shared.store.delivered(entry.id) {
-                tracing::debug!("cannot mark the alert delivered (it will be sent again): {e}");
-            }
-        }
-        Err(why) => {
-            shared.metrics.alert_deliveries.with_label_values(&[target, "failure"]).inc();
-            let delay = shared.alerts.retry_delay(entry.attempts);
-            tracing::warn!(
-                key = %entry.idempotency_key,
-                attempts = entry.attempts + 1,
-                retry_in = %humantime::format_duration(Duration::from_millis(u64::try_from(delay.as_millis()).unwrap_or(0))),
-                "alert delivery to {} failed: {why}",
-                crate::redact::redact_url(&entry.target)
-            );
-            let next = i64::try_from(unix_ms().saturating_add(u64::try_from(delay.as_millis()).unwrap_or(0)))
-                .unwrap_or(i64::MAX);
-            if let Err(e) = shared.store.retry_later(entry.id, next, &why) {
-                tracing::debug!("cannot reschedule the alert delivery (it is retried at once): {e}");
-            }
         }
     }
 }

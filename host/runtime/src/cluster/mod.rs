@@ -22,16 +22,19 @@
 //! - `fence.rs`: the proof before an action.
 //! - `sharing.rs`: shared breaker states and restart books, the change stream, the operator inbox.
 //! - `events.rs`: the cluster's event history.
+//! - `outbox.rs`: the alert outbox (delivered by the owner of each alert's service) and the shared alerts.
 
 mod connect;
 mod events;
 mod fence;
 mod membership;
 pub mod ownership;
+mod outbox;
 mod scripts;
 mod sharing;
 
 pub use self::fence::Refusal;
+pub use self::outbox::Queued;
 pub use self::sharing::{Command, Shared};
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -25,25 +25,71 @@ return redis.call('ZRANGE', KEYS[1], 0, -1)
     )
 });
 
-/// Fencing: may this node act for a service now? `KEYS[1]` the members, `KEYS[2]` this node's token key; `ARGV`
-/// node, token, service. 1 when this incarnation's membership is live and it is the service's rendezvous owner
-/// among the live members (the weight function of [`super::ownership`]), else 0.
-pub static FENCE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+/// Redis' clock in ms, as `now`.
+macro_rules! now {
+    () => {
+        "local t = redis.call('TIME')\nlocal now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    };
+}
+
+/// `owns(members, token key, node, token, service, now)`: whether this incarnation's membership is live and `node`
+/// is the service's rendezvous owner among the live members (the weight function of [`super::ownership`]).
+macro_rules! owns {
+    () => {
         r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
-local members = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')
-local best, owner = nil, nil
-for _, m in ipairs(members) do
-  local w = redis.sha1hex(m .. '\n' .. ARGV[3])
-  if best == nil or w > best then best = w; owner = m end
+local function owns(members_key, token_key, node, token, service, now)
+  if redis.call('GET', token_key) ~= token then return false end
+  local best, owner = nil, nil
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', members_key, '(' .. now, '+inf')) do
+    local w = redis.sha1hex(m .. '\n' .. service)
+    if best == nil or w > best then best = w; owner = m end
+  end
+  return owner == node
 end
-if owner == ARGV[1] then return 1 end
-return 0
-",
-    )
+"
+    };
+}
+
+/// Fencing: may this node act for a service now? `KEYS[1]` the members, `KEYS[2]` this node's token key; `ARGV`
+/// node, token, service. 1 when this incarnation's membership is live and it is the service's owner, else 0.
+pub static FENCE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        now!(),
+        owns!(),
+        "if owns(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], now) then return 1 end\nreturn 0\n"
+    ))
+});
+
+/// Queues an alert notification in the cluster's outbox, fenced: `KEYS[1]` the members, `KEYS[2]` this node's token
+/// key, `KEYS[3]` the outbox stream; `ARGV` node, token, service, then the entry's idempotency key, target,
+/// content type, headers (JSON), body and creation time. 1 if queued, 0 if this node does not own the service (the
+/// owner raised the alert itself).
+pub static FORWARD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        now!(),
+        owns!(),
+        r"
+if not owns(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], now) then return 0 end
+redis.call('XADD', KEYS[3], '*', 's', ARGV[3], 'k', ARGV[4], 't', ARGV[5], 'c', ARGV[6], 'h', ARGV[7], 'b', ARGV[8],
+  'at', ARGV[9])
+return 1
+"
+    ))
+});
+
+/// Shares the alerts of a service, fenced: `KEYS[1]` the members, `KEYS[2]` this node's token key, `KEYS[3]` the
+/// hash of alerts (service → JSON list); `ARGV` node, token, service, JSON (`[]` removes the entry). 1 if written,
+/// 0 if this node does not own the service.
+pub static SHARE_ALERTS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        now!(),
+        owns!(),
+        r"
+if not owns(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], now) then return 0 end
+if ARGV[4] == '[]' then redis.call('HDEL', KEYS[3], ARGV[3]) else redis.call('HSET', KEYS[3], ARGV[3], ARGV[4]) end
+return 1
+"
+    ))
 });
 
 /// Publishes a service's shared state: `KEYS[1]` the state hash (service → JSON), `KEYS[2]` the hash of when it was

@@ -98,11 +98,17 @@ impl ServiceHandle {
     /// taking the service over from another replica.
     pub fn sync_level_alerts(&self, shared: &Shared, when: &str) {
         let labels = service_label(&self.config.name);
-        if self.breaker.state(Instant::now()) == aegis_core::State::Open {
-            let summary = format!("open when {when}");
-            shared.alerts.raise(Source::BreakerOpen, labels.clone(), label_set([("summary", summary)]));
-        } else {
-            shared.alerts.clear(Source::BreakerOpen, &labels);
+        // As the transitions do: raised when open, cleared when closed (or forced closed, or disabled); half-open and
+        // forced open keep what is there (a half-open breaker may open again: its alert is not resolved meanwhile).
+        match self.breaker.state(Instant::now()) {
+            aegis_core::State::Open => {
+                let summary = format!("open when {when}");
+                shared.alerts.raise(Source::BreakerOpen, labels.clone(), label_set([("summary", summary)]));
+            }
+            aegis_core::State::Closed | aegis_core::State::ForcedClosed | aegis_core::State::Disabled => {
+                shared.alerts.clear(Source::BreakerOpen, &labels);
+            }
+            aegis_core::State::HalfOpen | aegis_core::State::ForcedOpen => {}
         }
         if self.restarts().gave_up {
             shared.alerts.raise(Source::GaveUp, labels, label_set([("summary", "restart limit reached")]));

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use aegis_core::Snapshot;
 use prometheus::IntCounterVec;
 
-use super::{Event, NO_SERVICE, OutboxEntry, ServiceState, StateStore, StoreError};
+use super::{Event, NO_SERVICE, Notification, OutboxEntry, ServiceState, StateStore, StoreError};
 
 /// The named state written to learn whether a failing store accepts writes again.
 const PROBE_KEY: &str = "aegis.storage-probe";
@@ -58,11 +58,7 @@ struct KeptEvent {
 #[derive(Clone, Debug)]
 struct KeptNotice {
     created_ms: i64,
-    idempotency_key: String,
-    target: String,
-    content_type: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
+    notification: Notification,
 }
 
 /// Rows waiting in order, at most [`MAX_KEPT`]; the oldest are dropped beyond that.
@@ -288,7 +284,7 @@ impl Accounted {
             let front = self.streak().as_ref().and_then(|s| s.outbox.rows.front().cloned());
             let Some(n) = front else { break };
             self.inner
-                .enqueue_at(n.created_ms, &n.idempotency_key, &n.target, &n.content_type, &n.headers, &n.body)
+                .enqueue_at(n.created_ms, &n.notification)
                 .inspect_err(|e| tracing::debug!("state database still refuses notifications: {e}"))?;
             if let Some(s) = self.streak().as_mut() {
                 s.outbox.rows.pop_front();
@@ -358,29 +354,12 @@ impl StateStore for Accounted {
         self.inner.load(service)
     }
 
-    fn enqueue_at(
-        &self,
-        created_ms: i64,
-        idempotency_key: &str,
-        target: &str,
-        content_type: &str,
-        headers: &[(String, String)],
-        body: &[u8],
-    ) -> Result<i64, StoreError> {
+    fn enqueue_at(&self, created_ms: i64, notification: &Notification) -> Result<i64, StoreError> {
         self.add_row(
             "enqueue",
             |s| s.outbox.rows.len(),
-            || self.inner.enqueue_at(created_ms, idempotency_key, target, content_type, headers, body),
-            |s| {
-                s.outbox.push(KeptNotice {
-                    created_ms,
-                    idempotency_key: idempotency_key.to_owned(),
-                    target: target.to_owned(),
-                    content_type: content_type.to_owned(),
-                    headers: headers.to_vec(),
-                    body: body.to_vec(),
-                })
-            },
+            || self.inner.enqueue_at(created_ms, notification),
+            |s| s.outbox.push(KeptNotice { created_ms, notification: notification.clone() }),
         )
     }
 
@@ -542,12 +521,12 @@ mod tests {
     fn refused_events_and_notifications_are_written_in_order_with_their_own_times() {
         let (_dir, store, a, errors) = accounted(Fault::ReadOnly);
         let t0 = crate::unix_ms_i64() - 60_000;
-        let firing = a.enqueue_at(t0, "f@1/firing", "http://127.0.0.1:9/", "application/json", &[], b"1");
+        let firing = a.enqueue_at(t0, &Notification::test("f@1/firing", b"1"));
         assert!(firing.expect_err("read-only").to_string().contains("readonly"));
         a.append_event_at(t0 + 1, "a", "breaker-opened", "one").expect_err("read-only");
         lift(&store);
         // The store is back, but a notification queued now must not overtake the kept one: it is written behind it.
-        a.enqueue_at(t0 + 2, "f@1/resolved", "http://127.0.0.1:9/", "application/json", &[], b"2")
+        a.enqueue_at(t0 + 2, &Notification::test("f@1/resolved", b"2"))
             .expect("written, after the kept one");
         assert_eq!(errors.with_label_values(&["enqueue"]).get(), 1);
         let due = a.due(i64::MAX, 8).expect("due");
@@ -566,8 +545,8 @@ mod tests {
     #[test]
     fn rows_refused_while_others_wait_are_kept_behind_them() {
         let (_dir, store, a, errors) = accounted(Fault::ReadOnly);
-        a.enqueue("k@1/firing", "http://127.0.0.1:9/", "text/plain", &[], b"1").expect_err("read-only");
-        let behind = a.enqueue("k@1/resolved", "http://127.0.0.1:9/", "text/plain", &[], b"2");
+        a.enqueue(&Notification::test("k@1/firing", b"1")).expect_err("read-only");
+        let behind = a.enqueue(&Notification::test("k@1/resolved", b"2"));
         assert!(matches!(behind, Err(StoreError::Kept { behind: 1 })), "{behind:?}");
         assert_eq!(errors.with_label_values(&["enqueue"]).get(), 2);
         lift(&store);
@@ -588,7 +567,7 @@ mod tests {
             a.append_event("a", "log-match", &format!("line {i}")).expect_err("read-only");
         }
         for i in 0..MAX_KEPT + 2 {
-            a.enqueue(&format!("n{i}@1/firing"), "http://127.0.0.1:9/", "text/plain", &[], b"x").expect_err("kept");
+            a.enqueue(&Notification::test(&format!("n{i}@1/firing"), b"x")).expect_err("kept");
         }
         assert_eq!(dropped.with_label_values(&["event"]).get(), 3);
         assert_eq!(dropped.with_label_values(&["notification"]).get(), 2);

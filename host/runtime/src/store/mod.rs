@@ -57,6 +57,8 @@ pub struct Event {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutboxEntry {
     pub id: i64,
+    /// What the alert is about (its `service` label; see [`Notification::service`]).
+    pub service: String,
     /// `fingerprint@startsAt`: the same alert notification sent twice carries the same key (at-least-once delivery).
     pub idempotency_key: String,
     /// The URL to POST to.
@@ -67,6 +69,36 @@ pub struct OutboxEntry {
     pub created_ms: i64,
     pub attempts: u32,
     pub next_attempt_ms: i64,
+}
+
+/// A notification to queue: one alert notification rendered for one target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notification {
+    /// The service the alert is about (its `service` label), or the alert's fingerprint for an alert of none. In
+    /// cluster mode the replica owning it is the one that may deliver it.
+    pub service: String,
+    /// `fingerprint@startsAt/status`: the same alert notification sent twice carries the same key.
+    pub idempotency_key: String,
+    /// The URL to POST to.
+    pub target: String,
+    pub content_type: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+#[cfg(test)]
+impl Notification {
+    /// A notification about service `a` to an unreachable loopback target, for tests.
+    pub(crate) fn test(idempotency_key: &str, body: &[u8]) -> Notification {
+        Notification {
+            service: "a".to_owned(),
+            idempotency_key: idempotency_key.to_owned(),
+            target: "http://127.0.0.1:9/".to_owned(),
+            content_type: "application/json".to_owned(),
+            headers: Vec::new(),
+            body: body.to_vec(),
+        }
+    }
 }
 
 /// What is remembered about one service across restarts of the host.
@@ -92,27 +124,12 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     fn load(&self, service: &str) -> Result<ServiceState, StoreError>;
 
     /// Queues a notification for delivery now; returns its id.
-    fn enqueue(
-        &self,
-        idempotency_key: &str,
-        target: &str,
-        content_type: &str,
-        headers: &[(String, String)],
-        body: &[u8],
-    ) -> Result<i64, StoreError> {
-        self.enqueue_at(crate::unix_ms_i64(), idempotency_key, target, content_type, headers, body)
+    fn enqueue(&self, notification: &Notification) -> Result<i64, StoreError> {
+        self.enqueue_at(crate::unix_ms_i64(), notification)
     }
 
     /// Queues a notification created at `created_ms` (ms since epoch), due from then; returns its id.
-    fn enqueue_at(
-        &self,
-        created_ms: i64,
-        idempotency_key: &str,
-        target: &str,
-        content_type: &str,
-        headers: &[(String, String)],
-        body: &[u8],
-    ) -> Result<i64, StoreError>;
+    fn enqueue_at(&self, created_ms: i64, notification: &Notification) -> Result<i64, StoreError>;
 
     /// Notifications due at `now_ms`, oldest first, at most `per_target` for each target, and only the oldest
     /// waiting one of each alert and target (an alert's notifications reach a receiver in order).
@@ -159,16 +176,8 @@ impl StateStore for Store {
         Store::load(self, service)
     }
 
-    fn enqueue_at(
-        &self,
-        created_ms: i64,
-        idempotency_key: &str,
-        target: &str,
-        content_type: &str,
-        headers: &[(String, String)],
-        body: &[u8],
-    ) -> Result<i64, StoreError> {
-        Store::enqueue_at(self, created_ms, idempotency_key, target, content_type, headers, body)
+    fn enqueue_at(&self, created_ms: i64, notification: &Notification) -> Result<i64, StoreError> {
+        Store::enqueue_at(self, created_ms, notification)
     }
 
     fn due(&self, now_ms: i64, per_target: u32) -> Result<Vec<OutboxEntry>, StoreError> {
@@ -222,7 +231,7 @@ mod tests {
         assert_eq!((a.restarts_total, a.recent_restarts_ms, a.gave_up), (3, vec![5], true));
         store.put_state("k", "{}").expect("put");
         assert_eq!(store.get_state("k").expect("get").as_deref(), Some("{}"));
-        let id = store.enqueue("f@1/firing", "http://127.0.0.1:1/", "application/json", &[], b"{}").expect("enqueue");
+        let id = store.enqueue(&Notification::test("f@1/firing", b"{}")).expect("enqueue");
         assert_eq!(store.due(i64::MAX, 8).expect("due").iter().map(|e| e.id).collect::<Vec<_>>(), vec![id]);
         store.retry_later(id, 42, "down").expect("retry");
         assert_eq!(store.outbox_status().expect("status"), (1, Some(42)));

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use aegis_core::Snapshot;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Event, OutboxEntry, ServiceState, StoreError};
+use super::{Event, Notification, OutboxEntry, ServiceState, StoreError};
 use crate::unix_ms_i64;
 
 /// Debug builds only: `full:<duration>` or `read-only:<duration>` makes the store's writes fail for that long after
@@ -101,7 +101,8 @@ impl Store {
                  created_ms INTEGER NOT NULL,
                  attempts INTEGER NOT NULL DEFAULT 0,
                  next_attempt_ms INTEGER NOT NULL,
-                 last_error TEXT);
+                 last_error TEXT,
+                 service TEXT NOT NULL DEFAULT '');
              CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_attempt_ms);
              CREATE INDEX IF NOT EXISTS outbox_by_target ON outbox (target, id);
              CREATE TABLE IF NOT EXISTS state (
@@ -116,6 +117,14 @@ impl Store {
             }
             _ => open_err(e.to_string()),
         })?;
+        // Databases written before notifications carried their service (cluster mode delivers by it).
+        let has_service: bool = conn
+            .query_row("SELECT COUNT(*) > 0 FROM pragma_table_info('outbox') WHERE name = 'service'", [], |r| r.get(0))
+            .map_err(|e| open_err(e.to_string()))?;
+        if !has_service {
+            conn.execute_batch("ALTER TABLE outbox ADD COLUMN service TEXT NOT NULL DEFAULT ''")
+                .map_err(|e| open_err(format!("cannot add the outbox's service column: {e}")))?;
+        }
         let integrity: String = conn
             .query_row("PRAGMA quick_check", [], |row| row.get(0))
             .map_err(|e| open_err(format!("integrity check failed: {e}")))?;
@@ -224,33 +233,19 @@ impl Store {
     }
 
     /// Queues a notification for delivery now.
-    pub fn enqueue(
-        &self,
-        idempotency_key: &str,
-        target: &str,
-        content_type: &str,
-        headers: &[(String, String)],
-        body: &[u8],
-    ) -> Result<i64, StoreError> {
-        self.enqueue_at(unix_ms_i64(), idempotency_key, target, content_type, headers, body)
+    pub fn enqueue(&self, n: &Notification) -> Result<i64, StoreError> {
+        self.enqueue_at(unix_ms_i64(), n)
     }
 
     /// Queues a notification created at `created_ms`, due from then.
-    pub fn enqueue_at(
-        &self,
-        created_ms: i64,
-        idempotency_key: &str,
-        target: &str,
-        content_type: &str,
-        headers: &[(String, String)],
-        body: &[u8],
-    ) -> Result<i64, StoreError> {
-        let headers = serde_json::to_string(headers).map_err(|e| self.query_err(e))?;
+    pub fn enqueue_at(&self, created_ms: i64, n: &Notification) -> Result<i64, StoreError> {
+        let headers = serde_json::to_string(&n.headers).map_err(|e| self.query_err(e))?;
         let conn = self.conn();
         conn.execute(
-            "INSERT INTO outbox (idempotency_key, target, content_type, headers, body, created_ms, next_attempt_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
-            params![idempotency_key, target, content_type, headers, body, created_ms],
+            "INSERT INTO outbox (service, idempotency_key, target, content_type, headers, body, created_ms,
+                                 next_attempt_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+            params![n.service, n.idempotency_key, n.target, n.content_type, headers, n.body, created_ms],
         )
         .map_err(|e| self.query_err(e))?;
         Ok(conn.last_insert_rowid())
@@ -271,7 +266,8 @@ impl Store {
                  due AS (
                      SELECT o.*, ROW_NUMBER() OVER (PARTITION BY o.target ORDER BY o.id) AS n
                      FROM outbox o JOIN heads USING (id) WHERE o.next_attempt_ms <= ?1)
-                 SELECT id, idempotency_key, target, content_type, headers, body, created_ms, attempts, next_attempt_ms
+                 SELECT id, idempotency_key, target, content_type, headers, body, created_ms, attempts, next_attempt_ms,
+                        service
                  FROM due WHERE n <= ?2 ORDER BY id",
             )
             .map_err(|e| self.query_err(e))?;
@@ -280,6 +276,7 @@ impl Store {
                 let headers: String = r.get(4)?;
                 Ok(OutboxEntry {
                     id: r.get(0)?,
+                    service: r.get(9)?,
                     idempotency_key: r.get(1)?,
                     target: r.get(2)?,
                     content_type: r.get(3)?,

@@ -89,7 +89,11 @@ pub(super) async fn take_over(handle: &ServiceHandle, shared: &Shared, changes: 
         }
     }
     while changes.try_recv().is_some() {}
-    // Its level alerts move with it: the last owner dropped them (`hand_over`), this replica raises them again.
+    // Its alerts move with it: the last owner dropped them (`hand_over`); this replica carries on what it shared
+    // (same start, no second firing), then raises or clears the level alerts by the state it resumed from.
+    if let Some(json) = cluster.shared_alerts(name).await {
+        shared.alerts.adopt(name, &json);
+    }
     handle.sync_level_alerts(shared, "this replica took the service over");
     tracing::info!(state = %handle.breaker.state(Instant::now()), "took the service over");
 }

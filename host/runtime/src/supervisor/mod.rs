@@ -203,10 +203,20 @@ impl Supervisor {
             metrics: self.shared.metrics.clone(),
             client: self.shared.client.clone(),
         });
-        let mut tasks = vec![
-            tokio::spawn(crate::alerts::run_evaluation(Arc::clone(&alerting), tasks_stop_rx.clone())),
-            tokio::spawn(crate::alerts::run_delivery(alerting, tasks_stop_rx.clone())),
-        ];
+        let delivery = match &self.shared.cluster {
+            Some(cluster) => {
+                self.shared.alerts.share_with_cluster();
+                tokio::spawn(crate::alerts::run_cluster_delivery(
+                    Arc::clone(&alerting),
+                    Arc::clone(cluster),
+                    tasks_stop_rx.clone(),
+                ))
+            }
+            None => tokio::spawn(crate::alerts::run_delivery(Arc::clone(&alerting), tasks_stop_rx.clone())),
+        };
+        let mut tasks =
+            vec![tokio::spawn(crate::alerts::run_evaluation(alerting, tasks_stop_rx.clone())), delivery];
+            cluster: self.shared.cluster.clone(),
         if let Some(events) = self.plugin_events.take() {
             tasks.push(tokio::spawn(record_plugin_events(Arc::clone(&self.shared), events, tasks_stop_rx.clone())));
         }

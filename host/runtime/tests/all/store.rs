@@ -1,6 +1,17 @@
 //! The SQLite store as the supervisor uses it: a locked database is a clear error, not a hang.
 
-use aegis_runtime::store::Store;
+use aegis_runtime::store::{Notification, Store};
+
+fn note(key: &str, target: &str, headers: &[(String, String)], body: &[u8]) -> Notification {
+    Notification {
+        service: "svc".to_owned(),
+        idempotency_key: key.to_owned(),
+        target: target.to_owned(),
+        content_type: "application/json".to_owned(),
+        headers: headers.to_vec(),
+        body: body.to_vec(),
+    }
+}
 
 #[test]
 fn a_database_locked_by_another_writer_is_reported() {
@@ -22,8 +33,8 @@ fn the_outbox_keeps_entries_until_delivered_across_reopens() {
     let headers = vec![("idempotency-key".to_owned(), "abc@1".to_owned())];
     {
         let store = Store::open(&path).expect("open");
-        store.enqueue("abc@1", "http://127.0.0.1:1/hook", "application/json", &headers, b"{\"a\":1}").expect("q1");
-        store.enqueue("def@2", "http://127.0.0.1:1/hook", "application/json", &[], b"{\"b\":2}").expect("q2");
+        store.enqueue(&note("abc@1", "http://127.0.0.1:1/hook", &headers, b"{\"a\":1}")).expect("q1");
+        store.enqueue(&note("def@2", "http://127.0.0.1:1/hook", &[], b"{\"b\":2}")).expect("q2");
         store.put_state("alerts", "{\"x\":1}").expect("state");
     }
     let store = Store::open(&path).expect("reopen");
@@ -47,9 +58,9 @@ fn an_alerts_resolution_waits_for_its_firing_notification_and_targets_are_served
     let store = Store::open(&dir.path().join("aegis.db")).expect("open");
     let (a, b) = ("http://127.0.0.1:1/a", "http://127.0.0.1:1/b");
     for target in [a, b] {
-        store.enqueue("f1@1/firing", target, "application/json", &[], b"1").expect("queue");
-        store.enqueue("f2@1/firing", target, "application/json", &[], b"2").expect("queue");
-        store.enqueue("f1@1/resolved", target, "application/json", &[], b"3").expect("queue");
+        store.enqueue(&note("f1@1/firing", target, &[], b"1")).expect("queue");
+        store.enqueue(&note("f2@1/firing", target, &[], b"2")).expect("queue");
+        store.enqueue(&note("f1@1/resolved", target, &[], b"3")).expect("queue");
     }
     let keys = |due: &[aegis_runtime::store::OutboxEntry], target: &str| -> Vec<String> {
         due.iter().filter(|e| e.target == target).map(|e| e.idempotency_key.clone()).collect()
