@@ -10,6 +10,7 @@ mod ctl;
 mod lab;
 mod limits;
 mod memory;
+mod replay;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -75,6 +76,12 @@ enum Command {
         #[arg(required = true, value_name = "FILE [ARGS]", trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
+    /// Replay a service's recorded checks (and anomaly samples) through candidate plugins and compare with what its
+    /// config's policies did; exit status 0 when the candidate agrees, 1 when it diverges, 2 for bad input.
+    Replay(replay::ReplayArgs),
+    /// Run log files through a candidate log-rule plugin and the config's rules, matches per rule side by side;
+    /// exit status 0 when it matches the same lines, 1 when not, 2 for bad input.
+    ReplayLogs(replay::LogsArgs),
     #[command(flatten)]
     Ctl(ctl::CtlCommand),
 }
@@ -126,6 +133,8 @@ fn main() -> ExitCode {
             Some((file, args)) => run_command(Path::new(file), args),
             None => ExitCode::from(EXIT_CONFIG),
         },
+        (Some(Command::Replay(args)), config) => replay::run(args, config),
+        (Some(Command::ReplayLogs(args)), config) => replay::logs::run(args, config),
         (Some(Command::Ctl(command)), config) => ctl::run(command, config),
         (None, Some(file)) => run(&file),
         (None, None) => {

@@ -191,6 +191,12 @@ impl AnomalyDetector {
         self.series.retain(|(s, _), _| s != service);
     }
 
+    /// The scorers that judge `metric` of `service` (bound by [`Self::bind`]), for `aegis-host replay` to ask
+    /// directly; the highest score among their answers is the verdict, as in [`Self::evaluate`].
+    pub fn scorers_of(&self, service: &str, metric: &str) -> Vec<Arc<dyn AnomalyScorer>> {
+        self.scorers.get(service).and_then(|s| s.by_metric.get(metric)).cloned().unwrap_or_default()
+    }
+
     /// What judges `service` ("robust_z", "ewma", ..., or a plugin name).
     pub fn source(&self, service: &str) -> Option<&str> {
         self.scorers.get(service).map(|s| s.source.as_str())
