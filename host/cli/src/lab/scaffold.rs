@@ -227,20 +227,9 @@ fn sdk_path_from(dest: &Path, sdk: &Path) -> PathBuf {
     relative
 }
 
-/// `s` as a TOML basic string.
+/// `s` as a TOML basic string: JSON's string escapes are all TOML's too (serde_json writes no `\/`).
 fn toml_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if c.is_control() => out.push_str(&format!("\\u{:04X}", u32::from(c))),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    serde_json::to_string(s).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -266,7 +255,8 @@ mod tests {
     }
 
     #[test]
-    fn toml_strings_escape_quotes_and_backslashes() {
+    fn toml_strings_escape_quotes_backslashes_and_controls() {
         assert_eq!(toml_string(r#"C:\a "b""#), r#""C:\\a \"b\"""#);
+        assert_eq!(toml_string("a\tb/c"), r#""a\tb/c""#);
     }
 }

@@ -104,14 +104,9 @@ type AlertScenario = Scenario<AlertStep, NotFor<BREAKER>, NotFor<HISTORY>>;
 
 pub(super) fn run(host: &PluginHost, plugin: &str, file: &Path) -> Result<Report, ScenarioError> {
     let scenario: AlertScenario = load(file)?;
-    let mut report = Report::new(scenario.file.clone(), scenario.name.clone());
-    let formatter = match host.alert_formatter(plugin, "scenario", scenario.config.clone(), Arc::new(Refuse)) {
-        Ok(f) => f,
-        Err(e) => {
-            report.mismatch(scenario.config_line, 0, None, "plugin config", "accepted".into(), format!("refused: {e}"));
-            return Ok(report);
-        }
-    };
+    let mut report = Report::of(&scenario);
+    let bound = host.alert_formatter(plugin, "scenario", scenario.config.clone(), Arc::new(Refuse));
+    let Some(formatter) = report.bound(scenario.config_line, bound) else { return Ok(report) };
     let mut failed = FailedCalls::new(host, plugin);
     for step in &scenario.steps {
         let s = &step.body;

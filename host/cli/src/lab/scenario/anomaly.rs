@@ -56,22 +56,9 @@ pub(super) fn run(host: &PluginHost, plugin: &str, file: &Path) -> Result<Report
     let scenario: AnomalyScenario = load(file)?;
     validate(&scenario)?;
     let history = scenario.history.unwrap_or_else(|| AnomalyConfig::default().history).max(1);
-    let mut report = Report::new(scenario.file.clone(), scenario.name.clone());
-    let scorer =
-        match host.anomaly_scorer(plugin, scenario.service.clone(), scenario.config.clone(), Arc::new(NoScorer)) {
-            Ok(s) => s,
-            Err(e) => {
-                report.mismatch(
-                    scenario.config_line,
-                    0,
-                    None,
-                    "plugin config",
-                    "accepted".into(),
-                    format!("refused: {e}"),
-                );
-                return Ok(report);
-            }
-        };
+    let mut report = Report::of(&scenario);
+    let bound = host.anomaly_scorer(plugin, scenario.service.clone(), scenario.config.clone(), Arc::new(NoScorer));
+    let Some(scorer) = report.bound(scenario.config_line, bound) else { return Ok(report) };
     let mut failed = FailedCalls::new(host, plugin);
     let mut timeline = Timeline::new(scenario.interval);
     let mut series: BTreeMap<String, VecDeque<MetricSample>> = BTreeMap::new();

@@ -67,14 +67,9 @@ type LogScenario = Scenario<LineStep, NotFor<BREAKER>, NotFor<HISTORY>>;
 
 pub(super) fn run(host: &PluginHost, plugin: &str, file: &Path) -> Result<Report, ScenarioError> {
     let scenario: LogScenario = load(file)?;
-    let mut report = Report::new(scenario.file.clone(), scenario.name.clone());
-    let rule = match host.log_rule(plugin, "scenario", scenario.config.clone(), Arc::new(NoRule)) {
-        Ok(r) => r,
-        Err(e) => {
-            report.mismatch(scenario.config_line, 0, None, "plugin config", "accepted".into(), format!("refused: {e}"));
-            return Ok(report);
-        }
-    };
+    let mut report = Report::of(&scenario);
+    let bound = host.log_rule(plugin, "scenario", scenario.config.clone(), Arc::new(NoRule));
+    let Some(rule) = report.bound(scenario.config_line, bound) else { return Ok(report) };
     let mut failed = FailedCalls::new(host, plugin);
     for step in &scenario.steps {
         let s = &step.body;

@@ -101,15 +101,10 @@ type RecoveryScenario = Scenario<RecoveryStep, NotFor<BREAKER>, NotFor<HISTORY>>
 pub(super) fn run(host: &PluginHost, plugin: &str, file: &Path) -> Result<Report, ScenarioError> {
     let scenario: RecoveryScenario = load(file)?;
     validate(&scenario)?;
-    let mut report = Report::new(scenario.file.clone(), scenario.name.clone());
+    let mut report = Report::of(&scenario);
     let fallback: Arc<dyn RecoveryStrategy> = Arc::new(FixedAction(RecoveryAction::Ignore));
-    let strategy = match host.recovery_strategy(plugin, scenario.service.clone(), scenario.config.clone(), fallback) {
-        Ok(s) => s,
-        Err(e) => {
-            report.mismatch(scenario.config_line, 0, None, "plugin config", "accepted".into(), format!("refused: {e}"));
-            return Ok(report);
-        }
-    };
+    let bound = host.recovery_strategy(plugin, scenario.service.clone(), scenario.config.clone(), fallback);
+    let Some(strategy) = report.bound(scenario.config_line, bound) else { return Ok(report) };
     let mut failed = FailedCalls::new(host, plugin);
     let mut timeline = Timeline::new(scenario.interval);
     let mut history: VecDeque<Failure> = VecDeque::with_capacity(FAILURE_HISTORY);

@@ -7,7 +7,9 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::file::Step;
+use aegis_plugin::PluginError;
+
+use super::file::{Scenario, Step};
 
 /// Inputs shown before a mismatch.
 const TRAIL: usize = 6;
@@ -38,8 +40,25 @@ pub(crate) struct Report {
 }
 
 impl Report {
-    pub(crate) fn new(file: PathBuf, name: String) -> Self {
-        Report { file, name, inputs: 0, checks: 0, mismatches: Vec::new(), trail: VecDeque::with_capacity(TRAIL) }
+    pub(crate) fn of<S, B, H>(scenario: &Scenario<S, B, H>) -> Self {
+        Report {
+            file: scenario.file.clone(),
+            name: scenario.name.clone(),
+            inputs: 0,
+            checks: 0,
+            mismatches: Vec::new(),
+            trail: VecDeque::with_capacity(TRAIL),
+        }
+    }
+
+    /// The plugin bound with the scenario's config, or `None` after noting the refusal as a mismatch at the `config:`
+    /// line (no step can run then).
+    pub(crate) fn bound<T>(&mut self, config_line: usize, bound: Result<T, PluginError>) -> Option<T> {
+        bound
+            .map_err(|e| {
+                self.mismatch(config_line, 0, None, "plugin config", "accepted".into(), format!("refused: {e}"))
+            })
+            .ok()
     }
 
     pub(crate) fn passed(&self) -> bool {
@@ -74,8 +93,8 @@ impl Report {
         }
     }
 
-    /// Records a mismatch found outside a step (a refused config is step 0).
-    pub(crate) fn mismatch(
+    /// Records a mismatch; a refused config is step 0.
+    fn mismatch(
         &mut self,
         line: usize,
         step: usize,

@@ -74,16 +74,9 @@ type TripScenario = Scenario<TripStep, BreakerWire, NotFor<HISTORY>>;
 pub(super) fn run(host: &PluginHost, plugin: &str, file: &Path) -> Result<Report, ScenarioError> {
     let scenario: TripScenario = load(file)?;
     validate(&scenario)?;
-    let mut report = Report::new(scenario.file.clone(), scenario.name.clone());
-    let predicate =
-        match host.trip_predicate(plugin, scenario.service.clone(), scenario.config.clone(), Arc::new(Never)) {
-            Ok(p) => p,
-            Err(e) => {
-                let actual = format!("refused: {e}");
-                report.mismatch(scenario.config_line, 0, None, "plugin config", "accepted".into(), actual);
-                return Ok(report);
-            }
-        };
+    let mut report = Report::of(&scenario);
+    let bound = host.trip_predicate(plugin, scenario.service.clone(), scenario.config.clone(), Arc::new(Never));
+    let Some(predicate) = report.bound(scenario.config_line, bound) else { return Ok(report) };
     let changes: Arc<Mutex<Vec<StateChange>>> = Arc::default();
     let sink = Arc::clone(&changes);
     let config = scenario.breaker.as_ref().map_or_else(BreakerConfig::default, BreakerWire::config);
