@@ -1,5 +1,5 @@
 //! The policy lab's author tools: `aegis-host plugin test` runs the bundled plugins through their scenarios and fails
-//! a wrong expectation with a diff; `aegis-host plugin new` writes a crate, outside the repository, that builds for
+//! a wrong expectation (or a trapping plugin) with a diff; `aegis-host plugin new` writes a crate, outside the repository, that builds for
 //! wasm32-wasip2, passes its own unit test and its generated scenario.
 
 use std::path::Path;
@@ -61,6 +61,22 @@ fn a_wrong_expectation_fails_with_a_diff_and_a_bad_file_with_its_line() {
         assert!(stdout.contains(part), "{part:?} missing from:\n{stdout}");
     }
     assert!(!stdout.contains("wrong.yaml:10"), "the third step opened the breaker as expected:\n{stdout}");
+
+    // A trap is not an answer: live, the built-in policy would have decided.
+    let trap = tmp.path().join("trap.yaml");
+    std::fs::write(
+        &trap,
+        "config: {mode: panic, when: failures}\nsteps:\n  - outcome: ok\n  - outcome: fail\n    expect: {state: closed}\n",
+    )
+    .expect("write scenario");
+    let (code, stdout, stderr) = aegis_in(tmp.path(), &["plugin", "test", &wasm("hostile"), "trap.yaml"]);
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(
+            "trap.yaml:4: step 2 at 1s\n    the plugin's call\n      expected: an answer\n      actual:   1 trap"
+        ),
+        "{stdout}"
+    );
 
     let bad = tmp.path().join("bad.yaml");
     std::fs::write(&bad, "steps:\n  - outcome: ok\n  - outcom: fail\n").expect("write scenario");

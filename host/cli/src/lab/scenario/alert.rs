@@ -68,19 +68,21 @@ struct PayloadWire {
 }
 
 impl AlertWire {
+    /// The alert as the live host hands it to a formatter: its labels sorted by name, with `alertname` and
+    /// `severity` set from the alert (as `aegis_core::AlertSpec::label_set` does).
     fn alert(&self) -> Alert {
-        let mut labels: Vec<(String, String)> = self.labels.clone().into_iter().collect();
-        if !self.labels.contains_key("alertname") {
-            labels.insert(0, ("alertname".to_owned(), self.name.clone()));
-        }
+        let severity = self.severity.map(SeverityWire::severity).unwrap_or_default();
+        let mut labels = self.labels.clone();
+        labels.insert("alertname".to_owned(), self.name.clone());
+        labels.insert("severity".to_owned(), severity.as_str().to_owned());
         Alert {
             name: self.name.clone(),
             status: match self.status {
                 StatusWire::Firing => AlertStatus::Firing,
                 StatusWire::Resolved => AlertStatus::Resolved,
             },
-            severity: self.severity.map(SeverityWire::severity).unwrap_or_default(),
-            labels,
+            severity,
+            labels: labels.into_iter().collect(),
             annotations: self.annotations.clone().into_iter().collect(),
             starts_at_ms: epoch_ms(self.starts_at.map(|d| d.0).unwrap_or_default()),
             ends_at_ms: self.ends_at.map(|d| epoch_ms(d.0)),

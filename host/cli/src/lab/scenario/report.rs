@@ -112,7 +112,8 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let file = self.file.display();
         if self.passed() {
-            return writeln!(f, "ok    {file}: {} ({} inputs, {} expectations)", self.name, self.inputs, self.checks);
+            let (inputs, checks) = (counted(self.inputs, "input"), counted(self.checks, "expectation"));
+            return writeln!(f, "ok    {file}: {} ({inputs}, {checks})", self.name);
         }
         writeln!(f, "FAIL  {file}: {}", self.name)?;
         for m in self.mismatches.iter().take(SHOWN) {
@@ -136,6 +137,11 @@ impl fmt::Display for Report {
         }
         Ok(())
     }
+}
+
+/// `1 input`, `2 inputs`.
+fn counted(n: usize, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
 }
 
 /// Text in quotes, cut to a readable length.
