@@ -67,6 +67,8 @@ pub struct AnomalyDetector {
     series: BTreeMap<(String, &'static str), VecDeque<MetricSample>>,
     scorers: BTreeMap<String, Scorers>,
     config: AnomalyConfig,
+    /// Where each sample is recorded (`storage.history`); off unless [`AnomalyDetector::recording`].
+    recorder: crate::history::Recorder,
 }
 
 impl std::fmt::Debug for AnomalyDetector {
@@ -124,7 +126,18 @@ impl AnomalyScorer for BuiltIns {
 
 impl AnomalyDetector {
     pub fn new(config: AnomalyConfig) -> Self {
-        AnomalyDetector { history: config.history, series: BTreeMap::new(), scorers: BTreeMap::new(), config }
+        AnomalyDetector {
+            history: config.history,
+            series: BTreeMap::new(),
+            scorers: BTreeMap::new(),
+            config,
+            recorder: crate::history::Recorder::off(),
+        }
+    }
+
+    /// Records every sample it judges in `recorder`.
+    pub fn recording(self, recorder: crate::history::Recorder) -> Self {
+        AnomalyDetector { recorder, ..self }
     }
 
     /// Binds the scorers of `service` (again, e.g. after a reload): its thresholds and the statistical detector,
@@ -222,6 +235,7 @@ impl AnomalyDetector {
                     series.pop_front();
                 }
                 series.push_back(MetricSample { at_ms, value });
+                self.recorder.sample(&o.service, i64::try_from(at_ms).unwrap_or(i64::MAX), metric, value);
                 let window = series.make_contiguous();
                 let mut best: Option<Anomaly> = None;
                 for scorer in scorers.by_metric.get(metric).map(Vec::as_slice).unwrap_or_default() {

@@ -24,9 +24,11 @@ use serde::Deserialize;
 
 mod cluster;
 mod detection;
+mod history;
 mod summary;
 
 pub use self::cluster::{ClusterConfig, DEFAULT_KEY_PREFIX, DEFAULT_LEASE_TTL};
+pub use self::history::HistoryConfig;
 pub use self::detection::{AlertRule, AlertTarget, AlertingConfig, AnomalyConfig, Detector, LogsConfig, Thresholds};
 pub use self::summary::Summary;
 use crate::error::ConfigError;
@@ -105,7 +107,10 @@ struct AdminWire {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StorageWire {
-    path: PathBuf,
+    #[serde(default)]
+    path: Option<PathBuf>,
+    #[serde(default)]
+    history: Option<self::history::HistoryWire>,
 }
 
 #[derive(Deserialize)]
@@ -522,6 +527,8 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// The SQLite file holding breaker states, restart counters and events.
     pub storage_path: PathBuf,
+    /// `storage.history`: what recorded history the state database keeps.
+    pub history: HistoryConfig,
     /// On SIGTERM: stop supervised processes (default) or leave them running.
     pub stop_children_on_exit: bool,
     pub plugins: PluginsConfig,
@@ -546,6 +553,7 @@ impl std::fmt::Debug for Config {
             admin_address,
             admin_token,
             storage_path,
+            history,
             stop_children_on_exit,
             plugins,
             retry_budget,
@@ -562,6 +570,7 @@ impl std::fmt::Debug for Config {
             .field("admin_address", admin_address)
             .field("admin_token", &admin_token.as_ref().map(|_| crate::redact::MASK))
             .field("storage_path", storage_path)
+            .field("history", history)
             .field("stop_children_on_exit", stop_children_on_exit)
             .field("plugins", plugins)
             .field("retry_budget", retry_budget)
@@ -836,7 +845,9 @@ impl Validator<'_> {
             self.invalid("admin.address", format!("{address:?} is not an address like 127.0.0.1:9797: {e}"))
         })?;
         let admin_token = env("AEGIS_ADMIN_TOKEN").or(token).filter(|t| !t.trim().is_empty());
-        let storage_path = wire.storage.map_or_else(|| PathBuf::from("aegis.db"), |s| s.path);
+        let (storage_path, history) = wire.storage.map(|s| (s.path, s.history)).unwrap_or_default();
+        let storage_path = storage_path.unwrap_or_else(|| PathBuf::from("aegis.db"));
+        let history = self.history(history)?;
         let stop_children_on_exit = wire.shutdown.is_none_or(|s| s.stop_children);
         let mut defaults = wire.defaults.unwrap_or_default();
         // Seed 002's layers around the file's own defaults (order in the module doc).
@@ -879,6 +890,7 @@ impl Validator<'_> {
             admin_address,
             admin_token,
             storage_path,
+            history,
             stop_children_on_exit,
             plugins,
             retry_budget,

@@ -129,7 +129,10 @@ fn replay_command(args: ReplayArgs, outer: Option<PathBuf>) -> anyhow::Result<bo
         let cand_run = replay(&outcomes, settings(candidate.predicate.clone()), &candidate.recovery, range.to_ms);
         let divergence = first_divergence(&base_run, &cand_run);
         agrees &= divergence.is_none();
-        let header = Header { service: &service.name, range, outcomes: outcomes.len() };
+        // Without --from/--since the range starts at the epoch: show where the record starts instead.
+        let shown =
+            range::Range { from_ms: outcomes.first().map_or(range.from_ms, |o| o.at_ms.max(range.from_ms)), ..range };
+        let header = Header { service: &service.name, range: shown, outcomes: outcomes.len() };
         let b = Shown { trip: &baseline.trip_label, recovery: &baseline.recovery_label, run: &base_run };
         let c = Shown { trip: &candidate.trip_label, recovery: &candidate.recovery_label, run: &cand_run };
         if args.json {

@@ -8,7 +8,14 @@
 //! probes nothing: what cannot be written is dropped and counted.
 
 mod reader;
+mod recorder;
 mod schema;
+mod writer;
+
+#[cfg(test)]
+mod tests;
 
 pub use self::reader::HistoryReader;
+pub use self::recorder::{BUFFER, LOG_INTERVAL_MS, MAX_DETAIL, Recorder, ServiceRecorder};
 pub use self::schema::Kind;
+pub use self::writer::{CHUNK, FLUSH_EVERY};

@@ -5,7 +5,7 @@
 //! spreads over them.
 
 /// What a chunk holds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
     Outcome = 0,
     Sample = 1,
@@ -21,7 +21,6 @@ impl Kind {
 pub(super) const TABLE: &str = "history";
 
 /// Creates the table and its index when they are missing.
-#[cfg_attr(not(test), expect(dead_code, reason = "the writer, next commit"))]
 pub(super) const CREATE: &str = "CREATE TABLE IF NOT EXISTS history (
         id INTEGER PRIMARY KEY,
         kind INTEGER NOT NULL,
@@ -31,4 +30,5 @@ pub(super) const CREATE: &str = "CREATE TABLE IF NOT EXISTS history (
         last_ms INTEGER NOT NULL,
         n INTEGER NOT NULL,
         data BLOB NOT NULL);
-    CREATE INDEX IF NOT EXISTS history_by_service ON history (service, kind, last_ms);";
+    CREATE INDEX IF NOT EXISTS history_by_service ON history (service, kind, last_ms);
+    CREATE INDEX IF NOT EXISTS history_by_age ON history (last_ms);";

@@ -61,6 +61,8 @@ pub struct Shared {
     pub stream: Stream,
     /// Cluster mode: the replicas sharing this host's work; `None` for a single node.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Recorded history (`storage.history`): check outcomes, anomaly samples, log-match counts.
+    pub history: crate::history::Recorder,
 }
 
 impl Shared {

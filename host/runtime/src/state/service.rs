@@ -55,6 +55,8 @@ pub struct ServiceHandle {
     pub(crate) window: Mutex<CheckWindow>,
     /// The service's Prometheus series.
     pub(crate) series: Arc<ServiceSeries>,
+    /// Where its check outcomes are recorded (`storage.history`).
+    pub(crate) history: crate::history::ServiceRecorder,
 }
 
 /// Restart bookkeeping for the restart limit; persisted (and shared in cluster mode).

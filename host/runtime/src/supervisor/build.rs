@@ -112,6 +112,7 @@ pub(super) fn build_service(
         failures: Mutex::new(VecDeque::new()),
         window: Mutex::new(CheckWindow::default()),
         series,
+        history: shared.history.service(&s.name),
     };
     // Level alerts restored from the store follow the restored state: still open (or given up) keeps them, anything
     // else clears them.

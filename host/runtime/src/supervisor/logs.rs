@@ -140,6 +140,8 @@ async fn consume_log_matches(
         let severity = m.severity.as_str();
         shared.metrics.log_matches.with_label_values(&[&m.rule, severity]).inc();
         let service = m.service.clone().unwrap_or_else(|| NO_SERVICE.to_owned());
+        let at_ms = m.at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        shared.history.log_match(&service, &m.rule, i64::try_from(at_ms).unwrap_or(i64::MAX));
         let second = m.at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let slot = budget.entry(m.rule.clone()).or_insert((second, 0));
         if slot.0 != second {

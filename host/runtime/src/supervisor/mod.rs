@@ -117,7 +117,13 @@ impl Supervisor {
         let breakers = Manager::new(ManagerConfig { history: 0, ..ManagerConfig::default() });
         let retry = RetryPolicy::new(config.retry_budget);
         let alerts = Alerting::new(config.alerting.clone(), store.as_ref(), &plugins);
-        let anomaly = Mutex::new(AnomalyDetector::new(config.anomaly.clone()));
+        let history = crate::history::Recorder::start(
+            &config.storage_path,
+            &config.history,
+            metrics.storage_dropped.with_label_values(&["history"]),
+            metrics.storage_errors.with_label_values(&["history"]),
+        );
+        let anomaly = Mutex::new(AnomalyDetector::new(config.anomaly.clone()).recording(history.clone()));
         let lanes = CheckLanes::new(
             config.max_concurrent_checks,
             metrics.checks_in_flight.with_label_values(&["quick"]),
@@ -147,6 +153,7 @@ impl Supervisor {
             reload,
             stream: crate::state::Stream::default(),
             cluster,
+            history,
         });
         let mut config = config;
         // Each service's settings live in its handle from now on; the supervisor keeps the rest of the config.
@@ -199,6 +206,7 @@ impl Supervisor {
         let (tasks_stop, tasks_stop_rx) = watch::channel(false);
         let alerting = Arc::new(AlertContext {
             alerts: Arc::clone(&self.shared.alerts),
+            cluster: self.shared.cluster.clone(),
             store: Arc::clone(&self.shared.store),
             metrics: self.shared.metrics.clone(),
             client: self.shared.client.clone(),
@@ -216,7 +224,6 @@ impl Supervisor {
         };
         let mut tasks =
             vec![tokio::spawn(crate::alerts::run_evaluation(alerting, tasks_stop_rx.clone())), delivery];
-            cluster: self.shared.cluster.clone(),
         if let Some(events) = self.plugin_events.take() {
             tasks.push(tokio::spawn(record_plugin_events(Arc::clone(&self.shared), events, tasks_stop_rx.clone())));
         }
@@ -283,6 +290,8 @@ impl Supervisor {
         }
         sections.logs.stop().await;
         sections.anomaly.stop().await;
+        // What the last second recorded, and the log counts of the running interval.
+        self.shared.history.stop();
         let _ = tasks_stop.send(true);
         for task in tasks {
             let _ = task.await;
@@ -309,6 +318,7 @@ impl Supervisor {
             || new.storage_path != self.config.storage_path
             || new.admin_token != self.config.admin_token
             || new.cluster != self.config.cluster
+            || new.history != self.config.history
         {
             let note = "admin, storage and cluster settings change only with a restart of aegis-host";
             tracing::warn!("{note}");
@@ -384,6 +394,7 @@ impl Supervisor {
             admin_address: self.config.admin_address,
             admin_token: self.config.admin_token.clone(),
             storage_path: self.config.storage_path.clone(),
+            history: self.config.history.clone(),
             cluster: self.config.cluster.clone(),
             logs,
             ..new

@@ -144,7 +144,17 @@ async fn check_once(
     let disabled = handle.breaker.state(Instant::now()) == State::Disabled;
     *handle.last_check.lock().unwrap_or_else(|p| p.into_inner()) = Some(result.clone());
     let latency_us = u64::try_from(result.latency.as_micros()).unwrap_or(u64::MAX);
-    handle.recent.record(unix_ms(), result.success, latency_us);
+    let now_ms = unix_ms();
+    handle.recent.record(now_ms, result.success, latency_us);
+    let slow = handle.breaker.settings().slow_threshold().is_some_and(|t| result.latency >= t);
+    let detail = (!result.success).then_some(result.detail.as_str());
+    handle.history.outcome(
+        i64::try_from(now_ms).unwrap_or(i64::MAX),
+        result.success,
+        slow,
+        u32::try_from(latency_us).unwrap_or(u32::MAX),
+        detail,
+    );
     handle.window.lock().unwrap_or_else(|p| p.into_inner()).record(result.success, latency_ms);
     if !result.success {
         let mut failures = handle.failures.lock().unwrap_or_else(|p| p.into_inner());
