@@ -375,10 +375,15 @@ impl Cluster {
 
 /// Issue 15, test 7: the replica owning `flaky` is cut off from Redis (its proxy holds connections unanswered). The
 /// others take its services over; the service goes down; the new owner restarts it, and the cut-off replica — which
-/// still believes it owns it and sees it fail — runs no restart, then or after it is let back in.
+/// still believes it owns it and sees it fail — runs no restart and delivers no alert, then or after it is let back
+/// in: the receiver hears of the outage once, from the new owner.
 #[test]
 fn a_replica_cut_off_from_redis_loses_its_services_and_restarts_nothing() {
-    let c = start_cluster("1h");
+    let hook_port = free_port();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path().join("alerts.jsonl");
+    let _receiver = aegis_tests::start_receiver(hook_port, &out, &tmp.path().join("receiver.log"));
+    let c = start_cluster_with("1h", Some(&format!("http://127.0.0.1:{hook_port}/hook")));
     let cut = c.agreed_owner("flaky");
     let index = c.replicas.iter().position(|r| r.node == cut).expect("owner");
     c.proxies[index].pause();
@@ -406,6 +411,12 @@ fn a_replica_cut_off_from_redis_loses_its_services_and_restarts_nothing() {
     std::thread::sleep(LEASE);
     assert_eq!(c.restart_lines(), vec![new_owner.clone()], "one restart, by the owner that could prove it");
     assert!(c.replica(&cut).host.log_text().contains("Redis unreachable"), "the outage is logged");
+    // The cut-off replica raised the alert too (it saw the breaker open) but could not deliver it, and dropped it
+    // once back: one firing, the new owner's.
+    let alerted = c.replica(&cut).host.log_text().contains("alert notification alert=CircuitBreakerOpen");
+    assert!(alerted, "{cut} raised it locally; log:\n{}", c.replica(&cut).host.log_text());
+    let firing: Vec<_> = breaker_notifications(&out, "flaky").into_iter().filter(|(s, _)| s == "firing").collect();
+    assert_eq!(firing.len(), 1, "{firing:?}; logs:\n{}", c.logs());
     let _ = (&c.dir, &c.redis, &c.base);
 }
 

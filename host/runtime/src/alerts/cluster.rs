@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use super::delivery::{Lanes, next_attempt_ms, send};
 use super::{AlertContext, BATCH, IDLE_POLL};
-use crate::cluster::{Cluster, Queued, Refusal};
+use crate::cluster::{Cluster, Forwarded, Queued, Refusal};
 use crate::unix_ms_i64;
 
 /// A notification of the cluster's outbox that failed here: when to try again.
@@ -138,14 +138,27 @@ async fn forward(shared: &AlertContext, cluster: &Cluster) {
             }
         };
         for entry in &staged {
-            match cluster.forward(entry).await {
-                Ok(true) => {}
-                Ok(false) => tracing::info!(
+            let dropped = if shared.alerts.superseded(&entry.idempotency_key) {
+                Some(Forwarded::Superseded)
+            } else {
+                match cluster.forward(entry).await {
+                    Ok(Forwarded::Queued) => None,
+                    Ok(other) => Some(other),
+                    Err(_) => return,
+                }
+            };
+            if let Some(why) = dropped {
+                tracing::info!(
                     service = %entry.service,
                     key = %entry.idempotency_key,
-                    "notification dropped: another replica owns the service now and raises its alerts"
-                ),
-                Err(_) => return,
+                    "notification dropped: {}",
+                    if why == Forwarded::NotOwner {
+                        "another replica owns the service now and raises its alerts"
+                    } else {
+                        "the cluster carries another cycle of this alert (raised by the replica that owned the \
+                         service while this one was cut off)"
+                    }
+                );
             }
             if let Err(e) = shared.store.delivered(entry.id) {
                 tracing::debug!("cannot remove a forwarded notification from the local outbox (sent twice): {e}");

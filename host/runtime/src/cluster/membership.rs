@@ -39,8 +39,9 @@ impl Cluster {
         since.is_some_and(|at| at.elapsed() < self.config.lease_ttl)
     }
 
-    /// One heartbeat: renews the membership and reads the live members.
-    pub(super) async fn heartbeat(&self, lease: Duration) -> Result<Vec<String>, String> {
+    /// One heartbeat: renews the membership and reads the live members; `true` beside them if this replica's
+    /// membership had expired before (and it was a member before: not at the first beat).
+    pub(super) async fn heartbeat(&self, lease: Duration) -> Result<(Vec<String>, bool), String> {
         let mut conn = self.connect().await?;
         let mut call = scripts::HEARTBEAT.prepare_invoke();
         call.key(self.key("members"))
@@ -49,9 +50,11 @@ impl Cluster {
             .arg(&self.token)
             .arg(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX));
         match bounded(call.invoke_async::<Vec<String>>(&mut conn)).await {
-            Ok(members) => {
+            Ok(mut answer) => {
                 self.set_up(true, None);
-                Ok(members)
+                let lapsed = !answer.is_empty() && answer.remove(0) == "1";
+                let was_member = self.joined.swap(true, std::sync::atomic::Ordering::Relaxed);
+                Ok((answer, lapsed && was_member))
             }
             Err(e) => {
                 self.set_up(false, Some(&e));
@@ -98,7 +101,7 @@ impl Cluster {
     pub async fn join(&self, host: &dyn ClusterHost, wait: Duration) {
         let (_, lease) = self.lease();
         match tokio::time::timeout(wait, self.heartbeat(lease)).await {
-            Ok(Ok(members)) => self.adopt(members, &host.services()),
+            Ok(Ok((members, _))) => self.adopt(members, &host.services()),
             Ok(Err(e)) => tracing::error!(
                 redis = %self.config.shown_url(),
                 "cannot join the cluster: {e}; watching every service and acting on none, retrying"
@@ -125,9 +128,17 @@ impl Cluster {
         loop {
             tokio::select! {
                 _ = beat.tick() => match self.heartbeat(lease).await {
-                    Ok(members) => {
+                    Ok((members, lapsed)) => {
                         last_error = None;
                         self.adopt(members, &host.services());
+                        if lapsed {
+                            tracing::warn!(
+                                node = %self.node(),
+                                "this replica's cluster membership had expired (cut off from Redis for longer than \
+                                 the lease): what the cluster holds about its services' alerts replaces its own"
+                            );
+                            host.rejoined();
+                        }
                     }
                     Err(e) => {
                         if last_error.as_deref() != Some(&e) {

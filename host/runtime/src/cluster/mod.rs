@@ -34,7 +34,7 @@ mod scripts;
 mod sharing;
 
 pub use self::fence::Refusal;
-pub use self::outbox::Queued;
+pub use self::outbox::{Forwarded, Queued};
 pub use self::sharing::{Command, Shared};
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -69,6 +69,9 @@ pub trait ClusterHost: Send + Sync {
     fn follow(&self, service: &str, kind: Shared, json: &str, age: Duration);
     /// An operator command sent to another replica for a service this one owns.
     fn command(&self, command: Command);
+    /// This replica's membership had expired (it was cut off from Redis for longer than the lease) and it is a
+    /// member again: other replicas may have owned its services meanwhile.
+    fn rejoined(&self);
 }
 
 /// The cluster's metrics.
@@ -108,6 +111,8 @@ pub struct Cluster {
     /// The live members as last seen; `None` until Redis answered once.
     members: RwLock<Option<Arc<Vec<String>>>>,
     up: AtomicBool,
+    /// Whether a heartbeat succeeded once (a later one finding the membership expired means a rejoin).
+    joined: AtomicBool,
     /// The last failed connection attempt and why: others wait [`RECONNECT_EVERY`] before trying again.
     refused: std::sync::Mutex<Option<(std::time::Instant, String)>>,
     /// When Redis answered again after an outage: the member view settles for a lease (see [`Self::adopt`]).
@@ -135,6 +140,7 @@ impl Cluster {
             connection: tokio::sync::Mutex::new(None),
             members: RwLock::new(None),
             up: AtomicBool::new(false),
+            joined: AtomicBool::new(false),
             reconnected: std::sync::Mutex::new(None),
             refused: std::sync::Mutex::new(None),
             metrics: ClusterMetrics::new(metrics)?,

@@ -15,6 +15,16 @@ use crate::store::OutboxEntry;
 /// Notifications read from the head of the outbox per look.
 const HEAD: usize = 1000;
 
+/// What became of a notification moved to the cluster's outbox.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Forwarded {
+    Queued,
+    /// Another replica owns the service: it raises the alert itself.
+    NotOwner,
+    /// The cluster carries another cycle of the alert, raised by the owner while this replica was cut off.
+    Superseded,
+}
+
 /// A notification waiting in the cluster's outbox.
 #[derive(Clone, Debug)]
 pub struct Queued {
@@ -26,14 +36,18 @@ pub struct Queued {
 
 impl Cluster {
     /// Queues `entry` (a notification this replica queued locally) in the cluster's outbox if this replica owns its
-    /// service. `Ok(false)`: another replica owns it (it raises the alert itself), the entry is not queued.
-    pub async fn forward(&self, entry: &OutboxEntry) -> Result<bool, Refusal> {
+    /// service and the cluster carries no other cycle of its alert; says what happened.
+    pub async fn forward(&self, entry: &OutboxEntry) -> Result<Forwarded, Refusal> {
         let mut conn = self.connect().await.map_err(Refusal::Unreachable)?;
         let headers = serde_json::to_string(&entry.headers).unwrap_or_else(|_| "[]".to_owned());
+        // `fingerprint@startsAt/status`
+        let (fingerprint, rest) = entry.idempotency_key.split_once('@').unwrap_or((&entry.idempotency_key, ""));
+        let starts_at = rest.split('/').next().unwrap_or("");
         let mut call = scripts::FORWARD.prepare_invoke();
         call.key(self.key("members"))
             .key(self.token_key())
             .key(self.key("outbox"))
+            .key(self.key("alerts"))
             .arg(self.node())
             .arg(&self.token)
             .arg(&entry.service)
@@ -42,11 +56,17 @@ impl Cluster {
             .arg(&entry.content_type)
             .arg(headers)
             .arg(entry.body.as_slice())
-            .arg(entry.created_ms);
+            .arg(entry.created_ms)
+            .arg(fingerprint)
+            .arg(starts_at);
         match bounded(call.invoke_async::<i64>(&mut conn)).await {
-            Ok(queued) => {
+            Ok(answer) => {
                 self.set_up(true, None);
-                Ok(queued == 1)
+                Ok(match answer {
+                    1 => Forwarded::Queued,
+                    2 => Forwarded::Superseded,
+                    _ => Forwarded::NotOwner,
+                })
             }
             Err(e) => {
                 self.set_up(false, Some(&e));

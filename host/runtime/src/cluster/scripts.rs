@@ -5,26 +5,6 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-/// Heartbeat: `KEYS[1]` the members (sorted set: node → expiry in Redis ms), `KEYS[2]` this node's token key;
-/// `ARGV` node, token, lease in ms (how long the entry lives without a new beat). Refuses a node name another live
-/// replica holds; drops expired members; answers the live members.
-pub static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local held = redis.call('GET', KEYS[2])
-if held and held ~= ARGV[2] then
-  return redis.error_reply('AEGISNODE node name ' .. ARGV[1] .. ' is in use by another live replica')
-end
-redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-return redis.call('ZRANGE', KEYS[1], 0, -1)
-",
-    )
-});
-
 /// Redis' clock in ms, as `now`.
 macro_rules! now {
     () => {
@@ -50,6 +30,30 @@ end
     };
 }
 
+/// Heartbeat: `KEYS[1]` the members (sorted set: node → expiry in Redis ms), `KEYS[2]` this node's token key;
+/// `ARGV` node, token, lease in ms (how long the entry lives without a new beat). Refuses a node name another live
+/// replica holds; drops expired members. Answers `1` if this incarnation's membership had expired (or never
+/// existed) before this beat, else `0`, followed by the live members.
+pub static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        now!(),
+        r"
+local held = redis.call('GET', KEYS[2])
+if held and held ~= ARGV[2] then
+  return redis.error_reply('AEGISNODE node name ' .. ARGV[1] .. ' is in use by another live replica')
+end
+local lapsed = '0'
+if not held then lapsed = '1' end
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local answer = {lapsed}
+for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do answer[#answer + 1] = m end
+return answer
+"
+    ))
+});
+
 /// Fencing: may this node act for a service now? `KEYS[1]` the members, `KEYS[2]` this node's token key; `ARGV`
 /// node, token, service. 1 when this incarnation's membership is live and it is the service's owner, else 0.
 pub static FENCE: LazyLock<Script> = LazyLock::new(|| {
@@ -61,15 +65,24 @@ pub static FENCE: LazyLock<Script> = LazyLock::new(|| {
 });
 
 /// Queues an alert notification in the cluster's outbox, fenced: `KEYS[1]` the members, `KEYS[2]` this node's token
-/// key, `KEYS[3]` the outbox stream; `ARGV` node, token, service, then the entry's idempotency key, target,
-/// content type, headers (JSON), body and creation time. 1 if queued, 0 if this node does not own the service (the
-/// owner raised the alert itself).
+/// key, `KEYS[3]` the outbox stream, `KEYS[4]` the shared alerts; `ARGV` node, token, service, then the entry's
+/// idempotency key, target, content type, headers (JSON), body, creation time, and the alert's fingerprint and
+/// `startsAt` (ms). 1 if queued; 0 if this node does not own the service (the owner raised the alert itself); 2 if
+/// the cluster carries another cycle of the alert (raised by the owner while this node was cut off).
 pub static FORWARD: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         now!(),
         owns!(),
         r"
 if not owns(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], now) then return 0 end
+local shared = redis.call('HGET', KEYS[4], ARGV[3])
+if shared then
+  for _, a in ipairs(cjson.decode(shared)) do
+    if a.fingerprint == ARGV[10] and type(a.starts_at_ms) == 'number' and a.starts_at_ms ~= tonumber(ARGV[11]) then
+      return 2
+    end
+  end
+end
 redis.call('XADD', KEYS[3], '*', 's', ARGV[3], 'k', ARGV[4], 't', ARGV[5], 'c', ARGV[6], 'h', ARGV[7], 'b', ARGV[8],
   'at', ARGV[9])
 return 1
@@ -96,29 +109,29 @@ return 1
 /// written (Redis ms), `KEYS[3]` the change stream; `ARGV` service, JSON. The stream tells the other replicas what
 /// to read again; it is capped.
 pub static PUBLISH: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(concat!(
+        now!(),
         r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[2], ARGV[1], now)
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', 1000, '*', 's', ARGV[1])
 return now
-",
-    )
+"
+    ))
 });
 
 /// Reads a service's shared state: `KEYS` as for [`PUBLISH`]; `ARGV` service. Answers `{json, age in ms}` (the
 /// age by Redis' clock, so an open breaker's remaining time needs no synchronised clocks), or nil.
 pub static READ: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(concat!(
         r"
 local json = redis.call('HGET', KEYS[1], ARGV[1])
 if not json then return nil end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+",
+        now!(),
+        r"
 local at = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or now)
 return {json, math.max(0, now - at)}
-",
-    )
+"
+    ))
 });

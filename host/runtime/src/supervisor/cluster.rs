@@ -35,6 +35,23 @@ impl ClusterHost for Replica {
         adopt(&self.shared, &h, kind, json, age);
     }
 
+    fn rejoined(&self) {
+        let (Some(cluster), Ok(runtime)) = (self.shared.cluster.clone(), tokio::runtime::Handle::try_current()) else {
+            return;
+        };
+        let shared = Arc::clone(&self.shared);
+        let owned: Vec<String> = self.services().into_iter().filter(|s| cluster.owns(s)).collect();
+        // Another replica may have raised (and delivered) their alerts meanwhile: its account wins, and what this
+        // replica raised of the same alerts while cut off is superseded (not forwarded, see `alerts::cluster`).
+        runtime.spawn(async move {
+            for service in owned {
+                if let Some(json) = cluster.shared_alerts(&service).await {
+                    shared.alerts.adopt(&service, &json);
+                }
+            }
+        });
+    }
+
     fn command(&self, command: Command) {
         let Some(h) = self.handle(&command.service) else {
             tracing::warn!(service = %command.service, "operator command for an unknown service ignored");
