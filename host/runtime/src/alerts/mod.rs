@@ -65,7 +65,7 @@ pub enum Source {
 
 /// What an alert is about, for cluster mode: the value of its `service` label, or `alert:<fingerprint>` for an
 /// alert of no service. The replica owning it raises, shares and delivers the alert.
-pub fn owner_key<'a>(mut labels: impl Iterator<Item = (&'a str, &'a str)>, fingerprint: &str) -> String {
+fn owner_key<'a>(mut labels: impl Iterator<Item = (&'a str, &'a str)>, fingerprint: &str) -> String {
     labels.find(|(k, _)| *k == "service").map_or_else(|| format!("alert:{fingerprint}"), |(_, v)| v.to_owned())
 }
 
@@ -355,17 +355,14 @@ impl Alerting {
         released
     }
 
-    /// Cluster mode: `service` moved to another replica, which raises its alerts from now on. Its level alerts
-    /// (breaker open, restart limit, anomaly) are dropped here without a notification, so this replica neither
+    /// Cluster mode: `service` moved to another replica, which carries its alerts on (from what this replica
+    /// shared) and raises them from now on. They are dropped here without a notification, so this replica neither
     /// repeats nor resolves what it no longer watches.
     pub fn hand_over(&self, service: &str) {
-        let rules = self.rules();
-        let names: Vec<&str> =
-            [&rules.breaker_open, &rules.gave_up, &rules.anomaly].iter().map(|s| s.name.as_str()).collect();
         let now = unix_ms();
         let mut book = self.book();
         let fingerprints = active_fingerprints(&book, now, |a| {
-            names.contains(&a.name.as_str()) && a.labels.get("service").map(String::as_str) == Some(service)
+            owner_of(a) == service
         });
         for fingerprint in fingerprints {
             book.forget(&fingerprint);
@@ -476,7 +473,7 @@ impl Alerting {
         let Some(sharing) = guard.as_mut() else { return };
         let mut by_service: BTreeMap<String, Vec<&TrackedAlert>> = BTreeMap::new();
         for alert in &snapshot.alerts {
-            let key = owner_key(alert.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())), &alert.fingerprint);
+            let key = owner_of(alert);
             by_service.entry(key).or_default().push(alert);
         }
         let gone: Vec<String> = sharing.shared.keys().filter(|k| !by_service.contains_key(*k)).cloned().collect();
@@ -502,6 +499,11 @@ impl Alerting {
         let exp = backoff.exponential(attempts);
         Jitter::Equal.apply(exp, initial, max, exp, &mut SmallRng::from_os_rng())
     }
+}
+
+/// [`owner_key`] of a tracked alert.
+fn owner_of(alert: &TrackedAlert) -> String {
+    owner_key(alert.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())), &alert.fingerprint)
 }
 
 /// The fingerprints of the active alerts of `book` that `wanted` picks.
