@@ -312,6 +312,15 @@ mod tests {
     }
 
     #[test]
+    fn durations_need_a_unit_and_none_is_a_word() {
+        assert_eq!(serde_yaml::from_str::<Dur>("250ms").ok(), Some(Dur(Duration::from_millis(250))));
+        assert!(serde_yaml::from_str::<Dur>("5").unwrap_err().to_string().contains("needs a unit"));
+        assert!(serde_yaml::from_str::<Dur>("5 parsecs").unwrap_err().to_string().contains("invalid duration"));
+        assert!(matches!(serde_yaml::from_str::<NoneOr<u32>>("none"), Ok(NoneOr::Nothing)));
+        assert!(matches!(serde_yaml::from_str::<NoneOr<u32>>("7"), Ok(NoneOr::Some(7))));
+    }
+
+    #[test]
     fn timeline_spaces_inputs_and_refuses_going_back() {
         let mut t = Timeline::new(Duration::from_secs(2));
         assert_eq!(t.input(None), Ok(Duration::ZERO));

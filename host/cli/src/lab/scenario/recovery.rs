@@ -143,3 +143,33 @@ fn validate(s: &RecoveryScenario) -> Result<(), ScenarioError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn action(yaml: &str) -> Result<ActionWire, String> {
+        serde_yaml::from_str(yaml).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn actions_read_as_words_or_one_key_maps() {
+        assert_eq!(action("restart"), Ok(ActionWire::Restart));
+        assert_eq!(action("notify"), Ok(ActionWire::Notify(None)));
+        assert_eq!(action("{notify: api is down}"), Ok(ActionWire::Notify(Some("api is down".into()))));
+        assert_eq!(action("{wait: 5m}"), Ok(ActionWire::Wait(Duration::from_secs(300))));
+        assert!(action("reboot").unwrap_err().contains("unknown action \"reboot\""));
+        assert!(action("{wait: 5}").unwrap_err().contains("needs a unit"));
+        assert!(action("{wait: 5m, notify: x}").is_err());
+    }
+
+    #[test]
+    fn notify_without_a_message_matches_any_notification() {
+        let any = ActionWire::Notify(None);
+        assert!(any.matches(&RecoveryAction::Notify(Some("x".into()))));
+        assert!(any.matches(&RecoveryAction::Notify(None)));
+        assert!(!ActionWire::Notify(Some("x".into())).matches(&RecoveryAction::Notify(None)));
+        assert!(!ActionWire::Wait(Duration::from_secs(1)).matches(&RecoveryAction::Wait(Duration::from_secs(2))));
+        assert!(!ActionWire::Restart.matches(&RecoveryAction::Ignore));
+    }
+}
