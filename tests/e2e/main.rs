@@ -12,5 +12,6 @@ mod lab_replay;
 mod lab_scenarios;
 mod operations;
 mod robustness;
+mod shadow;
 mod supervise;
 mod systemd;

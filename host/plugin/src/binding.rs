@@ -97,6 +97,8 @@ pub(crate) struct Binding<W> {
     /// The service given to the plugin's `init`, if the binding decides for one.
     service: Option<types::ServiceInfo>,
     config: Vec<(String, String)>,
+    /// A shadow binding's own quarantine record (see [`PluginHost::shadow_health`]); `None`: the plugin's.
+    shadow: Option<Arc<PluginHealth>>,
     current: Mutex<Current<W>>,
 }
 
@@ -136,6 +138,7 @@ impl<W: World> Binding<W> {
             subject,
             service,
             config,
+            shadow: None,
             current: Mutex::new(Current { version, plugin: plugin.clone(), instance: None }),
         };
         if let Some(plugin) = plugin {
@@ -143,6 +146,13 @@ impl<W: World> Binding<W> {
             binding.lock().instance = Some(instance);
         }
         Ok(binding)
+    }
+
+    /// The same binding as a shadow: its calls, strikes and quarantine are counted on the plugin's shadow record,
+    /// never on the record its live bindings share, so a failing shadow cannot quarantine a live policy.
+    pub(crate) fn into_shadow(mut self, host: &PluginHost) -> Self {
+        self.shadow = Some(host.shadow_health(&self.name, W::KIND));
+        self
     }
 
     /// Whether the plugin is loaded now (otherwise the built-in policy decides).
@@ -196,14 +206,15 @@ impl<W: World> Binding<W> {
         }
         let Current { plugin, instance, .. } = &mut *current;
         let plugin = plugin.as_ref().filter(|p| p.info.kind == W::KIND)?;
-        if plugin.health.admit() == Admission::Skip {
+        let health = self.shadow.as_ref().unwrap_or(&plugin.health);
+        if health.admit() == Admission::Skip {
             return None;
         }
         if instance.is_none() {
             match self.instantiate(plugin) {
                 Ok(fresh) => *instance = Some(fresh),
                 Err(e) => {
-                    let health = Arc::clone(&plugin.health);
+                    let health = Arc::clone(health);
                     drop(current);
                     self.strike(&health, CallResult::Unavailable, &e.to_string());
                     return None;
@@ -215,13 +226,13 @@ impl<W: World> Binding<W> {
         live.store.data_mut().reset_log_budget();
         let outcome = f(&live.world, &mut live.store);
         match outcome {
-            Ok(Ok(value)) if plugin.health.count_ok_in_good_standing() => return Some(value),
+            Ok(Ok(value)) if health.count_ok_in_good_standing() => return Some(value),
             Ok(Ok(_)) => {}
             // A trap leaves the instance unusable; a plugin that returned garbage once may hold bad state.
             _ => *instance = None,
         }
         // Quarantine bookkeeping may log and notify listeners: not under the binding's lock.
-        let health = Arc::clone(&plugin.health);
+        let health = Arc::clone(health);
         drop(current);
         match outcome {
             Ok(Ok(value)) => {
@@ -263,8 +274,12 @@ impl<W: World> Binding<W> {
     /// escaped and cut like any plugin text before it reaches the log and the quarantine event.
     fn strike(&self, health: &PluginHealth, result: CallResult, error: &str) {
         let error = plain_text(error.to_owned(), MAX_STRIKE_TEXT);
-        tracing::warn!(plugin = %self.name, kind = %W::KIND, subject = %self.subject, %result,
-            "plugin failed, using the built-in policy for this decision: {error}");
+        let instead = if self.shadow.is_some() {
+            "shadow plugin failed, nothing to compare for this decision"
+        } else {
+            "plugin failed, using the built-in policy for this decision"
+        };
+        tracing::warn!(plugin = %self.name, kind = %W::KIND, subject = %self.subject, %result, "{instead}: {error}");
         health.record(result, Instant::now(), &error);
     }
 }

@@ -192,7 +192,8 @@ pub struct PluginHost {
     cache: Option<Cache>,
     grants: RwLock<BTreeMap<String, Capabilities>>,
     plugins: RwLock<BTreeMap<String, Arc<PluginSlot>>>,
-    /// Quarantine records by plugin name; they outlive reloads so the call counters stay monotonic.
+    /// Quarantine records by plugin name, and by [`shadow_name`] for the plugin's shadow bindings; they outlive
+    /// reloads so the call counters stay monotonic.
     health: Mutex<BTreeMap<String, Arc<PluginHealth>>>,
     listeners: Arc<Listeners>,
     _ticker: EpochTicker,
@@ -313,7 +314,19 @@ impl PluginHost {
         self.listeners.add(listener);
     }
 
-    /// Calls and quarantine state of every plugin seen since the host started, by name: the data behind
+    /// The quarantine record of plugin `name`'s shadow bindings (created at the first), apart from the record its
+    /// live bindings share: listed by [`Self::stats`] under [`shadow_name`].
+    pub(crate) fn shadow_health(&self, name: &str, kind: PluginKind) -> Arc<PluginHealth> {
+        let shadow = shadow_name(name);
+        let mut all = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        let health = all.entry(shadow.clone()).or_insert_with(|| {
+            Arc::new(PluginHealth::new(&shadow, kind, self.quarantine, Arc::clone(&self.listeners)))
+        });
+        Arc::clone(health)
+    }
+
+    /// Calls and quarantine state of every plugin seen since the host started, by name (a plugin's shadow bindings
+    /// under [`shadow_name`]): the data behind
     /// `aegis_plugin_calls_total{plugin,result}` and `aegis_plugin_quarantined{plugin}`.
     pub fn stats(&self) -> Vec<PluginStats> {
         let now = Instant::now();
@@ -431,6 +444,9 @@ impl PluginHost {
         let Compiled { info, pre, default_config, digest } = compiled;
         let health = {
             let mut all = self.health.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(shadow) = all.get(&shadow_name(&info.name)) {
+                shadow.reset(info.kind);
+            }
             let health = all.entry(info.name.clone()).or_insert_with(|| {
                 Arc::new(PluginHealth::new(&info.name, info.kind, self.quarantine, Arc::clone(&self.listeners)))
             });
@@ -598,6 +614,14 @@ impl PluginHost {
         Ok(Compiled { info, pre, default_config: manifest.config, digest: digest(path, &wasm_sha256) })
     }
 }
+
+/// What a plugin's shadow bindings are called in its stats, quarantine events and metrics: `window-trip (shadow)`.
+pub fn shadow_name(plugin: &str) -> String {
+    format!("{plugin}{SHADOW_SUFFIX}")
+}
+
+/// The end of [`shadow_name`].
+pub const SHADOW_SUFFIX: &str = " (shadow)";
 
 /// The plugin name of a file: its stem (`plugins/window-trip.wasm` is `window-trip`).
 fn plugin_name(path: &Path) -> String {

@@ -28,7 +28,7 @@ pub use anomaly::WasmAnomalyScorer;
 pub use cache::CacheOutcome;
 pub use command::{CommandError, run_command};
 pub use error::PluginError;
-pub use host::{LoadReport, PluginHost, PluginInfo, PluginKind, ReloadReport};
+pub use host::{LoadReport, PluginHost, PluginInfo, PluginKind, ReloadReport, SHADOW_SUFFIX, shadow_name};
 pub use log_rule::{MAX_RULE_NAME, MAX_RULE_NAMES, WasmLogRule};
 pub use manifest::Capabilities;
 pub use quarantine::{CallResult, EventListener, PluginEvent, PluginStats, QuarantinePolicy};

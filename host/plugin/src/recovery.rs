@@ -53,6 +53,19 @@ impl PluginHost {
         let binding = Binding::new(self, name, service.name.clone(), Some(service.into()), config)?;
         Ok(WasmRecoveryStrategy { binding, fallback })
     }
+
+    /// Binds `name` as a service's shadow recovery strategy: asked through [`WasmRecoveryStrategy::answer`] only,
+    /// its calls and quarantine counted on the plugin's shadow record (see [`crate::shadow_name`]).
+    pub fn shadow_recovery_strategy(
+        &self,
+        name: &str,
+        service: ServiceInfo,
+        config: Vec<(String, String)>,
+        fallback: Arc<dyn RecoveryStrategy>,
+    ) -> Result<WasmRecoveryStrategy, PluginError> {
+        let binding = Binding::new(self, name, service.name.clone(), Some(service.into()), config)?.into_shadow(self);
+        Ok(WasmRecoveryStrategy { binding, fallback })
+    }
 }
 
 impl WasmRecoveryStrategy {
@@ -69,13 +82,20 @@ impl WasmRecoveryStrategy {
 
 impl RecoveryStrategy for WasmRecoveryStrategy {
     fn decide(&self, history: &[Failure], attempt: u32) -> RecoveryAction {
+        self.answer(history, attempt).unwrap_or_else(|| self.fallback.decide(history, attempt))
+    }
+}
+
+impl WasmRecoveryStrategy {
+    /// The plugin's own action, `None` when it gave none (quarantined, not loaded, trapped, too slow, an invalid
+    /// answer): what a shadow is compared by.
+    pub fn answer(&self, history: &[Failure], attempt: u32) -> Option<RecoveryAction> {
         let recent = &history[history.len().saturating_sub(MAX_HISTORY)..];
         let failures: Vec<wit::Failure> =
             recent.iter().map(|f| wit::Failure { at_ms: f.at_ms, detail: f.detail.clone() }).collect();
-        let action = self.binding.call(|plugin, store| {
+        self.binding.call(|plugin, store| {
             plugin.aegis_policy_recovery_strategy().call_decide(store, &failures, attempt).map(validate)
-        });
-        action.unwrap_or_else(|| self.fallback.decide(history, attempt))
+        })
     }
 }
 

@@ -48,11 +48,28 @@ impl PluginHost {
         fallback: Arc<dyn TripPredicate>,
     ) -> Result<WasmTripPredicate, PluginError> {
         let binding = Binding::new(self, name, service.name.clone(), Some(service.into()), config)?;
-        Ok(WasmTripPredicate { binding, fallback, windows_sent: AtomicU64::new(0), untracked: AtomicBool::new(false) })
+        Ok(WasmTripPredicate::with(binding, fallback))
+    }
+
+    /// Binds `name` as a service's shadow trip predicate: asked through [`WasmTripPredicate::answer`] only, its
+    /// calls and quarantine counted on the plugin's shadow record (see [`crate::shadow_name`]).
+    pub fn shadow_trip_predicate(
+        &self,
+        name: &str,
+        service: ServiceInfo,
+        config: Vec<(String, String)>,
+        fallback: Arc<dyn TripPredicate>,
+    ) -> Result<WasmTripPredicate, PluginError> {
+        let binding = Binding::new(self, name, service.name.clone(), Some(service.into()), config)?.into_shadow(self);
+        Ok(WasmTripPredicate::with(binding, fallback))
     }
 }
 
 impl WasmTripPredicate {
+    fn with(binding: Binding<TripPredicatePlugin>, fallback: Arc<dyn TripPredicate>) -> Self {
+        WasmTripPredicate { binding, fallback, windows_sent: AtomicU64::new(0), untracked: AtomicBool::new(false) }
+    }
+
     pub fn plugin_name(&self) -> &str {
         self.binding.plugin_name()
     }
@@ -73,6 +90,17 @@ impl WasmTripPredicate {
 
 impl TripPredicate for WasmTripPredicate {
     fn should_trip(&self, ctx: &TripContext<'_>) -> Option<String> {
+        match self.answer(ctx) {
+            Some(decision) => decision,
+            None => self.fallback.should_trip(ctx),
+        }
+    }
+}
+
+impl WasmTripPredicate {
+    /// The plugin's own decision, `None` when it gave none (quarantined, not loaded, trapped, too slow, an invalid
+    /// answer): what a shadow is compared by, since the built-in's answer in its place would compare the built-in.
+    pub fn answer(&self, ctx: &TripContext<'_>) -> Option<Option<String>> {
         let c = ctx.counts();
         let counts = types::Counts {
             requests: c.requests,
@@ -83,7 +111,7 @@ impl TripPredicate for WasmTripPredicate {
             slow_calls: c.slow_calls,
         };
         let window = window_summary(ctx);
-        let decision = self.binding.call(|plugin, store| {
+        self.binding.call(|plugin, store| {
             let trip = plugin.aegis_policy_trip_predicate();
             // A context from outside a breaker is not linked to the one before it, and neither is the first one from a
             // breaker after it (the flag changes only when the plugin is called: a skipped call does not count).
@@ -108,11 +136,7 @@ impl TripPredicate for WasmTripPredicate {
                 })?;
             }
             settle(verdict, || trip.call_trip_reason(store))
-        });
-        match decision {
-            Some(decision) => decision,
-            None => self.fallback.should_trip(ctx),
-        }
+        })
     }
 }
 

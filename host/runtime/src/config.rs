@@ -25,11 +25,13 @@ use serde::Deserialize;
 mod cluster;
 mod detection;
 mod history;
+mod policy;
 mod summary;
 
 pub use self::cluster::{ClusterConfig, DEFAULT_KEY_PREFIX, DEFAULT_LEASE_TTL};
-pub use self::history::HistoryConfig;
 pub use self::detection::{AlertRule, AlertTarget, AlertingConfig, AnomalyConfig, Detector, LogsConfig, Thresholds};
+pub use self::history::HistoryConfig;
+use self::policy::{RecoveryPolicyWire, TripPolicyWire};
 pub use self::summary::Summary;
 use crate::error::ConfigError;
 use crate::probe::{HttpOptions, TlsOptions};
@@ -102,6 +104,9 @@ struct AdminWire {
     /// Bearer token for mutating API calls; `AEGIS_ADMIN_TOKEN` in the environment takes precedence.
     #[serde(default)]
     token: Option<String>,
+    /// `aegis_health_check_duration_seconds` per service (14 series each) instead of one histogram of all checks.
+    #[serde(default, rename = "perServiceLatency")]
+    per_service_latency: bool,
 }
 
 #[derive(Deserialize)]
@@ -274,7 +279,7 @@ struct ActionsWire {
     restart_limit: Option<RestartLimitWire>,
     /// A recovery-strategy plugin deciding restart / notify / ignore / wait instead of the fixed `onFailure`.
     #[serde(default)]
-    recovery_policy: Option<PolicyWire>,
+    recovery_policy: Option<RecoveryPolicyWire>,
 }
 
 impl ActionsWire {
@@ -365,7 +370,7 @@ struct BreakerWire {
     #[serde(default)]
     window_size: Option<u32>,
     #[serde(default)]
-    trip_policy: Option<PolicyWire>,
+    trip_policy: Option<TripPolicyWire>,
 }
 
 impl BreakerWire {
@@ -381,14 +386,6 @@ impl BreakerWire {
             trip_policy: self.trip_policy.or(d.trip_policy),
         }
     }
-}
-
-#[derive(Deserialize, Clone)]
-#[serde(deny_unknown_fields)]
-struct PolicyWire {
-    plugin: String,
-    #[serde(default)]
-    config: BTreeMap<String, serde_yaml::Value>,
 }
 
 #[derive(Deserialize, Clone)]
@@ -525,6 +522,8 @@ pub struct Config {
     pub admin_address: SocketAddr,
     /// Bearer token that mutating admin API calls must carry; without one, mutations are refused.
     pub admin_token: Option<String>,
+    /// `admin.perServiceLatency`: the check-latency histogram per service, instead of one of all checks.
+    pub per_service_latency: bool,
     /// The SQLite file holding breaker states, restart counters and events.
     pub storage_path: PathBuf,
     /// `storage.history`: what recorded history the state database keeps.
@@ -552,6 +551,7 @@ impl std::fmt::Debug for Config {
             source,
             admin_address,
             admin_token,
+            per_service_latency,
             storage_path,
             history,
             stop_children_on_exit,
@@ -569,6 +569,7 @@ impl std::fmt::Debug for Config {
             .field("source", source)
             .field("admin_address", admin_address)
             .field("admin_token", &admin_token.as_ref().map(|_| crate::redact::MASK))
+            .field("per_service_latency", per_service_latency)
             .field("storage_path", storage_path)
             .field("history", history)
             .field("stop_children_on_exit", stop_children_on_exit)
@@ -665,6 +666,8 @@ pub struct ServiceConfig {
     pub notify_webhook: Option<String>,
     /// A recovery-strategy plugin; `None`: `on_failure` decides.
     pub recovery_policy: Option<PluginRef>,
+    /// A recovery-strategy plugin asked alongside the live decision and only compared with it.
+    pub recovery_shadow: Option<PluginRef>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -695,6 +698,8 @@ pub struct BreakerConfig {
     pub slow_call_duration: Option<Duration>,
     pub window_size: u32,
     pub trip_policy: Option<PluginRef>,
+    /// A trip-predicate plugin asked on the same inputs as the live predicate and only compared with it.
+    pub trip_shadow: Option<PluginRef>,
 }
 
 /// A plugin bound to one service (or log source, or receiver), with its `config:` map.
@@ -716,6 +721,7 @@ impl Default for BreakerConfig {
             slow_call_duration: None,
             window_size: 20,
             trip_policy: None,
+            trip_shadow: None,
         }
     }
 }
@@ -839,7 +845,8 @@ impl Validator<'_> {
     }
 
     fn config(&self, wire: FileWire, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let (address, token) = wire.admin.map(|a| (a.address, a.token)).unwrap_or_default();
+        let (address, token, per_service_latency) =
+            wire.admin.map(|a| (a.address, a.token, a.per_service_latency)).unwrap_or_default();
         let address = address.unwrap_or_else(|| DEFAULT_ADMIN_ADDRESS.to_owned());
         let admin_address = address.parse().map_err(|e| {
             self.invalid("admin.address", format!("{address:?} is not an address like 127.0.0.1:9797: {e}"))
@@ -889,6 +896,7 @@ impl Validator<'_> {
             source: self.file.to_owned(),
             admin_address,
             admin_token,
+            per_service_latency,
             storage_path,
             history,
             stop_children_on_exit,
@@ -1105,11 +1113,11 @@ impl Validator<'_> {
                 "`notify` needs a webhook: set `actions.notify.webhook` or a top-level `notifications.webhook`",
             ));
         }
-        let recovery_policy = match actions.recovery_policy {
-            None => None,
+        let (recovery_policy, recovery_shadow) = match actions.recovery_policy {
+            None => (None, None),
             Some(p) => {
-                let config = self.plugin_config(&at("actions.recoveryPolicy.config"), p.config)?;
-                Some(PluginRef { plugin: p.plugin, config })
+                let p = self.policy(&at("actions.recoveryPolicy"), p.0)?;
+                (p.live, p.shadow)
             }
         };
         Ok(ServiceConfig {
@@ -1127,6 +1135,7 @@ impl Validator<'_> {
             restart_limit,
             notify_webhook,
             recovery_policy,
+            recovery_shadow,
         })
     }
 
@@ -1226,8 +1235,8 @@ impl Validator<'_> {
             b.window_size = n;
         }
         if let Some(p) = w.trip_policy {
-            let config = self.plugin_config(&at("actions.circuitBreaker.tripPolicy.config"), p.config)?;
-            b.trip_policy = Some(PluginRef { plugin: p.plugin, config });
+            let p = self.policy(&at("actions.circuitBreaker.tripPolicy"), p.0)?;
+            (b.trip_policy, b.trip_shadow) = (p.live, p.shadow);
         }
         Ok(b)
     }

@@ -9,7 +9,7 @@
 //! - `POST /api/v1/circuit-breakers/{service}/force-state`  `{"state": "open|closed|half-open|auto"}`
 //! - `POST /api/v1/circuit-breakers/{service}/reset`
 //! - `POST /api/v1/circuit-breakers/reset-all`
-//! - `GET  /api/v1/events?service=&limit=` (`service=-`: events of no service)
+//! - `GET  /api/v1/events?service=&kind=&limit=` (`service=-`: events of no service; `kind=shadow-disagreed`)
 //! - `GET  /api/v1/alerts?state=&service=`                  pending and firing alerts
 //! - `GET  /api/v1/services/{service}/checks`              the last checks (time, outcome, latency)
 //! - `GET  /api/v1/stream`                                  server-sent events: transitions, check summaries, alerts, plugins
@@ -368,15 +368,16 @@ async fn events(
     // Cluster mode: every replica's events, from Redis (each with its `node`); this replica's own while Redis
     // cannot be asked.
     if let Some(cluster) = &state.shared.cluster
-        && let Some(events) = cluster.events(filter.service.as_deref(), filter.limit).await
+        && let Some(events) = cluster.events(filter.service.as_deref(), filter.kind.as_deref(), filter.limit).await
     {
         return Ok(axum::Json(json!({ "events": events })).into_response());
     }
-    let events = state
-        .shared
-        .store
-        .events(filter.service.as_deref(), filter.limit)
-        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let store = &state.shared.store;
+    let events = match filter.kind.as_deref() {
+        None => store.events(filter.service.as_deref(), filter.limit),
+        Some(kind) => store.events_of_kind(filter.service.as_deref(), kind, filter.limit),
+    }
+    .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok(axum::Json(json!({ "events": events })).into_response())
 }
 

@@ -1,11 +1,11 @@
-//! `GET /api/v1/plugins`: the loaded plugins, how their calls went, whether they are quarantined, and which services
-//! bind them (as trip predicate or recovery strategy). Reads the plugin host and the service handles only; loading
+//! `GET /api/v1/plugins`: the loaded plugins, how their calls went, whether they are quarantined (their live and
+//! their shadow bindings apart), and which services bind them (as trip predicate or recovery strategy, live or shadow). Reads the plugin host and the service handles only; loading
 //! and quarantining are the plugin host's.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};
 
-use aegis_plugin::CallResult;
+use aegis_plugin::{CallResult, PluginStats, shadow_name};
 use axum::extract::State as Extract;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -20,6 +20,19 @@ struct PluginView {
     version: Option<String>,
     path: String,
     size_bytes: u64,
+    #[serde(flatten)]
+    health: HealthView,
+    /// The plugin's shadow bindings (`tripPolicy.shadow`, `recoveryPolicy.shadow`), counted and quarantined apart
+    /// from its live ones; `null` when it never shadowed.
+    shadow: Option<HealthView>,
+    /// The services using it and how: `trip-predicate`, `recovery-strategy`, `shadow-trip-predicate` or
+    /// `shadow-recovery-strategy`.
+    bound_by: Vec<Binding>,
+}
+
+/// How a plugin's calls went (its live bindings', or its shadow bindings').
+#[derive(Serialize)]
+struct HealthView {
     /// Calls since the host started, by result (`ok`, `trap`, `timeout`, …); results never seen are left out.
     calls: BTreeMap<&'static str, u64>,
     quarantined: bool,
@@ -29,8 +42,24 @@ struct PluginView {
     quarantined_until_human: Option<String>,
     quarantined_for_ms: Option<u64>,
     quarantines_total: u64,
-    /// The services using it and how: `trip-predicate` or `recovery-strategy`.
-    bound_by: Vec<Binding>,
+}
+
+impl HealthView {
+    fn of(stat: Option<&PluginStats>, now_ms: u64) -> HealthView {
+        let calls = CallResult::ALL
+            .iter()
+            .filter_map(|r| stat.map(|s| s.calls(*r)).filter(|n| *n > 0).map(|n| (r.as_str(), n)))
+            .collect();
+        let end = stat.and_then(|s| s.quarantined_for).map(|left| QuarantineEnd::after(left, now_ms));
+        HealthView {
+            calls,
+            quarantined: stat.is_some_and(|s| s.quarantined),
+            quarantined_for_ms: end.as_ref().map(|e| e.left_ms),
+            quarantined_until_human: end.as_ref().map(|e| e.human.clone()),
+            quarantined_until: end.map(|e| e.rfc3339),
+            quarantines_total: stat.map_or(0, |s| s.quarantines_total),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -50,11 +79,6 @@ pub(super) async fn plugins(Extract(state): Extract<AppState>) -> Response {
         .plugins()
         .into_iter()
         .map(|info| {
-            let stat = stats.get(&info.name);
-            let calls = CallResult::ALL
-                .iter()
-                .filter_map(|r| stat.map(|s| s.calls(*r)).filter(|n| *n > 0).map(|n| (r.as_str(), n)))
-                .collect();
             let mut bound_by = Vec::new();
             for h in services.values() {
                 if h.trip_policy == info.name {
@@ -63,19 +87,20 @@ pub(super) async fn plugins(Extract(state): Extract<AppState>) -> Response {
                 if h.recovery.as_ref().is_some_and(|(_, name)| *name == info.name) {
                     bound_by.push(Binding { service: h.config.name.clone(), role: "recovery-strategy" });
                 }
+                if h.config.breaker.trip_shadow.as_ref().is_some_and(|p| p.plugin == info.name) {
+                    bound_by.push(Binding { service: h.config.name.clone(), role: "shadow-trip-predicate" });
+                }
+                if h.config.recovery_shadow.as_ref().is_some_and(|p| p.plugin == info.name) {
+                    bound_by.push(Binding { service: h.config.name.clone(), role: "shadow-recovery-strategy" });
+                }
             }
-            let end = stat.and_then(|s| s.quarantined_for).map(|left| QuarantineEnd::after(left, now_ms));
             PluginView {
                 kind: info.kind.as_str(),
                 version: info.version.clone(),
                 path: info.path.display().to_string(),
                 size_bytes: info.size_bytes,
-                calls,
-                quarantined: stat.is_some_and(|s| s.quarantined),
-                quarantined_for_ms: end.as_ref().map(|e| e.left_ms),
-                quarantined_until_human: end.as_ref().map(|e| e.human.clone()),
-                quarantined_until: end.map(|e| e.rfc3339),
-                quarantines_total: stat.map_or(0, |s| s.quarantines_total),
+                health: HealthView::of(stats.get(&info.name), now_ms),
+                shadow: stats.get(&shadow_name(&info.name)).map(|s| HealthView::of(Some(s), now_ms)),
                 bound_by,
                 name: info.name,
             }

@@ -50,6 +50,7 @@ pub fn force_target(body: Result<Json<ForceBody>, JsonRejection>) -> Result<Forc
 #[serde(deny_unknown_fields)]
 pub struct EventQuery {
     service: Option<String>,
+    kind: Option<String>,
     limit: Option<u32>,
 }
 
@@ -58,6 +59,8 @@ pub struct EventQuery {
 pub struct EventFilter {
     /// `None`: every service; [`NO_SERVICE`]: events of no service.
     pub service: Option<String>,
+    /// Only events of this kind (`shadow-disagreed`), if given.
+    pub kind: Option<String>,
     /// At most [`MAX_EVENTS_PER_PAGE`].
     pub limit: u32,
 }
@@ -71,9 +74,10 @@ impl EventFilter {
 
 /// The events query as a filter, or the 400 message.
 pub fn event_filter(query: Result<Query<EventQuery>, QueryRejection>) -> Result<EventFilter, String> {
-    let Query(q) = query.map_err(|e| format!("bad query: {e} (expected ?service=NAME&limit=N)"))?;
+    let Query(q) = query.map_err(|e| format!("bad query: {e} (expected ?service=NAME&kind=KIND&limit=N)"))?;
     Ok(EventFilter {
         service: q.service.filter(|n| !n.is_empty()),
+        kind: q.kind.filter(|k| !k.is_empty()),
         limit: q.limit.unwrap_or(DEFAULT_EVENTS_PER_PAGE).min(MAX_EVENTS_PER_PAGE),
     })
 }
@@ -135,9 +139,13 @@ mod tests {
 
     #[test]
     fn event_queries() {
-        assert_eq!(events(""), Ok(EventFilter { service: None, limit: 100 }));
-        assert_eq!(events("service=&limit=5"), Ok(EventFilter { service: None, limit: 5 }));
-        assert_eq!(events("limit=4000000000"), Ok(EventFilter { service: None, limit: MAX_EVENTS_PER_PAGE }));
+        assert_eq!(events(""), Ok(EventFilter { service: None, kind: None, limit: 100 }));
+        assert_eq!(events("service=&limit=5"), Ok(EventFilter { service: None, kind: None, limit: 5 }));
+        assert_eq!(
+            events("limit=4000000000"),
+            Ok(EventFilter { service: None, kind: None, limit: MAX_EVENTS_PER_PAGE })
+        );
+        assert_eq!(events("kind=shadow-disagreed").unwrap().kind.as_deref(), Some("shadow-disagreed"));
         let no_service = events("service=-").unwrap();
         assert_eq!(no_service.service_to_check(), None);
         assert_eq!(events("service=a%20b").unwrap().service_to_check(), Some("a b"));

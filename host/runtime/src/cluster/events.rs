@@ -23,7 +23,12 @@ impl Cluster {
 
     /// The newest `limit` events of every replica (of `service` only, if given), newest first; `None` when Redis
     /// cannot be asked (the caller then answers from its own store).
-    pub async fn events(&self, service: Option<&str>, limit: u32) -> Option<Vec<serde_json::Value>> {
+    pub async fn events(
+        &self,
+        service: Option<&str>,
+        kind: Option<&str>,
+        limit: u32,
+    ) -> Option<Vec<serde_json::Value>> {
         let mut conn = self.connection().await?;
         let mut found = Vec::new();
         let mut end = "+".to_owned();
@@ -36,7 +41,7 @@ impl Cluster {
             for entry in &page.ids {
                 let Some(text) = entry.get::<String>("e") else { continue };
                 let Ok(event) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
-                if service.is_none_or(|s| event["service"] == s) {
+                if service.is_none_or(|s| event["service"] == s) && kind.is_none_or(|k| event["kind"] == k) {
                     found.push(event);
                     if found.len() >= limit as usize {
                         return Some(found);

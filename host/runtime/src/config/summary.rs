@@ -98,6 +98,9 @@ fn service(f: &mut Formatter<'_>, s: &ServiceConfig) -> fmt::Result {
     if let Some(p) = &s.recovery_policy {
         writeln!(f, "  recoveryPolicy: plugin={}", p.plugin)?;
     }
+    if let Some(p) = &s.recovery_shadow {
+        writeln!(f, "  recoveryPolicy: shadow={}", p.plugin)?;
+    }
     Ok(())
 }
 
@@ -124,6 +127,9 @@ impl Display for Breaker<'_> {
         // The window only feeds a trip plugin; without one it is noise.
         if let Some(p) = &b.trip_policy {
             write!(f, " windowSize={} tripPolicy={}", b.window_size, p.plugin)?;
+        }
+        if let Some(p) = &b.trip_shadow {
+            write!(f, " tripPolicy.shadow={}", p.plugin)?;
         }
         Ok(())
     }

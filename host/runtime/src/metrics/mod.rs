@@ -28,6 +28,9 @@ pub struct Metrics {
     pub plugin_calls: IntCounterVec,
     /// 1 while a plugin is quarantined (its built-in policy is used).
     pub plugin_quarantined: IntGaugeVec,
+    /// Decisions where a shadow policy answered otherwise than the live one, by service and policy (`trip`,
+    /// `recovery`): see `tripPolicy.shadow`.
+    pub shadow_disagreements: IntCounterVec,
     /// Log lines matched, by rule and severity.
     pub log_matches: IntCounterVec,
     /// Log lines read, by service (`-` for files of no service).
@@ -97,6 +100,14 @@ impl Metrics {
             &["plugin"],
         )?;
         registry.register(Box::new(plugin_quarantined.clone()))?;
+        let shadow_disagreements = IntCounterVec::new(
+            Opts::new(
+                "aegis_shadow_disagreements_total",
+                "Decisions where a shadow policy answered otherwise than the live one, by service and policy",
+            ),
+            &["service", "policy"],
+        )?;
+        registry.register(Box::new(shadow_disagreements.clone()))?;
         let log_matches = IntCounterVec::new(
             Opts::new("aegis_log_matches_total", "Log lines matched by a rule, by rule and severity"),
             &["rule", "severity"],
@@ -148,6 +159,7 @@ impl Metrics {
             notifications,
             plugin_calls,
             plugin_quarantined,
+            shadow_disagreements,
             log_matches,
             log_lines,
             anomaly_score,
@@ -180,6 +192,7 @@ impl Metrics {
         remove_where(&self.breaker_trips, "breaker", service);
         remove_where(&self.restarts, "service", service);
         remove_where(&self.notifications, "service", service);
+        remove_where(&self.shadow_disagreements, "service", service);
         remove_where(&self.log_lines, "service", service);
         remove_where(&self.anomaly_score, "service", service);
     }

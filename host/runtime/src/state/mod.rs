@@ -32,7 +32,7 @@ pub use self::operator::OperatorAction;
 pub use self::stream::{Stream, StreamEvent};
 
 pub(crate) use self::service::RestartBook;
-pub use self::service::ServiceHandle;
+pub use self::service::{SHADOW_DISAGREED, ServiceHandle};
 
 /// State shared by every service task.
 #[derive(Debug)]

@@ -26,6 +26,9 @@ use crate::metrics::ServiceSeries;
 use crate::probe::{Probe, ProbeResult};
 use crate::process::ManagedProcess;
 
+/// The event kind of a decision where a shadow policy answered otherwise than the live one.
+pub const SHADOW_DISAGREED: &str = "shadow-disagreed";
+
 /// Everything about one supervised service that outlives a single check.
 #[derive(Debug)]
 pub struct ServiceHandle {
@@ -45,6 +48,8 @@ pub struct ServiceHandle {
     pub(crate) restarts: Mutex<RestartBook>,
     /// A recovery-strategy plugin and its name; `None`: the fixed `onFailure`.
     pub(crate) recovery: Option<(Arc<dyn RecoveryStrategy>, String)>,
+    /// The recovery shadow (`recoveryPolicy.shadow`): asked after each recovery decision, never acted on.
+    pub(crate) recovery_shadow: Option<Arc<aegis_plugin::WasmRecoveryStrategy>>,
     /// A strategy decision is under way (or waiting out its `wait`).
     pub(crate) deciding: AtomicBool,
     /// Decisions since the service last recovered (the strategy's `attempt`).
@@ -117,6 +122,12 @@ impl ServiceHandle {
         } else {
             shared.alerts.clear(Source::GaveUp, &labels);
         }
+    }
+
+    /// The plugins shadowing this service's policies (`tripPolicy.shadow`, `recoveryPolicy.shadow`).
+    pub fn shadows(&self) -> impl Iterator<Item = &str> {
+        let c = &self.config;
+        [&c.breaker.trip_shadow, &c.recovery_shadow].into_iter().flatten().map(|p| p.plugin.as_str())
     }
 
     /// The checks since the last call (for anomaly detection), resetting the count.

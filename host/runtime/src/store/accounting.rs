@@ -427,6 +427,11 @@ impl StateStore for Accounted {
         self.retry_kept(Retry::Read);
         self.inner.events(service, limit)
     }
+
+    fn events_of_kind(&self, service: Option<&str>, kind: &str, limit: u32) -> Result<Vec<Event>, StoreError> {
+        self.retry_kept(Retry::Read);
+        self.inner.events_of_kind(service, kind, limit)
+    }
 }
 
 #[cfg(test)]

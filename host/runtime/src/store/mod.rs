@@ -160,6 +160,9 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
 
     /// The newest `limit` events, newest first, optionally of one service.
     fn events(&self, service: Option<&str>, limit: u32) -> Result<Vec<Event>, StoreError>;
+
+    /// The newest `limit` events of kind `kind` (`shadow-disagreed`), newest first, optionally of one service.
+    fn events_of_kind(&self, service: Option<&str>, kind: &str, limit: u32) -> Result<Vec<Event>, StoreError>;
 }
 
 /// The SQLite store's own methods, as the trait's (inherent methods take precedence, so these do not recurse).
@@ -210,6 +213,10 @@ impl StateStore for Store {
 
     fn events(&self, service: Option<&str>, limit: u32) -> Result<Vec<Event>, StoreError> {
         Store::events(self, service, limit)
+    }
+
+    fn events_of_kind(&self, service: Option<&str>, kind: &str, limit: u32) -> Result<Vec<Event>, StoreError> {
+        Store::events_of_kind(self, service, kind, limit)
     }
 }
 

@@ -365,15 +365,24 @@ impl Store {
 
     /// The newest `limit` events, newest first, optionally of one service.
     pub fn events(&self, service: Option<&str>, limit: u32) -> Result<Vec<Event>, StoreError> {
+        self.select_events(service, None, limit)
+    }
+
+    /// The newest `limit` events of kind `kind`, newest first, optionally of one service.
+    pub fn events_of_kind(&self, service: Option<&str>, kind: &str, limit: u32) -> Result<Vec<Event>, StoreError> {
+        self.select_events(service, Some(kind), limit)
+    }
+
+    fn select_events(&self, service: Option<&str>, kind: Option<&str>, limit: u32) -> Result<Vec<Event>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(
                 "SELECT id, at_ms, service, kind, message FROM events
-                 WHERE ?1 IS NULL OR service = ?1 ORDER BY id DESC LIMIT ?2",
+                 WHERE (?1 IS NULL OR service = ?1) AND (?2 IS NULL OR kind = ?2) ORDER BY id DESC LIMIT ?3",
             )
             .map_err(|e| self.query_err(e))?;
         let rows = stmt
-            .query_map(params![service, limit], |r| {
+            .query_map(params![service, kind, limit], |r| {
                 let at_ms: i64 = r.get(1)?;
                 Ok(Event {
                     id: r.get(0)?,
@@ -417,6 +426,9 @@ mod tests {
         let only_a = store.events(Some("a"), 10).expect("events");
         assert_eq!(only_a.len(), 1);
         assert!(only_a[0].at.ends_with('Z'));
+        let restarts = store.events_of_kind(None, "restart", 10).expect("events");
+        assert_eq!(restarts.iter().map(|e| e.service.as_str()).collect::<Vec<_>>(), vec!["b"]);
+        assert!(store.events_of_kind(Some("a"), "restart", 10).expect("events").is_empty());
     }
 
     #[test]

@@ -14,6 +14,7 @@ use rand::SeedableRng;
 use rand::rngs::SmallRng;
 
 use super::recovery::fixed_action;
+use super::shadow;
 use super::transitions::{Transition, Transitions};
 use crate::anomaly::CheckWindow;
 use crate::binding::log_binding;
@@ -54,6 +55,7 @@ pub(super) fn build_service(
             }
         }
     };
+    let predicate = shadow::with_trip_shadow(shared, s, predicate, &built_in);
     let recovery = s.recovery_policy.as_ref().and_then(|policy| {
         let fixed: Arc<dyn RecoveryStrategy> = Arc::new(FixedAction(fixed_action(s.on_failure)));
         match shared.plugins.recovery_strategy(&policy.plugin, service_info(s), policy.config.clone(), fixed) {
@@ -107,6 +109,7 @@ pub(super) fn build_service(
             gave_up: saved.gave_up,
         }),
         recovery,
+        recovery_shadow: shadow::recovery_shadow(shared, s),
         deciding: AtomicBool::new(false),
         decisions: AtomicU32::new(0),
         failures: Mutex::new(VecDeque::new()),

@@ -51,6 +51,7 @@ mod notify;
 mod plugins;
 mod probe_loop;
 mod recovery;
+mod shadow;
 mod transitions;
 
 pub use self::build::breaker_settings;

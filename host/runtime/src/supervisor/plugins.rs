@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use aegis_plugin::{PluginError, PluginEvent};
+use aegis_plugin::{PluginError, PluginEvent, SHADOW_SUFFIX};
 use tokio::sync::{mpsc, watch};
 
 use crate::state::Shared;
@@ -22,13 +22,14 @@ pub(super) async fn record_plugin_events(
 ) {
     let record = |event: PluginEvent| {
         let (kind, message) = match event {
-            PluginEvent::Quarantined { plugin, strikes, cool_down, last_error } => (
-                "plugin-quarantined",
-                format!(
-                    "{plugin}: quarantined after {strikes} strike(s), the built-in policy decides for {cool_down:?}; \
-                     last: {last_error}"
-                ),
-            ),
+            PluginEvent::Quarantined { plugin, strikes, cool_down, last_error } => {
+                let meanwhile =
+                    if plugin.ends_with(SHADOW_SUFFIX) { "it is not asked" } else { "the built-in policy decides" };
+                let message = format!(
+                    "{plugin}: quarantined after {strikes} strike(s), {meanwhile} for {cool_down:?}; last: {last_error}"
+                );
+                ("plugin-quarantined", message)
+            }
             PluginEvent::Released { plugin } => {
                 ("plugin-released", format!("{plugin}: answered well after its quarantine; released"))
             }

@@ -13,6 +13,7 @@ use aegis_core::policy::{Failure, RecoveryAction, RecoveryStrategy};
 use tokio::sync::watch;
 
 use super::notify::notify_if_configured;
+use super::shadow;
 use crate::action::{self, RestartOutcome};
 use crate::alerts::{Source, service_label};
 use crate::config::OnFailure;
@@ -35,14 +36,26 @@ pub(super) fn start_recovery(
     stop: &watch::Receiver<bool>,
 ) {
     match &handle.recovery {
-        None => match handle.config.on_failure {
-            OnFailure::Ignore => tracing::info!("onFailure is `ignore`: no action ({reason})"),
-            // The breaker-opened notification was sent with the transition: that is the whole action.
-            OnFailure::Notify => tracing::info!("onFailure is `notify`: no restart ({reason})"),
-            OnFailure::Restart => restart_after_backoff(handle, shared, stop),
-        },
+        None => {
+            shadow_the_fixed_action(handle, shared);
+            match handle.config.on_failure {
+                OnFailure::Ignore => tracing::info!("onFailure is `ignore`: no action ({reason})"),
+                // The breaker-opened notification was sent with the transition: that is the whole action.
+                OnFailure::Notify => tracing::info!("onFailure is `notify`: no restart ({reason})"),
+                OnFailure::Restart => restart_after_backoff(handle, shared, stop),
+            }
+        }
         Some((strategy, plugin)) => decide_recovery(handle, shared, Arc::clone(strategy), plugin.clone(), stop),
     }
+}
+
+/// Compares `onFailure` (the built-in recovery) with the recovery shadow, if the service has one.
+fn shadow_the_fixed_action(handle: &ServiceHandle, shared: &Arc<Shared>) {
+    let Some(shadow) = &handle.recovery_shadow else { return };
+    let attempt = handle.decisions.fetch_add(1, Ordering::AcqRel);
+    let history: Vec<Failure> = handle.failures.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
+    let live = fixed_action(handle.config.on_failure);
+    shadow::compare_recovery(shared, &handle.config.name, shadow, history, attempt, live);
 }
 
 /// Asks the strategy (on a blocking thread: a plugin call may take up to its deadline) and acts on the answer. One
@@ -63,11 +76,15 @@ fn decide_recovery(
         let name = handle.config.name.clone();
         let attempt = handle.decisions.fetch_add(1, Ordering::AcqRel);
         let history: Vec<Failure> = handle.failures.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
+        let asked = handle.recovery_shadow.as_ref().map(|_| history.clone());
         let decided = tokio::task::spawn_blocking(move || strategy.decide(&history, attempt)).await;
         let action = decided.unwrap_or_else(|e| {
             tracing::error!(service = %name, "recovery strategy task failed: {e}; using onFailure");
             fixed_action(handle.config.on_failure)
         });
+        if let (Some(shadow), Some(history)) = (&handle.recovery_shadow, asked) {
+            shadow::compare_recovery(&shared, &name, shadow, history, attempt, action.clone());
+        }
         tracing::info!(service = %name, plugin = %plugin, attempt, ?action, "recovery strategy decided");
         shared.event(&name, "recovery-decision", &format!("{plugin}: {action:?} (attempt {attempt})"));
         let wait = match action {
@@ -224,6 +241,6 @@ fn restart_limit_reached(handle: &ServiceHandle, shared: &Shared) -> Option<Stri
     ))
 }
 
-fn round_ms(d: Duration) -> Duration {
+pub(super) fn round_ms(d: Duration) -> Duration {
     Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

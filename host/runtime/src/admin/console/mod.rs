@@ -19,6 +19,7 @@ use super::{ApiResult, AppState, error};
 
 pub(super) mod live;
 mod pages;
+mod shadow;
 
 const CSS: &str = include_str!("../../../assets/console.css");
 const JS: &str = include_str!("../../../assets/console.js");

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use aegis_core::State;
 use aegis_core::alerting::TrackedAlert;
+use aegis_plugin::shadow_name;
 use maud::{DOCTYPE, Markup, html};
 
 use super::super::plugins::QuarantineEnd;
@@ -244,10 +245,10 @@ pub(super) fn service(state: &AppState, h: &ServiceHandle, events: &[Event], day
             thead { tr { th { "When (UTC)" } th { "Event" } th { "Reason" } } }
             tbody { @for e in events.iter().take(50) { tr { td { (e.at) } td { (e.kind) } td { (e.message) } } } }
         } }
+        (super::shadow::section(&state.shared, h, events))
         h2 { "Configuration" }
         table.config { tbody { @for (k, v) in &config_rows { tr { th { (k) } td { code { (v) } } } } } }
     };
-    let _ = state;
     layout(name, "", body)
 }
 
@@ -282,7 +283,8 @@ pub(super) fn plugins(state: &AppState) -> Markup {
             tbody { @for p in &stats {
                 @let bound: Vec<&String> = services.iter()
                     .filter(|(_, h)| h.trip_policy == p.plugin
-                        || h.recovery.as_ref().is_some_and(|(_, n)| *n == p.plugin))
+                        || h.recovery.as_ref().is_some_and(|(_, n)| *n == p.plugin)
+                        || h.shadows().any(|n| shadow_name(n) == p.plugin))
                     .map(|(n, _)| n).collect();
                 tr {
                     td { (p.plugin) }
