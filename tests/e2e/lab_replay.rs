@@ -1,7 +1,8 @@
 //! Policy lab, replay (issue 17): a real outage of the example service is recorded by a real aegis-host running
 //! `window-trip`; after the host stops, `aegis-host replay` runs the record through the same plugin with the live
 //! config (no divergence, exit 0, the same openings the host logged) and with a stricter config (an earlier opening,
-//! exit 1); the recorded anomaly samples through a scorer plugin that misses the error-rate alert the config's
+//! exit 1); a recovery strategy in place of `onFailure` (the same restarts, or a notification instead); the
+//! recorded anomaly samples through a scorer plugin that misses the error-rate alert the config's
 //! threshold raised (exit 1); a log file through `panic-detector` against the config's pattern (exit 1, and 0 when
 //! configured to the same rule); bad input exits 2.
 
@@ -160,6 +161,21 @@ anomaly_detection:
     let shown = text(&table.stdout);
     assert!(shown.contains("first divergence at") && shown.contains(">>"), "{shown}");
     eprintln!("{shown}");
+
+    // A recovery strategy instead of `onFailure: restart`: escalating-restart restarts as often as onFailure did when
+    // allowed enough restarts; allowed one, it notifies at the second opening instead.
+    let escalating = built_plugins().join("escalating_restart.wasm");
+    let escalating = escalating.to_str().expect("utf-8");
+    let patient = replay(&config, &["--recovery-plugin", escalating, "--recovery-config", "restarts=5", "--json"]);
+    let doc = json(&patient);
+    assert_eq!(patient.status.code(), Some(0), "five restarts allowed: the same restarts; {doc:#}");
+    let steps = doc["breaker"]["candidate"]["run"]["recovery"].as_array().expect("recovery steps");
+    assert!(steps.iter().any(|s| s["kind"] == "decided" && s["action"] == "restart"), "{doc:#}");
+    let hasty = replay(&config, &["--recovery-plugin", escalating, "--recovery-config", "restarts=1", "--json"]);
+    let doc = json(&hasty);
+    assert_eq!(hasty.status.code(), Some(1), "one restart allowed: a notification instead; {doc:#}");
+    assert_eq!(doc["breaker"]["divergence"]["candidate"]["what"], "notify", "{doc:#}");
+    assert_eq!(doc["breaker"]["divergence"]["at_ms"].as_i64(), Some(baseline[1]), "at the second opening; {doc:#}");
 
     // The anomaly samples: the config's error-rate threshold fired during the outage; a latency-only scorer would not
     // have raised it.

@@ -169,3 +169,17 @@ pub fn parse_pairs(option: &str, pairs: &[String]) -> anyhow::Result<Vec<(String
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plugin_config_pairs_keep_their_order_and_name_the_bad_one() {
+        let pairs = parse_pairs("--plugin-config", &["window=6".into(), "note=a=b".into()]).expect("valid");
+        assert_eq!(pairs, [("window".into(), "6".into()), ("note".into(), "a=b".into())]);
+        let e = parse_pairs("--plugin-config", &["window".into()]).expect_err("no `=`").to_string();
+        assert!(e.contains("--plugin-config window") && e.contains("key=value"), "{e}");
+        assert!(parse_pairs("--plugin-config", &["=6".into()]).is_err(), "an empty key");
+    }
+}
