@@ -1,7 +1,8 @@
-//! Cost of rendering `/metrics` at N services (default 1000): aegis's renderer against the same series kept in the
+//! Cost and size of `/metrics` at N services (default 1000): aegis's renderer with the defaults (one check-latency
+//! histogram of all services) and with `admin.perServiceLatency: true`, against the same series kept in the
 //! `prometheus` crate's own labelled vectors and encoded by its `TextEncoder` (the baseline, and what Aegis did before
-//! it wrote the per-service families as text directly), in the same run. Both carry every per-service family with
-//! the same label sets, so the texts have the same lines.
+//! it wrote the per-service families as text directly), in the same run. The baseline carries every per-service
+//! family with the same label sets as the per-service rendering, so those two texts have the same lines.
 //!
 //! ```text
 //! cargo bench -p aegis-runtime --bench scrape
@@ -82,21 +83,32 @@ fn main() {
             s.checked(true, Duration::from_millis(3));
         }
     }
+    let series = |text: &str| text.lines().filter(|l| !l.starts_with('#')).count();
     let (aegis, aegis_len) = median(runs, || metrics.render().map_or(0, |t| t.len()));
+    let aegis_series = metrics.render().map_or(0, |t| series(&t));
+    metrics.set_per_service_latency(true);
+    let (per_service, per_service_len) = median(runs, || metrics.render().map_or(0, |t| t.len()));
+    let per_service_series = metrics.render().map_or(0, |t| series(&t));
     let registry = crate_registry(services);
-    let (baseline, baseline_len) = median(runs, || {
+    let encode = || {
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&registry.gather(), &mut buf);
-        buf.len()
-    });
+        buf
+    };
+    let (baseline, baseline_len) = median(runs, || encode().len());
+    let baseline_series = series(&String::from_utf8_lossy(&encode()));
     println!("render /metrics at {services} services (median of {runs})");
-    println!("{:<34} {:>10} {:>12}", "renderer", "ms", "bytes");
-    println!("{:<34} {:>10.3} {:>12}", "aegis (text written directly)", aegis.as_secs_f64() * 1e3, aegis_len);
+    println!("{:<44} {:>10} {:>12} {:>9}", "renderer", "ms", "bytes", "series");
+    for (name, time, len, count) in [
+        ("aegis, defaults (one latency histogram)", aegis, aegis_len, aegis_series),
+        ("aegis, perServiceLatency: true", per_service, per_service_len, per_service_series),
+        ("prometheus crate vectors + encoder", baseline, baseline_len, baseline_series),
+    ] {
+        println!("{name:<44} {:>10.3} {len:>12} {count:>9}", time.as_secs_f64() * 1e3);
+    }
     println!(
-        "{:<34} {:>10.3} {:>12}",
-        "prometheus crate vectors + encoder",
-        baseline.as_secs_f64() * 1e3,
-        baseline_len
+        "per-service aegis / baseline: {:.2} (time); defaults / per-service: {:.2} (bytes)",
+        per_service.as_secs_f64() / baseline.as_secs_f64(),
+        aegis_len as f64 / per_service_len as f64
     );
-    println!("aegis / baseline: {:.2}", aegis.as_secs_f64() / baseline.as_secs_f64());
 }

@@ -1544,6 +1544,15 @@ services:
     }
 
     #[test]
+    fn the_latency_histogram_is_per_service_only_when_asked() {
+        assert!(!parse("services: []\n").expect("valid").per_service_latency);
+        let c = parse("admin: {perServiceLatency: true}\nservices: []\n").expect("valid");
+        assert!(c.per_service_latency);
+        let e = parse("admin: {perServiceLatency: sometimes}\nservices: []\n").expect_err("not a boolean");
+        assert!(e.to_string().contains("perServiceLatency"), "{e}");
+    }
+
+    #[test]
     fn plugin_sandbox_settings_parse() {
         let text = "plugins:\n  dir: p\n  cacheDir: /var/cache/aegis\n  quarantine: {strikes: 5, window: 1m, coolDown: 10s}\n  \
                     grants:\n    reader: {stderr: true, clocks: true, env: [TZ], readDirs: [/etc/aegis]}\nservices: []\n";

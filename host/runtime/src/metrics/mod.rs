@@ -63,6 +63,13 @@ impl Metrics {
         self.services.set_exported(filter);
     }
 
+    /// `admin.perServiceLatency`: `aegis_health_check_duration_seconds` per service (`true`) or one histogram of
+    /// every exported service's checks, without a `service` label (`false`, the default: 14 series a service are
+    /// most of a scrape at thousands of services).
+    pub fn set_per_service_latency(&self, per_service: bool) {
+        self.services.set_per_service_latency(per_service);
+    }
+
     /// Adds a collector of another part (cluster mode's metrics) to `/metrics`.
     pub fn register(&self, collector: Box<dyn prometheus::core::Collector>) -> Result<(), RuntimeError> {
         self.registry.register(collector)?;
@@ -243,6 +250,7 @@ mod tests {
     #[test]
     fn every_series_renders_and_promtool_accepts_it_when_installed() {
         let m = Metrics::new().expect("metrics");
+        m.set_per_service_latency(true);
         let svc = m.register_service("svc");
         svc.set_breaker_state(2);
         svc.checked(false, std::time::Duration::from_millis(20));

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::{Display, Write};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
@@ -77,6 +77,8 @@ pub struct ServiceFamilies {
     services: RwLock<BTreeMap<String, Arc<ServiceSeries>>>,
     /// `None`: every registered service.
     exported: RwLock<Option<ExportFilter>>,
+    /// The latency histogram per service, or one of all exported services' checks.
+    per_service_latency: AtomicBool,
 }
 
 impl std::fmt::Debug for ServiceFamilies {
@@ -107,6 +109,11 @@ impl ServiceFamilies {
     pub fn register(&self, service: &str) -> Arc<ServiceSeries> {
         let mut services = self.services.write().unwrap_or_else(|p| p.into_inner());
         Arc::clone(services.entry(service.to_owned()).or_default())
+    }
+
+    /// See [`super::Metrics::set_per_service_latency`].
+    pub fn set_per_service_latency(&self, per_service: bool) {
+        self.per_service_latency.store(per_service, Relaxed);
     }
 
     /// Shows only the services `filter` accepts from now on.
@@ -151,27 +158,34 @@ struct Series<'a> {
 }
 
 impl Series<'_> {
-    /// One sample line: `name{label="service"[,extra="value"]} value`. Label pairs are sorted by label name, as the
+    /// One sample line: `name{label="service"[,extra="value"]} value` (without the service's pair when `label` is
+    /// empty, and without braces when nothing is left). Label pairs are sorted by label name, as the
     /// `prometheus` crate writes its own series, so `extra` comes first when its name sorts first — except a
     /// bucket's `le`, which comes last, as every Prometheus client writes it.
     fn sample(self, out: &mut String, extra: Option<(&str, &str)>, value: impl Display) {
         out.push_str(self.name);
         out.push_str(self.suffix);
-        out.push('{');
-        match extra {
-            Some((k, v)) if k < self.label && k != "le" => {
-                push_pair(out, k, v);
-                out.push(',');
-                self.push_own(out);
+        // An empty `label`: a series of all services, without a label of its own.
+        let own = !self.label.is_empty();
+        if own || extra.is_some() {
+            out.push('{');
+            match extra {
+                Some((k, v)) if !own => push_pair(out, k, v),
+                Some((k, v)) if k < self.label && k != "le" => {
+                    push_pair(out, k, v);
+                    out.push(',');
+                    self.push_own(out);
+                }
+                Some((k, v)) => {
+                    self.push_own(out);
+                    out.push(',');
+                    push_pair(out, k, v);
+                }
+                None => self.push_own(out),
             }
-            Some((k, v)) => {
-                self.push_own(out);
-                out.push(',');
-                push_pair(out, k, v);
-            }
-            None => self.push_own(out),
+            out.push('}');
         }
-        out.push_str("} ");
+        out.push(' ');
         let _ = write!(out, "{value}");
         out.push('\n');
     }
@@ -207,8 +221,17 @@ impl ServiceFamilies {
         let filter = self.exported.read().unwrap_or_else(|p| p.into_inner()).clone();
         let shown: Vec<(&String, &Arc<ServiceSeries>)> =
             services.iter().filter(|(name, _)| filter.as_ref().is_none_or(|f| f(name))).collect();
+        let per_service_latency = self.per_service_latency.load(Relaxed);
         for (family, (name, help, label, kind)) in FAMILIES.iter().enumerate() {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            if family == 3 && !per_service_latency {
+                let mut all = Latency::default();
+                for (_, s) in &shown {
+                    all.add(s);
+                }
+                write_histogram(out, Series { name, suffix: "", label: "", service: "" }, &all);
+                continue;
+            }
             for &(service, s) in &shown {
                 let series = Series { name, suffix: "", label, service };
                 match family {
@@ -223,7 +246,7 @@ impl ServiceFamilies {
                             series.sample(out, Some(("result", result)), count.load(Relaxed));
                         }
                     }
-                    3 => write_histogram(out, series, s),
+                    3 => write_histogram(out, series, &Latency::of(s)),
                     4 => series.sample(out, None, s.up.load(Relaxed)),
                     _ => series.sample(out, None, s.gave_up.load(Relaxed)),
                 }
@@ -232,18 +255,41 @@ impl ServiceFamilies {
     }
 }
 
-/// The `_bucket` (cumulative, then `+Inf`), `_sum` and `_count` lines of one service's latency histogram. The count
-/// is the sum of what the buckets show, so `+Inf` always equals `_count` in one scrape.
-fn write_histogram(out: &mut String, series: Series<'_>, s: &ServiceSeries) {
+/// A latency histogram as read for one scrape: checks per bucket (not cumulative, `+Inf` last) and the sum.
+#[derive(Default)]
+struct Latency {
+    buckets: [u64; LATENCY_BUCKETS.len() + 1],
+    nanos: u64,
+}
+
+impl Latency {
+    fn of(s: &ServiceSeries) -> Latency {
+        let mut l = Latency::default();
+        l.add(s);
+        l
+    }
+
+    fn add(&mut self, s: &ServiceSeries) {
+        for (sum, count) in self.buckets.iter_mut().zip(&s.latency) {
+            *sum += count.load(Relaxed);
+        }
+        self.nanos = self.nanos.saturating_add(s.latency_nanos.load(Relaxed));
+    }
+}
+
+/// The `_bucket` (cumulative, then `+Inf`), `_sum` and `_count` lines of a latency histogram (of one service, or of
+/// all with an empty `series.label`). The count is the sum of what the buckets show, so `+Inf` always equals `_count`
+/// in one scrape.
+fn write_histogram(out: &mut String, series: Series<'_>, latency: &Latency) {
     let bucket = Series { suffix: "_bucket", ..series };
     let mut cumulative = 0;
-    for (le, count) in bucket_labels().iter().zip(&s.latency) {
-        cumulative += count.load(Relaxed);
+    for (le, count) in bucket_labels().iter().zip(&latency.buckets) {
+        cumulative += count;
         bucket.sample(out, Some(("le", le)), cumulative);
     }
-    cumulative += s.latency[LATENCY_BUCKETS.len()].load(Relaxed);
+    cumulative += latency.buckets[LATENCY_BUCKETS.len()];
     bucket.sample(out, Some(("le", "+Inf")), cumulative);
-    let sum = Duration::from_nanos(s.latency_nanos.load(Relaxed)).as_secs_f64();
+    let sum = Duration::from_nanos(latency.nanos).as_secs_f64();
     Series { suffix: "_sum", ..series }.sample(out, None, sum);
     Series { suffix: "_count", ..series }.sample(out, None, cumulative);
 }
@@ -255,6 +301,7 @@ mod tests {
     #[test]
     fn latency_lands_in_the_first_bucket_that_holds_it_and_count_matches_inf() {
         let families = ServiceFamilies::default();
+        families.set_per_service_latency(true);
         let s = families.register("svc");
         s.checked(true, Duration::from_millis(1));
         s.checked(false, Duration::from_millis(30));
@@ -278,6 +325,24 @@ mod tests {
     }
 
     #[test]
+    fn by_default_one_latency_histogram_sums_every_exported_service() {
+        let families = ServiceFamilies::default();
+        families.register("a").checked(true, Duration::from_millis(1));
+        families.register("b").checked(false, Duration::from_millis(30));
+        families.register("hidden").checked(true, Duration::from_secs(60));
+        families.set_exported(Arc::new(|s: &str| s != "hidden"));
+        let mut text = String::new();
+        families.write_text(&mut text);
+        assert!(text.contains("aegis_health_check_duration_seconds_bucket{le=\"0.001\"} 1\n"), "{text}");
+        assert!(text.contains("aegis_health_check_duration_seconds_bucket{le=\"0.05\"} 2\n"), "{text}");
+        assert!(text.contains("aegis_health_check_duration_seconds_bucket{le=\"+Inf\"} 2\n"), "{text}");
+        assert!(text.contains("aegis_health_check_duration_seconds_sum 0.031\n"), "{text}");
+        assert!(text.contains("aegis_health_check_duration_seconds_count 2\n"), "{text}");
+        assert!(!text.contains("duration_seconds_bucket{service="), "{text}");
+        assert!(text.contains("aegis_service_up{service=\"b\"} 0\n"), "the other families stay per service");
+    }
+
+    #[test]
     fn label_values_are_escaped_and_every_family_has_its_header_once() {
         let families = ServiceFamilies::default();
         families.register("a\"b\\c\nd");
@@ -288,7 +353,12 @@ mod tests {
         for (name, ..) in FAMILIES {
             assert_eq!(text.matches(&format!("# TYPE {name} ")).count(), 1, "{name}");
         }
-        // Two services: 1 + 3 + 2 + 16 + 1 + 1 samples each, plus two header lines per family.
+        // Two services: 1 + 3 + 2 + 1 + 1 samples each, one latency histogram of both (16), and two header lines per
+        // family; with the histogram per service, 16 samples more each.
+        assert_eq!(text.lines().count(), 2 * 8 + 16 + 2 * FAMILIES.len());
+        families.set_per_service_latency(true);
+        let mut text = String::new();
+        families.write_text(&mut text);
         assert_eq!(text.lines().count(), 2 * 24 + 2 * FAMILIES.len());
     }
 }

@@ -130,6 +130,7 @@ impl Supervisor {
             metrics.checks_in_flight.with_label_values(&["quick"]),
             metrics.checks_in_flight.with_label_values(&["slow"]),
         );
+        metrics.set_per_service_latency(config.per_service_latency);
         let cluster = match &config.cluster {
             Some(c) => {
                 let cluster = crate::cluster::Cluster::new(c.clone(), &metrics)?;
@@ -223,8 +224,7 @@ impl Supervisor {
             }
             None => tokio::spawn(crate::alerts::run_delivery(Arc::clone(&alerting), tasks_stop_rx.clone())),
         };
-        let mut tasks =
-            vec![tokio::spawn(crate::alerts::run_evaluation(alerting, tasks_stop_rx.clone())), delivery];
+        let mut tasks = vec![tokio::spawn(crate::alerts::run_evaluation(alerting, tasks_stop_rx.clone())), delivery];
         if let Some(events) = self.plugin_events.take() {
             tasks.push(tokio::spawn(record_plugin_events(Arc::clone(&self.shared), events, tasks_stop_rx.clone())));
         }
@@ -389,6 +389,7 @@ impl Supervisor {
             sections.anomaly.apply(&new.anomaly, &services).await;
             notes.push("anomaly_detection applied".to_owned());
         }
+        self.shared.metrics.set_per_service_latency(new.per_service_latency);
         tracing::info!(added, changed, services = running.len(), notes = %notes.join("; "), "config reloaded");
         self.config = Config {
             services: Vec::new(),
