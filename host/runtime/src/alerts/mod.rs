@@ -361,9 +361,7 @@ impl Alerting {
     pub fn hand_over(&self, service: &str) {
         let now = unix_ms();
         let mut book = self.book();
-        let fingerprints = active_fingerprints(&book, now, |a| {
-            owner_of(a) == service
-        });
+        let fingerprints = active_fingerprints(&book, now, |a| owner_of(a) == service);
         for fingerprint in fingerprints {
             book.forget(&fingerprint);
         }

@@ -28,8 +28,8 @@ mod connect;
 mod events;
 mod fence;
 mod membership;
-pub mod ownership;
 mod outbox;
+pub mod ownership;
 mod scripts;
 mod sharing;
 

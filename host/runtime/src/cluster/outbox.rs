@@ -105,7 +105,10 @@ impl Cluster {
         let mut cmd = redis::cmd("XDEL");
         cmd.arg(self.key("outbox")).arg(id);
         if let Err(e) = bounded(cmd.query_async::<i64>(&mut conn)).await {
-            tracing::debug!(id, "cannot remove a delivered notification from the cluster outbox (it is sent again): {e}");
+            tracing::debug!(
+                id,
+                "cannot remove a delivered notification from the cluster outbox (it is sent again): {e}"
+            );
         }
     }
 

@@ -531,8 +531,7 @@ mod tests {
         a.append_event_at(t0 + 1, "a", "breaker-opened", "one").expect_err("read-only");
         lift(&store);
         // The store is back, but a notification queued now must not overtake the kept one: it is written behind it.
-        a.enqueue_at(t0 + 2, &Notification::test("f@1/resolved", b"2"))
-            .expect("written, after the kept one");
+        a.enqueue_at(t0 + 2, &Notification::test("f@1/resolved", b"2")).expect("written, after the kept one");
         assert_eq!(errors.with_label_values(&["enqueue"]).get(), 1);
         let due = a.due(i64::MAX, 8).expect("due");
         assert_eq!(due.len(), 1, "one alert's head at a time: {due:?}");
