@@ -7,6 +7,7 @@ mod cluster;
 mod console;
 mod crash;
 mod ctl;
+mod history;
 mod isolation;
 mod lab_replay;
 mod lab_scenarios;
