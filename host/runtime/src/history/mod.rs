@@ -2,9 +2,9 @@
 //! count per interval of every service, kept in the state database in compact chunks
 //! ([`aegis_core::history::codec`]) and read back by [`HistoryReader`] for `aegis-host replay`.
 //!
-//! The probe path only pushes into a per-service bounded buffer ([`recorder`]); a writer thread of its own
-//! ([`writer`]) drains the buffers about every second, appends to each service's open chunk in one transaction and
-//! enforces retention. Nothing here decides anything about supervision, and a store that refuses writes costs the
+//! The probe path only pushes into a per-service bounded buffer ([`ServiceRecorder`], `recorder.rs`); a writer
+//! thread of its own (`writer.rs`) drains the buffers about every second, appends to each series' open chunk in one
+//! transaction and enforces retention; `schema.rs` is the table both sides share. Nothing here decides anything about supervision, and a store that refuses writes costs the
 //! probes nothing: what cannot be written is dropped and counted.
 
 mod reader;
