@@ -132,12 +132,18 @@ impl Host {
 
     /// [`Host::start`] with more top-level sections (`sections`: YAML lines, e.g. a `cluster:` section).
     pub fn start_with(sections: &str, services: &str) -> Host {
+        Host::start_with_plugins(None, sections, services)
+    }
+
+    /// [`Host::start_with`] loading the plugins of `plugins` (default: an empty directory).
+    pub fn start_with_plugins(plugins: Option<&Path>, sections: &str, services: &str) -> Host {
         let dir = tempfile::tempdir().expect("tempdir");
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("admin address");
+        let plugins = plugins.map_or_else(|| dir.path().join("plugins"), Path::to_path_buf);
         let yaml = format!(
             "admin: {{address: \"{admin}\"}}\nplugins: {{dir: \"{}\"}}\nstorage: {{path: \"{}\"}}\n{sections}\
              services:\n{services}",
-            dir.path().join("plugins").display(),
+            plugins.display(),
             dir.path().join("aegis.db").display()
         );
         let config = dir.path().join("aegis.yaml");
@@ -192,6 +198,25 @@ pub fn spawn_host(config: &Path) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .expect("start aegis-host")
+}
+
+/// CPU time process `pid` has used so far (user + system, from `/proc/<pid>/stat`); zero when it cannot be read.
+pub fn cpu_time(pid: u32) -> Duration {
+    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let ticks = *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100)
+    });
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces), from field 3 on: utime and stime are fields 14 and 15.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    Duration::from_micros((field(14) + field(15)) * 1_000_000 / ticks.max(1))
 }
 
 /// Open file descriptors of process `pid` (entries of `/proc/<pid>/fd`); 0 when they cannot be read.

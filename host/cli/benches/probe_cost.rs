@@ -1,0 +1,255 @@
+//! CPU cost of an HTTP probe in the real daemon, like for like: `aegis-host` checking N services (default 2 000)
+//! every interval (default 200 ms) against one loopback HTTP server in this process, with the built-in trip policy
+//! and with `window-trip` bound as the trip policy of every service (when the plugin is built: `make plugins`);
+//! then, when Debian's `prometheus-blackbox-exporter` is installed, the same probe of the same
+//! server through its `/probe?module=http_2xx` endpoint, driven by this process. For each: probes per second, CPU
+//! time of the prober's process per probe (user + system, from `/proc/<pid>/stat`), and its resident memory. The
+//! target server and the blackbox driver run in this process, on the same two cores.
+//!
+//! ```text
+//! cargo bench -p aegis-host --bench probe_cost
+//! AEGIS_BENCH_SERVICES=10000 AEGIS_BENCH_INTERVAL_MS=250 cargo bench -p aegis-host --bench probe_cost
+//! ```
+//!
+//! `AEGIS_BENCH_SECONDS` (default 15) sets the measured window, `AEGIS_BENCH_BLACKBOX_CLIENTS` (default 16) the
+//! concurrent probes asked of blackbox_exporter.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use support::{Host, cpu_time, env_or, free_port, get, listen, raise_fd_limit, serve, status_kib};
+
+mod support;
+
+const BLACKBOX: &str = "/usr/bin/prometheus-blackbox-exporter";
+
+/// What one prober did over the measured window.
+struct Cost {
+    name: String,
+    probes_per_s: f64,
+    cpu_us_per_probe: f64,
+    cores: f64,
+    rss_kib: u64,
+}
+
+impl Cost {
+    fn new(name: &str, probes: f64, cpu: Duration, window: Duration, pid: u32) -> Cost {
+        Cost {
+            name: name.to_owned(),
+            probes_per_s: probes / window.as_secs_f64(),
+            cpu_us_per_probe: cpu.as_secs_f64() * 1e6 / probes.max(1.0),
+            cores: cpu.as_secs_f64() / window.as_secs_f64(),
+            rss_kib: status_kib(pid, "VmRSS:"),
+        }
+    }
+}
+
+/// Checks the host ran so far, from its metrics.
+fn checks(host: &Host) -> f64 {
+    host.scrape()
+        .map(|text| {
+            text.lines()
+                .filter(|l| l.starts_with("aegis_health_checks_total{"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        })
+        .unwrap_or(0.0)
+}
+
+/// aegis-host checking `services` services every `interval`, optionally with a trip-policy plugin from `plugins`.
+fn aegis(name: &str, target: u16, services: u64, interval: Duration, plugin: Option<&Path>, window: Duration) -> Cost {
+    let policy = if plugin.is_some() { ", circuitBreaker: {tripPolicy: {plugin: window-trip}}" } else { "" };
+    let lines: String = (0..services)
+        .map(|i| {
+            format!(
+                "  - {{name: s{i}, type: http, endpoint: \"http://127.0.0.1:{target}/health\", interval: {}ms, \
+                 actions: {{onFailure: ignore{policy}}}}}\n",
+                interval.as_millis()
+            )
+        })
+        .collect();
+    let host = Host::start_with_plugins(plugin, "", &lines);
+    // Warm-up: every service started (random phase within an interval), connections pooled, plugins instantiated.
+    std::thread::sleep((interval * 3).max(Duration::from_secs(3)));
+    let (c0, cpu0, t0) = (checks(&host), cpu_time(host.pid()), Instant::now());
+    std::thread::sleep(window);
+    let (c1, cpu1, t1) = (checks(&host), cpu_time(host.pid()), Instant::now());
+    Cost::new(name, c1 - c0, cpu1.saturating_sub(cpu0), t1 - t0, host.pid())
+}
+
+/// A running blackbox_exporter, stopped when dropped.
+struct Blackbox(Child);
+
+impl Drop for Blackbox {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One `GET` on a kept-alive connection; whether the answer says `probe_success 1`.
+fn probe(conn: &mut BufReader<TcpStream>, path: &str) -> std::io::Result<bool> {
+    write!(conn.get_mut(), "GET {path} HTTP/1.1\r\nhost: bench\r\n\r\n")?;
+    let (mut length, mut chunked, mut line) = (None, false, String::new());
+    loop {
+        line.clear();
+        conn.read_line(&mut line)?;
+        let header = line.trim_end().to_ascii_lowercase();
+        if header.is_empty() {
+            break;
+        }
+        if let Some(v) = header.strip_prefix("content-length:") {
+            length = v.trim().parse::<usize>().ok();
+        }
+        chunked |= header.starts_with("transfer-encoding:") && header.contains("chunked");
+    }
+    let mut body = Vec::new();
+    if chunked {
+        loop {
+            line.clear();
+            conn.read_line(&mut line)?;
+            let size = usize::from_str_radix(line.trim(), 16).unwrap_or(0);
+            let mut chunk = vec![0; size + 2];
+            conn.read_exact(&mut chunk)?;
+            body.extend_from_slice(&chunk[..size]);
+            if size == 0 {
+                break;
+            }
+        }
+    } else {
+        let mut b = vec![0; length.unwrap_or(0)];
+        conn.read_exact(&mut b)?;
+        body = b;
+    }
+    Ok(String::from_utf8_lossy(&body).contains("\nprobe_success 1"))
+}
+
+/// blackbox_exporter probing the same target with `clients` probes in flight.
+fn blackbox(target: u16, clients: u64, window: Duration) -> Option<Cost> {
+    if !Path::new(BLACKBOX).exists() {
+        println!("  (prometheus-blackbox-exporter is not installed: `apt-get install prometheus-blackbox-exporter`)");
+        return None;
+    }
+    let dir = tempfile::tempdir().ok()?;
+    let config = dir.path().join("blackbox.yml");
+    std::fs::write(&config, "modules:\n  http_2xx:\n    prober: http\n    timeout: 5s\n").ok()?;
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().ok()?;
+    let child = Command::new(BLACKBOX)
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--web.listen-address={addr}"))
+        .arg("--log.level=error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let exporter = Blackbox(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(addr, "/metrics").is_none() {
+        if Instant::now() > deadline {
+            println!("  (blackbox_exporter did not come up)");
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let path = format!("/probe?module=http_2xx&target=http://127.0.0.1:{target}/health");
+    let (done, failed, stop) =
+        (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
+    let drivers: Vec<_> = (0..clients)
+        .map(|_| {
+            let (done, failed, stop, path) = (Arc::clone(&done), Arc::clone(&failed), Arc::clone(&stop), path.clone());
+            std::thread::spawn(move || {
+                let Ok(stream) = TcpStream::connect(addr) else { return };
+                let mut conn = BufReader::new(stream);
+                while !stop.load(Ordering::Relaxed) {
+                    match probe(&mut conn, &path) {
+                        Ok(true) => done.fetch_add(1, Ordering::Relaxed),
+                        Ok(false) => failed.fetch_add(1, Ordering::Relaxed),
+                        Err(_) => return,
+                    };
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(3));
+    let pid = exporter.0.id();
+    let (c0, cpu0, t0) = (done.load(Ordering::Relaxed), cpu_time(pid), Instant::now());
+    std::thread::sleep(window);
+    let (c1, cpu1, t1) = (done.load(Ordering::Relaxed), cpu_time(pid), Instant::now());
+    let cost =
+        Cost::new("blackbox_exporter /probe http_2xx", (c1 - c0) as f64, cpu1.saturating_sub(cpu0), t1 - t0, pid);
+    stop.store(true, Ordering::Relaxed);
+    for d in drivers {
+        let _ = d.join();
+    }
+    let failed = failed.load(Ordering::Relaxed);
+    if failed > 0 {
+        println!("  ({failed} blackbox probes reported probe_success 0)");
+    }
+    Some(cost)
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    raise_fd_limit();
+    let services = env_or("AEGIS_BENCH_SERVICES", 2000);
+    let interval = Duration::from_millis(env_or("AEGIS_BENCH_INTERVAL_MS", 200));
+    let window = Duration::from_secs(env_or("AEGIS_BENCH_SECONDS", 15));
+    let clients = env_or("AEGIS_BENCH_BLACKBOX_CLIENTS", 16);
+    let (listener, port) = listen();
+    std::thread::spawn(move || serve(listener));
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let built =
+        [repo.join("plugins/window-trip.wasm"), repo.join("plugins/target/wasm32-wasip2/release/window_trip.wasm")];
+    // A directory of its own holding only window-trip, so nothing else is loaded.
+    let plugins = tempfile::tempdir().expect("tempdir");
+    let window_trip: Option<PathBuf> = built
+        .iter()
+        .find(|p| p.exists())
+        .and_then(|p| std::fs::copy(p, plugins.path().join("window-trip.wasm")).ok())
+        .map(|_| plugins.path().to_path_buf());
+    let ideal = services as f64 * 1000.0 / interval.as_millis().max(1) as f64;
+
+    println!(
+        "probe cost: {services} HTTP services every {} ms (ideal {ideal:.0} probes/s), {} s measured",
+        interval.as_millis(),
+        window.as_secs()
+    );
+    let mut runs = vec![aegis("aegis-host, built-in trip policy", port, services, interval, None, window)];
+    match &window_trip {
+        Some(dir) => runs.push(aegis("aegis-host, window-trip plugin", port, services, interval, Some(dir), window)),
+        None => println!("  (window-trip is not built: `make plugins`; the plugin run is skipped)"),
+    }
+    runs.extend(blackbox(port, clients, window));
+    println!(
+        "{:<38} {:>10} {:>8} {:>14} {:>7} {:>9}",
+        "prober", "probes/s", "% ideal", "CPU-µs/probe", "cores", "RSS MiB"
+    );
+    for r in &runs {
+        let of_ideal =
+            if r.name.starts_with("aegis") { format!("{:.1}", 100.0 * r.probes_per_s / ideal) } else { "-".into() };
+        println!(
+            "{:<38} {:>10.0} {:>8} {:>14.1} {:>7.2} {:>9.1}",
+            r.name,
+            r.probes_per_s,
+            of_ideal,
+            r.cpu_us_per_probe,
+            r.cores,
+            r.rss_kib as f64 / 1024.0
+        );
+    }
+    let built_in = &runs[0];
+    for r in &runs[1..] {
+        println!(
+            "{} / built-in aegis: {:.2}× the CPU per probe",
+            r.name,
+            r.cpu_us_per_probe / built_in.cpu_us_per_probe
+        );
+    }
+}
