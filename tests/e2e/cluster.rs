@@ -543,7 +543,8 @@ fn an_alert_is_delivered_once_and_survives_its_owners_death_while_the_receiver_f
     post(&format!("http://127.0.0.1:{hook_port}/fail?count=1000000"));
     post(&format!("{}/down", c.flaky_base));
     let failed = |admin: &str| {
-        aegis_tests::scrape(admin, "aegis_alert_deliveries_total", "result=\"failure\",target=\"webhook\"").unwrap_or(0.0)
+        aegis_tests::scrape(admin, "aegis_alert_deliveries_total", "result=\"failure\",target=\"webhook\"")
+            .unwrap_or(0.0)
     };
     assert!(
         wait_until(Duration::from_secs(15), || failed(&c.replicas[index].admin) >= 2.0),
@@ -562,10 +563,9 @@ fn an_alert_is_delivered_once_and_survives_its_owners_death_while_the_receiver_f
     // The service recovers while the receiver still fails, then the receiver recovers.
     post(&format!("{}/up", c.flaky_base));
     assert!(
-        wait_until(Duration::from_secs(15), || survivors.iter().all(|i| c.replicas[*i]
-            .view()
-            .get("flaky")
-            .is_some_and(|(_, state)| state == "closed"))),
+        wait_until(Duration::from_secs(15), || survivors
+            .iter()
+            .all(|i| c.replicas[*i].view().get("flaky").is_some_and(|(_, state)| state == "closed"))),
         "flaky closed again; logs:\n{}",
         c.logs()
     );
@@ -579,7 +579,12 @@ fn an_alert_is_delivered_once_and_survives_its_owners_death_while_the_receiver_f
     // Nothing more arrives: once per status, the firing first, both of the alert the dead owner raised.
     std::thread::sleep(Duration::from_secs(2));
     let got = breaker_notifications(&out, "flaky");
-    assert_eq!(got.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>(), ["firing", "resolved"], "{got:?}; logs:\n{}", c.logs());
+    assert_eq!(
+        got.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>(),
+        ["firing", "resolved"],
+        "{got:?}; logs:\n{}",
+        c.logs()
+    );
     assert_eq!(got[0].1, got[1].1, "one startsAt: the new owner carried the alert on, it did not raise a new one");
     // The other services never alerted, from any replica.
     let others = breaker_alerts(&out).into_iter().filter(|(_, s)| s != "flaky").collect::<Vec<_>>();
