@@ -1,13 +1,17 @@
 //! The log pipeline: arbitrary bytes, cut into arbitrary chunks, through line splitting (CRLF, the line cap), UTF-8
 //! repair and the rule set, as the log monitor runs them. The lines do not depend on how the bytes were chunked and
-//! equal a plain reference split; every match carries a bounded excerpt of its line.
+//! equal a plain reference split; every match carries a bounded excerpt of its line; the monitor's scan, which
+//! searches runs of lines at once and matches only the lines the filter points at, finds what matching every line
+//! finds.
 
 use std::path::Path;
 use std::sync::OnceLock;
 use std::time::SystemTime;
 
 use aegis_core::policy::Severity;
-use aegis_runtime::logs::{Line, LineSplitter, MAX_EVENT_LINE_CHARS, Pattern, RuleSet, scan_line};
+use aegis_runtime::logs::{
+    AtPath, FileSink, Line, LineScan, LineSplitter, MAX_EVENT_LINE_CHARS, Pattern, RuleSet, scan_line,
+};
 
 use crate::input::Input;
 
@@ -49,9 +53,39 @@ pub fn logs(data: &[u8]) {
     let flush = sizes.first().is_some_and(|b| b & 1 == 1);
     let lines = split(text, max, &sizes, flush);
     assert_eq!(lines, reference(text, max, flush), "chunks {sizes:?}, max {max}");
+    let mut expected = Vec::new();
     for (bytes, cut) in &lines {
-        check_scan(rules, service, Line { bytes, cut: *cut });
+        expected.extend(check_scan(rules, service, Line { bytes, cut: *cut }));
     }
+    let scanned = monitor_scan(rules, service, text, max, &sizes, flush);
+    assert_eq!(scanned.lines, lines.len() as u64, "chunks {sizes:?}, max {max}");
+    let found = scanned.found.iter().map(|m| (m.rule.clone(), m.line.clone())).collect::<Vec<_>>();
+    assert_eq!(found, expected, "chunks {sizes:?}, max {max}");
+}
+
+/// The monitor's scan of `text` fed in chunks as [`split`] feeds it.
+fn monitor_scan<'a>(
+    rules: &'a RuleSet,
+    service: Option<&'a str>,
+    text: &[u8],
+    max: usize,
+    sizes: &[u8],
+    flush: bool,
+) -> LineScan<'a> {
+    let path = Path::new(PATH);
+    let mut splitter = LineSplitter::new(max);
+    let mut scan = LineScan::new(rules, service, SystemTime::UNIX_EPOCH);
+    let mut rest = text;
+    for &size in sizes {
+        let (chunk, after) = rest.split_at(usize::from(size).min(rest.len()));
+        splitter.feed_runs(chunk, &mut AtPath { path, sink: &mut scan });
+        rest = after;
+    }
+    splitter.feed_runs(rest, &mut AtPath { path, sink: &mut scan });
+    if flush {
+        splitter.flush(&mut |line| scan.line(path, line));
+    }
+    scan
 }
 
 fn builtin_patterns() -> Vec<Pattern> {
@@ -112,11 +146,14 @@ fn cap(raw: &[u8], max: usize) -> (Vec<u8>, bool) {
     if line.len() > max { (line[..max].to_vec(), true) } else { (line.to_vec(), false) }
 }
 
-fn check_scan(rules: &RuleSet, service: Option<&str>, line: Line<'_>) {
-    let path = Path::new("/var/log/app.log");
+const PATH: &str = "/var/log/app.log";
+
+/// Checks one line's matches against the rules and its excerpt; returns them as (rule, excerpt).
+fn check_scan(rules: &RuleSet, service: Option<&str>, line: Line<'_>) -> Vec<(String, String)> {
+    let path = Path::new(PATH);
     let text = String::from_utf8_lossy(line.bytes);
     let found = scan_line(rules, service, path, line, SystemTime::UNIX_EPOCH);
-    let expected: Vec<String> = rules.matches(service, "/var/log/app.log", &text).into_iter().map(|m| m.rule).collect();
+    let expected: Vec<String> = rules.matches(service, PATH, &text).into_iter().map(|m| m.rule).collect();
     assert_eq!(found.iter().map(|m| m.rule.clone()).collect::<Vec<_>>(), expected);
     // The excerpt: the line's first MAX_EVENT_LINE_CHARS characters, `…` marking any cut (here or by the splitter).
     let end = text.char_indices().nth(MAX_EVENT_LINE_CHARS).map_or(text.len(), |(i, _)| i);
@@ -126,4 +163,5 @@ fn check_scan(rules: &RuleSet, service: Option<&str>, line: Line<'_>) {
         assert_eq!(m.service.as_deref(), service);
         assert_eq!(m.path, path);
     }
+    found.into_iter().map(|m| (m.rule, m.line)).collect()
 }

@@ -1,5 +1,10 @@
 //! Splitting a byte stream into lines: owns partial-line buffering, the line-length cap and CRLF handling. Pure: no
 //! I/O, no decoding (lines stay bytes; callers decode lossily).
+//!
+//! Complete lines that lie whole in one chunk can be handed over as one run of bytes ([`LineSink::run`]), so that
+//! a consumer can search the run at once instead of line by line; the default splits the run the same way.
+
+use std::path::Path;
 
 /// One line of a log, without its `\n` (or `\r\n`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -7,6 +12,62 @@ pub struct Line<'a> {
     pub bytes: &'a [u8],
     /// The line was longer than the cap: `bytes` is its start and the rest was skipped.
     pub cut: bool,
+}
+
+/// Where lines go.
+pub trait LineSink {
+    fn line(&mut self, line: Line<'_>);
+
+    /// Complete lines as they lay in one chunk: `run` ends with `\n` and nothing of it was emitted or cut yet. Each
+    /// of its lines must be handled as [`line`](LineSink::line) would be, cut to `max` bytes; the default does
+    /// exactly that.
+    fn run(&mut self, run: &[u8], max: usize) {
+        split_run(run, max, &mut |line| self.line(line));
+    }
+}
+
+impl<F: FnMut(Line<'_>)> LineSink for F {
+    fn line(&mut self, line: Line<'_>) {
+        self(line);
+    }
+}
+
+/// Where the lines of several files go, with the path of the file each came from.
+pub trait FileSink {
+    fn line(&mut self, path: &Path, line: Line<'_>);
+
+    /// As [`LineSink::run`].
+    fn run(&mut self, path: &Path, run: &[u8], max: usize);
+}
+
+/// A [`FileSink`] as the [`LineSink`] of the file at `path`.
+#[derive(Debug)]
+pub struct AtPath<'a, S> {
+    pub path: &'a Path,
+    pub sink: &'a mut S,
+}
+
+impl<S: FileSink> LineSink for AtPath<'_, S> {
+    fn line(&mut self, line: Line<'_>) {
+        self.sink.line(self.path, line);
+    }
+
+    fn run(&mut self, run: &[u8], max: usize) {
+        self.sink.run(self.path, run, max);
+    }
+}
+
+/// Emits the lines of `run` (complete lines, ending with `\n`), cut to `max` bytes.
+pub(crate) fn split_run(run: &[u8], max: usize, emit: &mut impl FnMut(Line<'_>)) {
+    for raw in run.strip_suffix(b"\n").unwrap_or(run).split(|b| *b == b'\n') {
+        emit(capped(strip_cr(raw), max));
+    }
+}
+
+/// The line of `run` whose `\n` is at `end`, as [`split_run`] emits it.
+pub(crate) fn line_ending_at(run: &[u8], end: usize, max: usize) -> Line<'_> {
+    let start = memchr::memrchr(b'\n', &run[..end]).map_or(0, |i| i + 1);
+    capped(strip_cr(&run[start..end]), max)
 }
 
 /// Turns chunks of a file into lines. Holds at most `max + 1` bytes of an unfinished line, whatever the input.
@@ -31,12 +92,23 @@ impl LineSplitter {
     }
 
     /// Emits every line that `chunk` completes; keeps the unfinished rest.
-    pub fn feed(&mut self, mut chunk: &[u8], emit: &mut impl FnMut(Line<'_>)) {
-        while let Some(nl) = find_newline(chunk) {
-            self.finish(&chunk[..nl], emit);
-            chunk = &chunk[nl + 1..];
+    pub fn feed(&mut self, chunk: &[u8], emit: &mut impl FnMut(Line<'_>)) {
+        self.feed_runs(chunk, emit);
+    }
+
+    /// [`feed`](LineSplitter::feed), handing the lines that lie whole in `chunk` to the sink as one run.
+    pub fn feed_runs(&mut self, chunk: &[u8], sink: &mut impl LineSink) {
+        let Some(first) = memchr::memchr(b'\n', chunk) else {
+            self.extend(chunk, &mut |line| sink.line(line));
+            return;
+        };
+        self.finish(&chunk[..first], &mut |line| sink.line(line));
+        let rest = &chunk[first + 1..];
+        let whole = memchr::memrchr(b'\n', rest).map_or(0, |last| last + 1);
+        if whole > 0 {
+            sink.run(&rest[..whole], self.max);
         }
-        self.extend(chunk, emit);
+        self.extend(&rest[whole..], &mut |line| sink.line(line));
     }
 
     /// Emits the unfinished line, if any, as a line: the file it came from is being left (rotated or truncated).
@@ -55,7 +127,7 @@ impl LineSplitter {
         }
         if self.partial.is_empty() {
             // The common case: the whole line is in the chunk, emitted without copying.
-            emit_capped(strip_cr(tail), self.max, emit);
+            emit(capped(strip_cr(tail), self.max));
             return;
         }
         // `partial` holds at most `max + 1` bytes; never grow it beyond that.
@@ -64,7 +136,7 @@ impl LineSplitter {
         let whole = tail.len() <= room;
         let line = if whole { strip_cr(&self.partial) } else { &self.partial[..] };
         if whole {
-            emit_capped(line, self.max, emit);
+            emit(capped(line, self.max));
         } else {
             emit(Line { bytes: &line[..self.max], cut: true });
         }
@@ -89,22 +161,8 @@ impl LineSplitter {
     }
 }
 
-fn emit_capped(line: &[u8], max: usize, emit: &mut impl FnMut(Line<'_>)) {
-    if line.len() > max {
-        emit(Line { bytes: &line[..max], cut: true });
-    } else {
-        emit(Line { bytes: line, cut: false });
-    }
-}
-
-/// Index of the first `\n`. `BufRead::skip_until` on a slice searches with std's word-at-a-time `memchr` and copies
-/// nothing.
-fn find_newline(chunk: &[u8]) -> Option<usize> {
-    let mut rest = chunk;
-    match std::io::BufRead::skip_until(&mut rest, b'\n') {
-        Ok(n) if n > 0 && chunk[n - 1] == b'\n' => Some(n - 1),
-        _ => None,
-    }
+fn capped(line: &[u8], max: usize) -> Line<'_> {
+    if line.len() > max { Line { bytes: &line[..max], cut: true } } else { Line { bytes: line, cut: false } }
 }
 
 fn strip_cr(line: &[u8]) -> &[u8] {

@@ -8,12 +8,15 @@
 //!
 //! - `error.rs`: [`LogsError`], invalid patterns and paths.
 //! - `rules.rs`: [`RuleSet`], the compiled patterns.
-//! - `lines.rs`: [`LineSplitter`], splitting bytes into [`Line`]s (pure).
+//! - `filter.rs`: the whole-buffer prefilter of the patterns, sound for line-by-line semantics.
+//! - `lines.rs`: [`LineSplitter`], splitting bytes into [`Line`]s and runs of lines for a [`LineSink`] (pure).
 //! - `tailer.rs`: [`Tailer`], following one path.
 //! - `source.rs`: one configured file, a path or a glob, as a set of tailers.
-//! - `task.rs`: [`spawn`], [`scan_line`] (one line through the rules), [`LogMatch`] and [`LineCounts`].
+//! - `task.rs`: [`spawn`], [`scan_line`] (one line through the rules), [`LineScan`] (lines of files through the
+//!   rules, as the monitor reads them), [`LogMatch`] and [`LineCounts`].
 
 mod error;
+mod filter;
 mod lines;
 mod rules;
 mod source;
@@ -21,10 +24,10 @@ mod tailer;
 mod task;
 
 pub use error::LogsError;
-pub use lines::{Line, LineSplitter};
+pub use lines::{AtPath, FileSink, Line, LineSink, LineSplitter};
 pub use rules::{RuleMatch, RuleSet};
 pub use tailer::{FileId, StartAt, Tailer};
-pub use task::{LineCounts, LogMatch, LogMonitor, MAX_EVENT_LINE_CHARS, scan_line, spawn};
+pub use task::{LineCounts, LineScan, LogMatch, LogMonitor, MAX_EVENT_LINE_CHARS, count_lines, scan_line, spawn};
 
 use std::time::Duration;
 

@@ -1,6 +1,7 @@
 //! The compiled rules applied to every log line: the built-in patterns as one `RegexSet` (compiled once, no
 //! allocation for a line that matches nothing), then any extra [`LogRule`]s (plugins). Owns matching only: it reads
-//! no file and sends nothing.
+//! no file and sends nothing. A run of complete lines is searched at once with the [`LineFilter`], and only the
+//! lines it points at are matched one by one ([`RuleSet::scan_run`]).
 
 use std::fmt;
 use std::sync::Arc;
@@ -8,6 +9,8 @@ use std::sync::Arc;
 use aegis_core::policy::{LogRule, Severity};
 use regex::{Regex, RegexSet};
 
+use super::filter::LineFilter;
+use super::lines::{Line, line_ending_at, split_run};
 use super::{LogsError, Pattern};
 
 /// One rule that matched a line.
@@ -47,6 +50,8 @@ pub struct RuleSet {
     /// compile (a `(?x)` comment running into the next pattern, the size limit): the set is used alone then.
     any: Option<Regex>,
     set: RegexSet,
+    /// The patterns searched over a whole buffer; `None` if they cannot be (then every line is matched).
+    filter: Option<LineFilter>,
     builtins: Vec<Builtin>,
     extras: Vec<Extra>,
 }
@@ -84,7 +89,8 @@ impl RuleSet {
                 service: p.service.clone(),
             })
             .collect();
-        Ok(RuleSet { any, set, builtins, extras: Vec::new() })
+        let filter = LineFilter::new(patterns.iter().map(|p| p.regex.as_str()));
+        Ok(RuleSet { any, set, filter, builtins, extras: Vec::new() })
     }
 
     /// Adds a rule run after the built-ins on every line (of `service`'s files only, if given).
@@ -100,6 +106,39 @@ impl RuleSet {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Hands every line of `run` (complete lines ending with `\n`, cut to `max` bytes, of `service`'s file) that may
+    /// match to `check`, in order, and skips the others: those no rule can match. `check` then matches them as usual
+    /// ([`matches`](RuleSet::matches)); what it finds is what matching every line would have found.
+    pub fn scan_run(&self, service: Option<&str>, run: &[u8], max: usize, check: &mut impl FnMut(Line<'_>)) {
+        let applies = |scope: &Option<String>| scope.as_deref().is_none_or(|s| Some(s) == service);
+        // Extra rules see every line; the filter is sound on valid UTF-8 only (see its module doc).
+        let filter = self.filter.as_ref().filter(|_| !self.extras.iter().any(|e| applies(&e.service)));
+        let Some(filter) = filter.filter(|_| std::str::from_utf8(run).is_ok()) else {
+            split_run(run, max, check);
+            return;
+        };
+        let folded = LineFilter::fold(run);
+        let mut from = 0;
+        while from < run.len() {
+            let hit = filter.next_line_end(&folded, from);
+            // Lines cut to `max` are matched whatever the filter says: the cut moved their end.
+            let skipped = &run[from..hit.map_or(run.len(), |end| end + 1)];
+            if skipped.len() > max + 1 {
+                split_run(skipped, max, &mut |line| {
+                    if line.cut {
+                        check(line);
+                    }
+                });
+            }
+            let Some(end) = hit else { return };
+            let line = line_ending_at(run, end, max);
+            if !line.cut {
+                check(line);
+            }
+            from = end + 1;
+        }
     }
 
     /// The rules `line` matches, built-ins first in pattern order. `service` is the service of the file the line
@@ -183,6 +222,64 @@ mod tests {
         let names = |line| rules.matches(None, "f", line).into_iter().map(|m| m.rule).collect::<Vec<_>>();
         assert_eq!(names("disk full, boom"), ["x", "b"]);
         assert!(names("all good").is_empty());
+    }
+
+    /// The lines `scan_run` hands over that match, as (text, cut, rules), and those of every line for comparison.
+    fn scanned(
+        rules: &RuleSet,
+        service: Option<&str>,
+        run: &[u8],
+        max: usize,
+    ) -> [Vec<(String, bool, Vec<String>)>; 2] {
+        let found = |line: Line<'_>, out: &mut Vec<_>| {
+            let text = String::from_utf8_lossy(line.bytes);
+            let names: Vec<String> = rules.matches(service, "f", &text).into_iter().map(|m| m.rule).collect();
+            if !names.is_empty() {
+                out.push((text.into_owned(), line.cut, names));
+            }
+        };
+        let (mut fast, mut every) = (Vec::new(), Vec::new());
+        rules.scan_run(service, run, max, &mut |line| found(line, &mut fast));
+        split_run(run, max, &mut |line| found(line, &mut every));
+        [fast, every]
+    }
+
+    #[test]
+    fn a_run_finds_what_every_line_finds() {
+        let rules = RuleSet::new(&[
+            pattern("end", "done$", None),
+            pattern("panic", "thread '[^']*' panicked", None),
+            pattern("any", "(?s)x.y", Some("api")),
+            pattern("bad", "\u{FFFD}", None),
+        ])
+        .unwrap();
+        assert!(rules.filter.is_some());
+        let run = b"ok\nall done\r\nthread 'a\nb' panicked\nthread 'main' panicked\nxzy for api\nlong line done\n";
+        let [fast, every] = scanned(&rules, Some("api"), run, 64);
+        assert_eq!(fast, every);
+        assert_eq!(fast.iter().map(|(_, _, n)| n[0].as_str()).collect::<Vec<_>>(), ["end", "panic", "any", "end"]);
+        // Cut lines match on what is kept of them: `done$` at the cut, not at the line's end.
+        let [fast, every] = scanned(&rules, None, b"nothing\nwell done, later\nfine\n", 9);
+        assert_eq!(fast, every);
+        assert_eq!(fast, [("well done".to_owned(), true, vec!["end".to_owned()])]);
+        // Invalid UTF-8 becomes U+FFFD in the line: no filter for that run.
+        let [fast, every] = scanned(&rules, None, b"fine\nbad \xff here\n", 64);
+        assert_eq!(fast, every);
+        assert_eq!(fast.len(), 1);
+    }
+
+    #[test]
+    fn a_run_hands_every_line_to_extra_rules() {
+        let rules = RuleSet::new(&[pattern("oom", "out of memory", None)]).unwrap().with_rule(
+            Arc::new(aegis_core::policy::Contains::new("boom", Severity::Warning, ["boom"])),
+            Some("api".into()),
+        );
+        let mut seen = 0;
+        rules.scan_run(Some("api"), b"a\nb\nboom\n", 64, &mut |_| seen += 1);
+        assert_eq!(seen, 3);
+        seen = 0;
+        rules.scan_run(Some("db"), b"a\nout of memory\nboom\n", 64, &mut |_| seen += 1);
+        assert_eq!(seen, 1);
     }
 
     #[test]

@@ -4,9 +4,9 @@
 //! instead of being read again. Blocking I/O, like the tailers.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use super::lines::Line;
+use super::lines::{AtPath, FileSink};
 use super::tailer::{FileId, StartAt, Tailer};
 
 /// Files left by a glob's tailers, remembered in case they reappear under another matching name.
@@ -67,11 +67,11 @@ impl Source {
     }
 
     /// Polls every file once; `true` if one of them ran out of budget.
-    pub(crate) fn poll(&mut self, budget: usize, emit: &mut impl FnMut(&Path, Line<'_>)) -> bool {
+    pub(crate) fn poll(&mut self, budget: usize, emit: &mut impl FileSink) -> bool {
         match self {
             Source::Path(t) => {
                 let path = t.path().to_owned();
-                t.poll(budget, &mut |line| emit(&path, line))
+                t.poll(budget, &mut AtPath { path: &path, sink: emit })
             }
             Source::Glob(g) => g.poll(budget, emit),
         }
@@ -79,11 +79,11 @@ impl Source {
 }
 
 impl Glob {
-    fn poll(&mut self, budget: usize, emit: &mut impl FnMut(&Path, Line<'_>)) -> bool {
+    fn poll(&mut self, budget: usize, emit: &mut impl FileSink) -> bool {
         // Existing tailers first, so a rotation they can see is handled before new names are considered.
         let mut pending = false;
         for (path, t) in &mut self.tailers {
-            pending |= t.poll(budget, &mut |line| emit(path, line));
+            pending |= t.poll(budget, &mut AtPath { path, sink: emit });
             if let Some(left) = t.take_left() {
                 Self::remember(&mut self.retired, left);
             }
@@ -101,7 +101,7 @@ impl Glob {
         let gone: Vec<PathBuf> = self.tailers.keys().filter(|p| !matched.contains(*p)).cloned().collect();
         for path in gone {
             if let Some(mut t) = self.tailers.remove(&path)
-                && let Some(stopped) = t.close(&mut |line| emit(&path, line))
+                && let Some(stopped) = t.close(&mut |line| emit.line(&path, line))
             {
                 Self::remember(&mut self.retired, stopped);
             }
@@ -123,7 +123,7 @@ impl Glob {
             };
             tracing::info!(path = %path.display(), glob = %self.pattern, "following log file");
             let mut t = Tailer::new(path.clone(), start, self.max_line_bytes);
-            pending |= t.poll(budget, &mut |line| emit(&path, line));
+            pending |= t.poll(budget, &mut AtPath { path: &path, sink: emit });
             self.tailers.insert(path, t);
         }
         pending

@@ -8,7 +8,7 @@ use std::io::ErrorKind;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use super::lines::{Line, LineSplitter};
+use super::lines::{Line, LineSink, LineSplitter};
 
 /// Size of one read.
 const CHUNK: usize = 64 << 10;
@@ -91,7 +91,7 @@ impl Tailer {
 
     /// Reads what was appended since the last poll, up to about `budget` bytes, and emits every complete line.
     /// Returns `true` if the budget ran out (more may be waiting: poll again soon).
-    pub fn poll(&mut self, budget: usize, emit: &mut impl FnMut(Line<'_>)) -> bool {
+    pub fn poll(&mut self, budget: usize, emit: &mut impl LineSink) -> bool {
         let mut budget = budget;
         if self.open.is_none() && !self.open_path() {
             return false;
@@ -101,7 +101,7 @@ impl Tailer {
         }
         if self.truncated() {
             tracing::info!(path = %self.path.display(), "log file truncated, reading it again from the start");
-            self.splitter.flush(emit);
+            self.splitter.flush(&mut |line| emit.line(line));
             if let Some(open) = &mut self.open {
                 open.offset = 0;
             }
@@ -114,7 +114,7 @@ impl Tailer {
             if !self.read_to_end(&mut budget, emit) {
                 return true;
             }
-            self.splitter.flush(emit);
+            self.splitter.flush(&mut |line| emit.line(line));
             self.left = self.open.take().map(|o| (o.id, o.offset));
             tracing::info!(path = %self.path.display(), "log file rotated, following the new file");
             self.start = Some(StartAt::Start);
@@ -171,7 +171,7 @@ impl Tailer {
     }
 
     /// Reads the open file to its current end. `false` if the budget ran out first.
-    fn read_to_end(&mut self, budget: &mut usize, emit: &mut impl FnMut(Line<'_>)) -> bool {
+    fn read_to_end(&mut self, budget: &mut usize, emit: &mut impl LineSink) -> bool {
         let Some(open) = &mut self.open else { return true };
         if self.buf.is_empty() {
             self.buf = vec![0; CHUNK];
@@ -186,7 +186,7 @@ impl Tailer {
                 Ok(n) => {
                     open.offset += n as u64;
                     *budget -= n;
-                    self.splitter.feed(&self.buf[..n], emit);
+                    self.splitter.feed_runs(&self.buf[..n], emit);
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => {

@@ -12,7 +12,7 @@ use aegis_core::policy::Severity;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::lines::Line;
+use super::lines::{FileSink, Line};
 use super::source::Source;
 use super::tailer::StartAt;
 use super::{LogsSettings, RuleSet};
@@ -248,20 +248,53 @@ impl Poller {
         let mut pending = false;
         for file in &mut self.files {
             let service = file.service.as_deref();
-            let mut lines = 0;
-            let rules = &self.rules;
-            pending |= file.source.poll(POLL_BUDGET, &mut |path: &Path, line: Line<'_>| {
-                lines += 1;
-                found.extend(scan_line(rules, service, path, line, at));
-            });
+            let mut scan = LineScan::new(&self.rules, service, at);
+            pending |= file.source.poll(POLL_BUDGET, &mut scan);
             if let Some(service) = service
-                && lines > 0
+                && scan.lines > 0
             {
-                self.counts.add(service, lines);
+                self.counts.add(service, scan.lines);
             }
+            found.append(&mut scan.found);
         }
         (found, pending)
     }
+}
+
+/// The lines of one service's files through the rules, as the monitor reads them: counts them and collects a
+/// [`LogMatch`] per matching rule ([`scan_line`]); runs of lines are searched at once ([`RuleSet::scan_run`]).
+#[derive(Debug)]
+pub struct LineScan<'a> {
+    rules: &'a RuleSet,
+    service: Option<&'a str>,
+    at: SystemTime,
+    pub lines: u64,
+    pub found: Vec<LogMatch>,
+}
+
+impl<'a> LineScan<'a> {
+    /// Lines read at `at`, of `service`'s files.
+    pub fn new(rules: &'a RuleSet, service: Option<&'a str>, at: SystemTime) -> Self {
+        LineScan { rules, service, at, lines: 0, found: Vec::new() }
+    }
+}
+
+impl FileSink for LineScan<'_> {
+    fn line(&mut self, path: &Path, line: Line<'_>) {
+        self.lines += 1;
+        self.found.extend(scan_line(self.rules, self.service, path, line, self.at));
+    }
+
+    fn run(&mut self, path: &Path, run: &[u8], max: usize) {
+        self.lines += count_lines(run);
+        let (rules, service, at, found) = (self.rules, self.service, self.at, &mut self.found);
+        rules.scan_run(service, run, max, &mut |line| found.extend(scan_line(rules, service, path, line, at)));
+    }
+}
+
+/// The `\n`s in `run`, counted in blocks a byte-sized sum vectorizes (several times faster than a plain count).
+pub fn count_lines(run: &[u8]) -> u64 {
+    run.chunks(255).map(|block| u64::from(block.iter().map(|b| u8::from(*b == b'\n')).sum::<u8>())).sum()
 }
 
 /// One line of `service`'s file `path` as the monitor handles it: decoded lossily (invalid UTF-8 becomes U+FFFD),
