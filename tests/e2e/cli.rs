@@ -39,6 +39,7 @@ const AEGIS_YAML_CHECKED: &str = "\
 config/aegis.yaml: ok
 admin: http://127.0.0.1:9797/metrics
 plugins: dir=plugins deadline=10ms memoryLimitMib=16
+storage: path=aegis.db history: maxAge=7days maxRows=100000
 service example-service:
   check: http http://127.0.0.1:8081/health interval=2s timeout=1s retries=1
   onFailure: restart

@@ -98,7 +98,9 @@ mod tests {
         assert_eq!(c.history.max_age, std::time::Duration::from_secs(2 * 86_400));
         assert_eq!((c.history.max_rows, c.history.enabled), (5000, true));
         assert_eq!(c.storage_path, std::path::PathBuf::from("aegis.db"));
-        assert!(!load("storage:\n  history: {enabled: false}").expect("load").history.enabled);
+        let off = load("storage:\n  history: {enabled: false}").expect("load");
+        assert!(!off.history.enabled);
+        assert!(off.summary().to_string().contains("storage: path=aegis.db history: enabled=false\n"));
     }
 
     #[test]

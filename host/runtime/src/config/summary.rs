@@ -39,6 +39,13 @@ impl Display for Summary<'_> {
             human(c.plugins.limits.deadline),
             c.plugins.limits.memory_bytes >> 20
         )?;
+        let h = &c.history;
+        if h.enabled {
+            let (age, rows) = (human(h.max_age), h.max_rows);
+            writeln!(f, "storage: path={} history: maxAge={age} maxRows={rows}", c.storage_path.display())?;
+        } else {
+            writeln!(f, "storage: path={} history: enabled=false", c.storage_path.display())?;
+        }
         for s in &c.services {
             service(f, s)?;
         }
@@ -262,6 +269,7 @@ mod tests {
     #[test]
     fn every_optional_line_reads_as_written() {
         let text = "notifications: {webhook: http://127.0.0.1:9/hook}\n\
+            storage: {path: /var/lib/aegis/aegis.db, history: {maxAge: 2d, maxRows: 5000}}\n\
             alerting: {alertmanager_url: http://127.0.0.1:9093/, formatter: chat, repeat_interval: 90m}\n\
             logs:\n  files: [{path: /var/log/a.log}]\n  plugins: [panic-detector]\n\
             anomaly_detection:\n  detector: zscore\n  thresholds:\n    error_rate: [{service: web, value: 0.05}]\n    \
@@ -276,6 +284,7 @@ mod tests {
 t.yaml: ok
 admin: http://127.0.0.1:9797/metrics
 plugins: dir=plugins deadline=10ms memoryLimitMib=16
+storage: path=/var/lib/aegis/aegis.db history: maxAge=2days maxRows=5000
 service web:
   check: tcp 127.0.0.1:1 interval=10s timeout=5s retries=0
   onFailure: notify
