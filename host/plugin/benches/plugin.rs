@@ -1,6 +1,6 @@
 //! Criterion benchmarks of the plugin host, in one run: a breaker's record-and-decide step with a trip predicate
 //! through WASM (`window-trip`) vs the native built-in vs recording alone vs a component that does nothing
-//! (`bare-trip`, the floor of any WASM decision), a decision that sends the plugin the whole window (its
+//! (`bare-trip`, the floor of any WASM decision), the same with a shadow predicate asked after it, a decision that sends the plugin the whole window (its
 //! resynchronising path), instantiating a plugin from the pool (a fresh store and instance, dropped) and binding it
 //! (the same plus its `init` with a config), and loading a plugin cold (Cranelift) vs from the precompile cache.
 //! Builds the plugin workspace for wasm32-wasip2 first; with `AEGIS_BENCH_PLUGINS=<dir>` it takes `window_trip.wasm`
@@ -117,6 +117,25 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             breaker.record();
             black_box(bare_trip.should_trip(&breaker.context()))
+        })
+    });
+    // Shadow mode: the same step with a shadow (window-trip, a stricter config that still stays closed here, its own
+    // quarantine record) asked after the live decision, as the runtime's shadowed predicate does; the difference to
+    // `wasm/window-trip` is what a shadow adds to a live decision. (A shadow that trips pays for fetching its reason.)
+    let shadow = host
+        .trip_predicate(
+            "window-trip",
+            service(),
+            vec![("failures".to_owned(), "4".to_owned())],
+            Arc::new(ConsecutiveFailures(5)),
+        )
+        .expect("bind the window-trip shadow")
+        .into_shadow(&host);
+    g.bench_function("wasm/window-trip+shadow", |b| {
+        b.iter(|| {
+            breaker.record();
+            let ctx = breaker.context();
+            black_box((wasm_trip.should_trip(&ctx), shadow.answer(&ctx)))
         })
     });
     let sent = wasm_trip.windows_sent();

@@ -53,22 +53,15 @@ impl PluginHost {
         let binding = Binding::new(self, name, service.name.clone(), Some(service.into()), config)?;
         Ok(WasmRecoveryStrategy { binding, fallback })
     }
-
-    /// Binds `name` as a service's shadow recovery strategy: asked through [`WasmRecoveryStrategy::answer`] only,
-    /// its calls and quarantine counted on the plugin's shadow record (see [`crate::shadow_name`]).
-    pub fn shadow_recovery_strategy(
-        &self,
-        name: &str,
-        service: ServiceInfo,
-        config: Vec<(String, String)>,
-        fallback: Arc<dyn RecoveryStrategy>,
-    ) -> Result<WasmRecoveryStrategy, PluginError> {
-        let binding = Binding::new(self, name, service.name.clone(), Some(service.into()), config)?.into_shadow(self);
-        Ok(WasmRecoveryStrategy { binding, fallback })
-    }
 }
 
 impl WasmRecoveryStrategy {
+    /// The same binding as a service's shadow recovery strategy, asked through [`Self::answer`] only: its calls,
+    /// strikes and quarantine are counted on the plugin's shadow record (see [`crate::shadow_name`]).
+    pub fn into_shadow(self, host: &PluginHost) -> Self {
+        WasmRecoveryStrategy { binding: self.binding.into_shadow(host), ..self }
+    }
+
     pub fn plugin_name(&self) -> &str {
         self.binding.plugin_name()
     }

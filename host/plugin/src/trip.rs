@@ -50,24 +50,17 @@ impl PluginHost {
         let binding = Binding::new(self, name, service.name.clone(), Some(service.into()), config)?;
         Ok(WasmTripPredicate::with(binding, fallback))
     }
-
-    /// Binds `name` as a service's shadow trip predicate: asked through [`WasmTripPredicate::answer`] only, its
-    /// calls and quarantine counted on the plugin's shadow record (see [`crate::shadow_name`]).
-    pub fn shadow_trip_predicate(
-        &self,
-        name: &str,
-        service: ServiceInfo,
-        config: Vec<(String, String)>,
-        fallback: Arc<dyn TripPredicate>,
-    ) -> Result<WasmTripPredicate, PluginError> {
-        let binding = Binding::new(self, name, service.name.clone(), Some(service.into()), config)?.into_shadow(self);
-        Ok(WasmTripPredicate::with(binding, fallback))
-    }
 }
 
 impl WasmTripPredicate {
     fn with(binding: Binding<TripPredicatePlugin>, fallback: Arc<dyn TripPredicate>) -> Self {
         WasmTripPredicate { binding, fallback, windows_sent: AtomicU64::new(0), untracked: AtomicBool::new(false) }
+    }
+
+    /// The same binding as a service's shadow trip predicate, asked through [`Self::answer`] only: its calls,
+    /// strikes and quarantine are counted on the plugin's shadow record (see [`crate::shadow_name`]).
+    pub fn into_shadow(self, host: &PluginHost) -> Self {
+        WasmTripPredicate { binding: self.binding.into_shadow(host), ..self }
     }
 
     pub fn plugin_name(&self) -> &str {

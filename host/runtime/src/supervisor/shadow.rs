@@ -33,13 +33,9 @@ pub(super) fn with_trip_shadow(
     built_in: &Arc<dyn TripPredicate>,
 ) -> Arc<dyn TripPredicate> {
     let Some(policy) = &s.breaker.trip_shadow else { return live };
-    let bound = shared.plugins.shadow_trip_predicate(
-        &policy.plugin,
-        service_info(s),
-        policy.config.clone(),
-        Arc::clone(built_in),
-    );
-    match bound {
+    let bound =
+        shared.plugins.trip_predicate(&policy.plugin, service_info(s), policy.config.clone(), Arc::clone(built_in));
+    match bound.map(|p| p.into_shadow(&shared.plugins)) {
         Ok(shadow) => {
             log_binding(&shared.plugins, "shadow trip predicate", &s.name, &policy.plugin, shadow.is_loaded());
             let report = Report { shared: Arc::downgrade(shared), service: s.name.clone(), policy: "trip" };
@@ -57,7 +53,8 @@ pub(super) fn recovery_shadow(shared: &Arc<Shared>, s: &ServiceConfig) -> Option
     let policy = s.recovery_shadow.as_ref()?;
     let fixed: Arc<dyn RecoveryStrategy> =
         Arc::new(aegis_core::policy::FixedAction(super::recovery::fixed_action(s.on_failure)));
-    match shared.plugins.shadow_recovery_strategy(&policy.plugin, service_info(s), policy.config.clone(), fixed) {
+    let bound = shared.plugins.recovery_strategy(&policy.plugin, service_info(s), policy.config.clone(), fixed);
+    match bound.map(|p| p.into_shadow(&shared.plugins)) {
         Ok(p) => {
             log_binding(&shared.plugins, "shadow recovery strategy", &s.name, &policy.plugin, p.is_loaded());
             Some(Arc::new(p))
