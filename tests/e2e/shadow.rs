@@ -71,7 +71,7 @@ services:
     path
 }
 
-/// Live window-trip opens at 5 bad of the last 6 probes, its stricter shadow would at 2: the shadow's disagreements
+/// Live window-trip opens at 6 bad of the last 8 probes, its stricter shadow would at 2: the shadow's disagreements
 /// are recorded (event, metric, API, console) while the breaker stays closed until the live plugin says so, with the
 /// live reason. The built-in recovery (`onFailure: restart`) is shadowed by escalating-restart told to wait: the
 /// restart runs all the same and the disagreement is recorded.
@@ -93,10 +93,10 @@ fn a_stricter_shadow_disagrees_while_the_live_policy_acts() {
         resetTimeout: 30s
         tripPolicy:
           plugin: window-trip
-          config: {{window: 6, failures: 5}}
+          config: {{window: 8, failures: 6}}
           shadow:
             plugin: window-trip
-            config: {{window: 6, failures: 2}}
+            config: {{window: 8, failures: 2}}
       recoveryPolicy:
         shadow:
           plugin: escalating-restart
@@ -120,7 +120,7 @@ fn a_stricter_shadow_disagrees_while_the_live_policy_acts() {
     assert_eq!(disagreements(&admin, "trip"), 0.0, "a healthy service gives nothing to disagree about");
 
     post(&format!("{base}/down"));
-    // The shadow says trip at the second failure, the live plugin only at the fifth: in between, the shadow has
+    // The shadow says trip at the second failure, the live plugin only at the sixth: in between, the shadow has
     // disagreed and the breaker is still closed.
     let mut seen_closed_while_disagreeing = false;
     assert!(
@@ -137,7 +137,7 @@ fn a_stricter_shadow_disagrees_while_the_live_policy_acts() {
     assert!(seen_closed_while_disagreeing, "the shadow's trip opened nothing; log:\n{}", host.log_text());
     let opened = events_of(&admin, "breaker-opened");
     assert!(
-        opened.iter().any(|m| m.contains("5 of the last 6 probes failed")),
+        opened.iter().any(|m| m.contains("6 of the last 8 probes failed")),
         "opened with the live reason: {opened:?}"
     );
     assert!(!opened.iter().any(|m| m.contains("2 of the last")), "never with the shadow's: {opened:?}");
