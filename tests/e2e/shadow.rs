@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use aegis_tests::browser::Browser;
 use aegis_tests::{
-    free_port, get_text, install_plugin, post, scrape, start_aegis_host, start_http_service, successful_checks,
+    Proc, free_port, get_text, install_plugin, post, scrape, start_aegis_host, start_http_service, successful_checks,
     wait_until,
 };
 use serde_json::Value;
@@ -44,6 +44,17 @@ fn events_of(admin: &str, kind: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// A temporary directory with `plugins` installed in its `plugins/`, the example service running, and a free admin
+/// address: `(dir, service, its base URL, admin address)`.
+fn setup(plugins: &[&str]) -> (tempfile::TempDir, Proc, String, String) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for plugin in plugins {
+        install_plugin(plugin, &tmp.path().join("plugins"));
+    }
+    let (service, base) = start_http_service(&tmp.path().join("service.log"));
+    (tmp, service, base, format!("127.0.0.1:{}", free_port()))
+}
+
 /// A config supervising the example service at `base` with `actions` (indented for `actions:`).
 fn write_config(dir: &Path, admin: &str, base: &str, actions: &str) -> std::path::PathBuf {
     let text = format!(
@@ -77,12 +88,7 @@ services:
 /// restart runs all the same and the disagreement is recorded.
 #[test]
 fn a_stricter_shadow_disagrees_while_the_live_policy_acts() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let plugins = tmp.path().join("plugins");
-    install_plugin("window-trip", &plugins);
-    install_plugin("escalating-restart", &plugins);
-    let (_service, base) = start_http_service(&tmp.path().join("service.log"));
-    let admin = format!("127.0.0.1:{}", free_port());
+    let (tmp, _service, base, admin) = setup(&["window-trip", "escalating-restart"]);
     let restarts = tmp.path().join("restarts.log");
     let actions = format!(
         r#"      onFailure: restart
@@ -205,12 +211,7 @@ fn a_stricter_shadow_disagrees_while_the_live_policy_acts() {
 /// compared while the shadow gives no answer.
 #[test]
 fn a_trapping_shadow_is_quarantined_alone_and_the_live_policy_goes_on() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let plugins = tmp.path().join("plugins");
-    install_plugin("window-trip", &plugins);
-    install_plugin("hostile", &plugins);
-    let (_service, base) = start_http_service(&tmp.path().join("service.log"));
-    let admin = format!("127.0.0.1:{}", free_port());
+    let (tmp, _service, base, admin) = setup(&["window-trip", "hostile"]);
     let actions = r#"      onFailure: ignore
       circuitBreaker:
         failureThreshold: 50
