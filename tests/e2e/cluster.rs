@@ -379,11 +379,9 @@ impl Cluster {
 /// in: the receiver hears of the outage once, from the new owner.
 #[test]
 fn a_replica_cut_off_from_redis_loses_its_services_and_restarts_nothing() {
-    let hook_port = free_port();
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let out = tmp.path().join("alerts.jsonl");
-    let _receiver = aegis_tests::start_receiver(hook_port, &out, &tmp.path().join("receiver.log"));
-    let c = start_cluster_with("1h", Some(&format!("http://127.0.0.1:{hook_port}/hook")));
+    let receiver = AlertReceiver::start();
+    let out = receiver.out();
+    let c = start_cluster_with("1h", Some(&receiver.hook()));
     let cut = c.agreed_owner("flaky");
     let index = c.replicas.iter().position(|r| r.node == cut).expect("owner");
     c.proxies[index].pause();
@@ -460,31 +458,62 @@ fn redis_down_for_ten_seconds_keeps_probing_runs_no_action_and_reconciles() {
     let _ = (&c.dir, &c.base);
 }
 
-/// `(status, service)` of every CircuitBreakerOpen alert the receiver got.
-fn breaker_alerts(out: &Path) -> Vec<(String, String)> {
+/// A webhook receiver of the test's own (the example webhook-server), which can be told to fail.
+struct AlertReceiver {
+    dir: tempfile::TempDir,
+    port: u16,
+    _proc: Proc,
+}
+
+impl AlertReceiver {
+    fn start() -> AlertReceiver {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let proc =
+            aegis_tests::start_receiver(port, &dir.path().join("alerts.jsonl"), &dir.path().join("receiver.log"));
+        AlertReceiver { dir, port, _proc: proc }
+    }
+
+    fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn hook(&self) -> String {
+        format!("{}/hook", self.base())
+    }
+
+    /// Where the bodies it accepted are written.
+    fn out(&self) -> PathBuf {
+        self.dir.path().join("alerts.jsonl")
+    }
+}
+
+/// `(status, service, startsAt)` of every CircuitBreakerOpen alert the receiver got, in order.
+fn breaker_alerts(out: &Path) -> Vec<(String, String, String)> {
+    let text = |v: &Value| v.as_str().unwrap_or("").to_owned();
     aegis_tests::received(out)
         .iter()
         .flat_map(|body| body["alerts"].as_array().cloned().unwrap_or_default())
         .filter(|a| a["labels"]["alertname"] == "CircuitBreakerOpen")
-        .map(|a| {
-            (a["status"].as_str().unwrap_or("").to_owned(), a["labels"]["service"].as_str().unwrap_or("").to_owned())
-        })
+        .map(|a| (text(&a["status"]), text(&a["labels"]["service"]), text(&a["startsAt"])))
         .collect()
+}
+
+/// `(status, startsAt)` of the CircuitBreakerOpen alerts of `service` the receiver got, in order.
+fn breaker_notifications(out: &Path, service: &str) -> Vec<(String, String)> {
+    breaker_alerts(out).into_iter().filter(|(_, s, _)| s == service).map(|(status, _, at)| (status, at)).collect()
 }
 
 /// A service's breaker alert moves with the service: its owner is killed while the alert fires; the replica that
 /// takes the service over carries the alert on and resolves it when the service recovers, and no replica keeps it.
 #[test]
 fn a_firing_breaker_alert_moves_with_its_service_and_is_resolved_by_the_new_owner() {
-    let hook_port = free_port();
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let out = tmp.path().join("alerts.jsonl");
-    let _receiver = aegis_tests::start_receiver(hook_port, &out, &tmp.path().join("receiver.log"));
-    let hook = format!("http://127.0.0.1:{hook_port}/hook");
-    let mut c = start_cluster_with("2s", Some(&hook));
+    let receiver = AlertReceiver::start();
+    let out = receiver.out();
+    let mut c = start_cluster_with("2s", Some(&receiver.hook()));
     let owner = c.agreed_owner("flaky");
     post(&format!("{}/down", c.flaky_base));
-    let firing = |out: &Path| breaker_alerts(out).iter().filter(|(s, n)| s == "firing" && n == "flaky").count();
+    let firing = |out: &Path| breaker_notifications(out, "flaky").iter().filter(|(s, _)| s == "firing").count();
     assert!(wait_until(Duration::from_secs(10), || firing(&out) >= 1), "firing; logs:\n{}", c.logs());
 
     let index = c.replicas.iter().position(|r| r.node == owner).expect("owner");
@@ -499,8 +528,9 @@ fn a_firing_breaker_alert_moves_with_its_service_and_is_resolved_by_the_new_owne
     );
     post(&format!("{}/up", c.flaky_base));
     assert!(
-        wait_until(Duration::from_secs(15), || breaker_alerts(&out)
-            .contains(&("resolved".to_owned(), "flaky".to_owned()))),
+        wait_until(Duration::from_secs(15), || breaker_notifications(&out, "flaky")
+            .iter()
+            .any(|(s, _)| s == "resolved")),
         "resolved by the new owner; received {:?}; logs:\n{}",
         breaker_alerts(&out),
         c.logs()
@@ -514,33 +544,20 @@ fn a_firing_breaker_alert_moves_with_its_service_and_is_resolved_by_the_new_owne
     let _ = (&c.dir, &c.redis, &c.base);
 }
 
-/// `(status, startsAt)` of every CircuitBreakerOpen alert of `service` the receiver got, in order.
-fn breaker_notifications(out: &Path, service: &str) -> Vec<(String, String)> {
-    aegis_tests::received(out)
-        .iter()
-        .flat_map(|body| body["alerts"].as_array().cloned().unwrap_or_default())
-        .filter(|a| a["labels"]["alertname"] == "CircuitBreakerOpen" && a["labels"]["service"] == service)
-        .map(|a| (a["status"].as_str().unwrap_or("").to_owned(), a["startsAt"].as_str().unwrap_or("").to_owned()))
-        .collect()
-}
-
 /// Issue test 5: an alert reaches the receiver once per status although three replicas run, and killing its
 /// owner while the receiver fails still delivers it — the firing the dead owner queued, then the resolution by the
 /// new owner, with one `startsAt` — once the receiver recovers.
 #[test]
 fn an_alert_is_delivered_once_and_survives_its_owners_death_while_the_receiver_fails() {
-    let hook_port = free_port();
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let out = tmp.path().join("alerts.jsonl");
-    let _receiver = aegis_tests::start_receiver(hook_port, &out, &tmp.path().join("receiver.log"));
-    let hook = format!("http://127.0.0.1:{hook_port}/hook");
-    let mut c = start_cluster_with("2s", Some(&hook));
+    let receiver = AlertReceiver::start();
+    let out = receiver.out();
+    let mut c = start_cluster_with("2s", Some(&receiver.hook()));
     let owner = c.agreed_owner("flaky");
     let index = c.replicas.iter().position(|r| r.node == owner).expect("owner");
 
     // The receiver fails everything; flaky goes down and its breaker alert fires at its owner, which cannot
     // deliver it.
-    post(&format!("http://127.0.0.1:{hook_port}/fail?count=1000000"));
+    post(&format!("{}/fail?count=1000000", receiver.base()));
     post(&format!("{}/down", c.flaky_base));
     let failed = |admin: &str| {
         aegis_tests::scrape(admin, "aegis_alert_deliveries_total", "result=\"failure\",target=\"webhook\"")
@@ -569,7 +586,7 @@ fn an_alert_is_delivered_once_and_survives_its_owners_death_while_the_receiver_f
         "flaky closed again; logs:\n{}",
         c.logs()
     );
-    post(&format!("http://127.0.0.1:{hook_port}/fail?count=0"));
+    post(&format!("{}/fail?count=0", receiver.base()));
     assert!(
         wait_until(Duration::from_secs(15), || breaker_notifications(&out, "flaky").len() >= 2),
         "delivered after the receiver recovered: {:?}; logs:\n{}",
@@ -587,7 +604,7 @@ fn an_alert_is_delivered_once_and_survives_its_owners_death_while_the_receiver_f
     );
     assert_eq!(got[0].1, got[1].1, "one startsAt: the new owner carried the alert on, it did not raise a new one");
     // The other services never alerted, from any replica.
-    let others = breaker_alerts(&out).into_iter().filter(|(_, s)| s != "flaky").collect::<Vec<_>>();
+    let others = breaker_alerts(&out).into_iter().filter(|(_, s, _)| s != "flaky").collect::<Vec<_>>();
     assert!(others.is_empty(), "{others:?}");
     let _ = (&c.dir, &c.redis, &c.base);
 }

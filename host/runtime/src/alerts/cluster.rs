@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::delivery::{Lanes, next_attempt_ms, send};
+use super::delivery::{Lanes, next_attempt_ms, pause, send};
 use super::{AlertContext, BATCH, IDLE_POLL};
 use crate::cluster::{Cluster, Forwarded, Queued, Refusal};
 use crate::unix_ms_i64;
@@ -52,11 +52,8 @@ pub async fn run_cluster_delivery(shared: Arc<AlertContext>, cluster: Arc<Cluste
                 });
             }
         }
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = shared.alerts.queued.notified() => {}
-            _ = lanes.next_done() => {}
-            _ = stop.changed() => break,
+        if !pause(&shared, &mut lanes, &mut stop, wait).await {
+            break;
         }
     }
     lanes.shutdown().await;

@@ -86,14 +86,26 @@ pub async fn run_delivery(shared: Arc<AlertContext>, mut stop: watch::Receiver<b
             .filter(|&at| at > now)
             .map_or(IDLE_POLL, |at| Duration::from_millis(u64::try_from(at - now).unwrap_or(0)))
             .min(IDLE_POLL);
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = shared.alerts.queued.notified() => {}
-            _ = lanes.next_done() => {}
-            _ = stop.changed() => break,
+        if !pause(&shared, &mut lanes, &mut stop, wait).await {
+            break;
         }
     }
     lanes.shutdown().await;
+}
+
+/// Waits `wait`, or less when a notification is queued or a lane ends; `false` once `stop` says so.
+pub(super) async fn pause(
+    shared: &AlertContext,
+    lanes: &mut Lanes,
+    stop: &mut watch::Receiver<bool>,
+    wait: Duration,
+) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => true,
+        _ = shared.alerts.queued.notified() => true,
+        _ = lanes.next_done() => true,
+        _ = stop.changed() => false,
+    }
 }
 
 async fn deliver(shared: &AlertContext, entry: &OutboxEntry) {
