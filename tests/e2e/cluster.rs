@@ -282,6 +282,18 @@ fn a_killed_replica_is_taken_over_and_a_forced_state_reaches_every_replica_and_s
     // b dies: its services are probed again by the others within the lease and an interval (plus a poll).
     let b_services: Vec<String> = view.iter().filter(|(_, (o, _))| o == "b").map(|(s, _)| s.clone()).collect();
     let probe = b_services.iter().find(|s| **s != service).expect("b owns another service").clone();
+    // A console open at a meanwhile (in a real browser) shows the new owners without a reload.
+    let browser = aegis_tests::browser::Browser::start(c.dir.path());
+    let owners_shown = |b: &aegis_tests::browser::Browser| {
+        b.script(
+            "return [...document.querySelectorAll('tbody tr')].map((tr) => tr.querySelector('td.owner')?.textContent);",
+        )
+    };
+    if let Some(b) = &browser {
+        b.goto(&format!("http://{}/", c.replicas[0].admin));
+        b.script("window.notReloaded = true; return null;");
+        assert!(owners_shown(b).as_array().is_some_and(|o| o.iter().any(|o| o == "b")), "b owns services at first");
+    }
     c.replicas[1].kill9();
     let survivors = [&c.replicas[0], &c.replicas[2]];
     assert!(
@@ -302,6 +314,16 @@ fn a_killed_replica_is_taken_over_and_a_forced_state_reaches_every_replica_and_s
         "b's services moved: {:?}",
         survivors.iter().map(|r| r.view()).collect::<Vec<_>>()
     );
+    if let Some(b) = &browser {
+        assert!(
+            wait_until(Duration::from_secs(5), || owners_shown(b)
+                .as_array()
+                .is_some_and(|o| !o.is_empty() && o.iter().all(|o| o == "a" || o == "c"))),
+            "the open console shows a and c as owners: {}",
+            owners_shown(b)
+        );
+        assert_eq!(b.script("return window.notReloaded === true;"), Value::Bool(true), "updated live, not reloaded");
+    }
     // The forced state survived its owner's death.
     assert!(
         wait_until(Duration::from_secs(3), || survivors.iter().all(|r| state_at(r).as_deref() == Some("forced-open"))),

@@ -66,6 +66,7 @@
         const rate = $(".rate", el); if (rate && s.r !== null) rate.textContent = (s.r * 100).toFixed(1) + " %";
         if (el.matches("tr")) el.dataset.rate = s.r === null ? -1 : s.r;
         const t = $(".age time", el); if (t && s.at) t.dataset.at = s.at;
+        const o = $(".owner", el); if (o && s.o) { o.textContent = s.o; if (el.matches("tr")) el.dataset.owner = s.o; }
       }
     }
     if ($("#percent")) {

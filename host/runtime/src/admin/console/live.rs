@@ -46,6 +46,8 @@ pub(in crate::admin) async fn stream(
 struct Seen {
     checks: u64,
     state: State,
+    /// Cluster mode: the replica that owns the service.
+    owner: Option<String>,
 }
 
 /// Publishes a summary of what changed every [`SUMMARY_EVERY`] until the last listener leaves.
@@ -105,7 +107,8 @@ fn summarise_checks(state: &AppState, seen: &mut HashMap<String, Seen>) {
     let services = state.all();
     let mut changed = Vec::new();
     for (name, h) in &services {
-        let current = Seen { checks: h.recent.total(), state: h.breaker.state(now) };
+        let owner = state.shared.cluster.as_ref().map(|c| c.owner(name).unwrap_or_else(|| "unknown".to_owned()));
+        let current = Seen { checks: h.recent.total(), state: h.breaker.state(now), owner };
         let previous = seen.get(name);
         if previous == Some(&current) {
             continue;
@@ -116,14 +119,18 @@ fn summarise_checks(state: &AppState, seen: &mut HashMap<String, Seen>) {
         let new = previous.map_or(current.checks.min(1), |p| current.checks - p.checks.min(current.checks));
         let recent = h.recent.list();
         let tail = &recent[recent.len() - recent.len().min(usize::try_from(new).unwrap_or(usize::MAX))..];
-        changed.push(json!({
+        let mut summary = json!({
             "s": name,
             "st": current.state.as_str(),
             "f": tail.iter().filter(|c| !c.success).count(),
             "c": tail.iter().map(|c| [c.latency_us, u32::from(!c.success)]).collect::<Vec<_>>(),
             "at": recent.last().map(|c| c.at_ms),
             "r": super::super::success_rate(&h.breaker.counts()),
-        }));
+        });
+        if let Some(owner) = &current.owner {
+            summary["o"] = json!(owner);
+        }
+        changed.push(summary);
         seen.insert(name.clone(), current);
     }
     seen.retain(|name, _| services.contains_key(name));
