@@ -8,8 +8,9 @@
 //! slow-call threshold, a count window, a predicate that does not read durations) runs the closure and counts the
 //! outcome without any clock read; the clock is read only if the outcome must be judged by the trip predicate (a trip
 //! is stamped with it). An open breaker compares its deadline against [`Clock::elapsed_ns_bounds`], which a
-//! [`MonotonicClock`](crate::MonotonicClock) answers from the coarse clock, and reads the precise clock only near the
-//! deadline. A forced-open breaker reads no clock. Everything else takes the timed path through `try_acquire`.
+//! [`MonotonicClock`](crate::MonotonicClock) answers from the coarse clock (from the breaker's epoch kept on the coarse
+//! timeline, [`Clock::coarse_origin_ns`], so no `Instant` arithmetic per call), and reads the precise clock only near
+//! the deadline. A forced-open breaker reads no clock. Everything else takes the timed path through `try_acquire`.
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
@@ -133,7 +134,10 @@ impl Breaker {
             s if s == State::ForcedOpen.code() => self.count_rejection(generation),
             s if s == State::Open.code() => {
                 let Some(epoch) = self.epoch.get() else { return false };
-                let (at_least, slack) = clock.elapsed_ns_bounds(*epoch);
+                let (at_least, slack) = match self.epoch_coarse_ns(clock, *epoch) {
+                    Some(origin) => clock.coarse_elapsed_ns_bounds(origin),
+                    None => clock.elapsed_ns_bounds(*epoch),
+                };
                 if at_least.saturating_add(slack) >= self.open_until_ns.load(Ordering::Acquire) {
                     return false;
                 }
@@ -141,6 +145,19 @@ impl Breaker {
                 self.count_rejection(generation)
             }
             _ => false,
+        }
+    }
+
+    /// The epoch on `clock`'s coarse timeline, kept from the first clock that had one.
+    #[inline]
+    fn epoch_coarse_ns<C: Clock + ?Sized>(&self, clock: &C, epoch: Instant) -> Option<u64> {
+        match self.epoch_coarse_ns.load(Ordering::Relaxed) {
+            0 => {
+                let origin = clock.coarse_origin_ns(epoch)?;
+                self.epoch_coarse_ns.store(origin, Ordering::Relaxed);
+                Some(origin)
+            }
+            kept => Some(kept),
         }
     }
 

@@ -421,6 +421,9 @@ pub struct Breaker {
     /// Latest `now` seen by a locked operation or a lock-free rejection, as nanoseconds after `epoch`; the reference
     /// point of `Snapshot::open_remaining`. Last writer wins: concurrent callers' instants differ by nanoseconds.
     last_seen_ns: AtomicU64,
+    /// `epoch` on the coarse timeline of the clocks that have one (`Clock::coarse_origin_ns`), once one was passed to
+    /// `call`; 0 until then. The epoch never changes, so neither does this.
+    epoch_coarse_ns: AtomicU64,
     /// In `Open`: the half-open instant as nanoseconds after `epoch`, so a rejection needs no mutex. Written before
     /// `fast` is republished for the new generation, so a reader that saw that generation sees this deadline.
     open_until_ns: AtomicU64,
@@ -578,6 +581,7 @@ impl Breaker {
             eval,
             epoch: OnceLock::new(),
             last_seen_ns: AtomicU64::new(0),
+            epoch_coarse_ns: AtomicU64::new(0),
             open_until_ns: AtomicU64::new(0),
         };
         // With an interval the first generation's expiry is only known at the first locked call (no clock here), so

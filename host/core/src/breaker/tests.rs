@@ -594,7 +594,7 @@ fn breaker_is_send_sync_and_small() {
 
 mod call_api {
     use super::*;
-    use crate::clock::FakeClock;
+    use crate::clock::{Clock, FakeClock};
     use crate::error::CallError;
 
     #[test]
@@ -616,6 +616,54 @@ mod call_api {
             },
         );
         assert_eq!(fb, Ok(42));
+    }
+
+    /// A fake clock with a coarse timeline: nanoseconds after `base`, lagging the precise time by `lag`.
+    struct FakeCoarse {
+        clock: FakeClock,
+        base: Instant,
+        lag: Duration,
+        coarse_reads: std::cell::Cell<u32>,
+    }
+
+    impl Clock for FakeCoarse {
+        fn now(&self) -> Instant {
+            self.clock.now()
+        }
+
+        fn coarse_origin_ns(&self, since: Instant) -> Option<u64> {
+            u64::try_from((since - self.base).as_nanos()).ok()
+        }
+
+        fn coarse_elapsed_ns_bounds(&self, origin_ns: u64) -> (u64, u64) {
+            self.coarse_reads.set(self.coarse_reads.get() + 1);
+            let coarse = (self.clock.now() - self.base).saturating_sub(self.lag).as_nanos() as u64;
+            (coarse.saturating_sub(origin_ns), self.lag.as_nanos() as u64)
+        }
+    }
+
+    #[test]
+    fn an_open_breaker_rejects_from_the_coarse_timeline_and_decides_near_its_deadline_precisely() {
+        let base = Instant::now();
+        let clock = FakeCoarse {
+            clock: FakeClock::new(base + ms(1_000)),
+            base,
+            lag: ms(20),
+            coarse_reads: std::cell::Cell::new(0),
+        };
+        let b = Breaker::new(Settings::new("svc").failure_threshold(1).reset_timeout(ms(10_000)));
+        assert_eq!(b.call(&clock, || Err::<u8, _>("boom")), Err(CallError::Inner("boom")));
+        assert_eq!(b.current_state(), State::Open);
+        clock.clock.advance(ms(5_000));
+        assert_eq!(b.call(&clock, || Ok::<_, &str>(1)), Err(CallError::CircuitOpen));
+        assert_eq!(clock.coarse_reads.get(), 1, "decided from the coarse timeline");
+        // Within the lag of the deadline the coarse answer cannot decide: the precise clock says "still open".
+        clock.clock.advance(ms(4_990));
+        assert_eq!(b.call(&clock, || Ok::<_, &str>(1)), Err(CallError::CircuitOpen));
+        assert_eq!(clock.coarse_reads.get(), 2);
+        clock.clock.advance(ms(20));
+        assert_eq!(b.call(&clock, || Ok::<_, &str>(1)), Ok(1));
+        assert_eq!(b.current_state(), State::Closed);
     }
 
     #[test]
