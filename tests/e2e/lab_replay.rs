@@ -184,7 +184,9 @@ anomaly_detection:
     assert_eq!(scored.status.code(), Some(1), "the scorer misses the alert; {doc:#}");
     let raised = doc["anomaly"]["replay"]["baseline"].as_array().expect("baseline alerts");
     assert!(raised.iter().any(|a| a["metric"] == "error-rate"), "the threshold's alert is replayed: {doc:#}");
-    assert_eq!(doc["anomaly"]["replay"]["candidate"].as_array().map(Vec::len), Some(0), "{doc:#}");
+    // ewma-latency scores latency only: it may flag a latency spike of a loaded machine, never the error rate.
+    let candidate = doc["anomaly"]["replay"]["candidate"].as_array().expect("candidate alerts");
+    assert!(candidate.iter().all(|a| a["metric"] != "error-rate"), "{doc:#}");
 
     // A log through panic-detector and the config's pattern.
     std::fs::write(
