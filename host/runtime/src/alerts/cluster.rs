@@ -140,8 +140,8 @@ async fn forward(shared: &AlertContext, cluster: &Cluster) {
             } else {
                 match cluster.forward(entry).await {
                     Ok(Forwarded::Queued) => None,
+                    Ok(Forwarded::NotMember) | Err(_) => return,
                     Ok(other) => Some(other),
-                    Err(_) => return,
                 }
             };
             if let Some(why) = dropped {

@@ -317,7 +317,11 @@ impl Alerting {
         if adopted > 0 {
             tracing::info!(service, alerts = adopted, "carrying on the alerts of the service's last owner");
         }
-        self.was_shared(service, json.to_owned());
+        // What this replica noted to share about the service before is older than what it just took on.
+        if let Some(s) = self.sharing().as_mut() {
+            s.changed.remove(service);
+            s.shared.insert(service.to_owned(), json.to_owned());
+        }
         self.changed.notify_one();
     }
 

@@ -40,15 +40,17 @@ impl Cluster {
     }
 
     /// One heartbeat: renews the membership and reads the live members; `true` beside them if this replica's
-    /// membership had expired before (and it was a member before: not at the first beat).
-    pub(super) async fn heartbeat(&self, lease: Duration) -> Result<(Vec<String>, bool), String> {
+    /// membership had expired before (and it was a member before: not at the first beat). `register`: whether an
+    /// expired membership is registered again by this beat.
+    pub(super) async fn heartbeat(&self, lease: Duration, register: bool) -> Result<(Vec<String>, bool), String> {
         let mut conn = self.connect().await?;
         let mut call = scripts::HEARTBEAT.prepare_invoke();
         call.key(self.key("members"))
             .key(self.token_key())
             .arg(self.node())
             .arg(&self.token)
-            .arg(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX));
+            .arg(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX))
+            .arg(if register { "1" } else { "0" });
         match bounded(call.invoke_async::<Vec<String>>(&mut conn)).await {
             Ok(mut answer) => {
                 self.set_up(true, None);
@@ -100,7 +102,7 @@ impl Cluster {
     /// ownership when Redis is there). A wrong password or a TLS failure is logged as such.
     pub async fn join(&self, host: &dyn ClusterHost, wait: Duration) {
         let (_, lease) = self.lease();
-        match tokio::time::timeout(wait, self.heartbeat(lease)).await {
+        match tokio::time::timeout(wait, self.heartbeat(lease, true)).await {
             Ok(Ok((members, _))) => self.adopt(members, &host.services()),
             Ok(Err(e)) => tracing::error!(
                 redis = %self.config.shown_url(),
@@ -127,19 +129,8 @@ impl Cluster {
         let mut cursor = "$".to_owned();
         loop {
             tokio::select! {
-                _ = beat.tick() => match self.heartbeat(lease).await {
-                    Ok((members, lapsed)) => {
-                        last_error = None;
-                        self.adopt(members, &host.services());
-                        if lapsed {
-                            tracing::warn!(
-                                node = %self.node(),
-                                "this replica's cluster membership had expired (cut off from Redis for longer than \
-                                 the lease): what the cluster holds about its services' alerts replaces its own"
-                            );
-                            host.rejoined();
-                        }
-                    }
+                _ = beat.tick() => match self.beat(host.as_ref(), lease).await {
+                    Ok(()) => last_error = None,
                     Err(e) => {
                         if last_error.as_deref() != Some(&e) {
                             tracing::warn!(redis = %self.config.shown_url(), "cluster heartbeat failed: {e}");
@@ -152,6 +143,27 @@ impl Cluster {
             }
         }
         self.leave().await;
+    }
+
+    /// One heartbeat of the running replica. A replica whose membership expired (cut off from Redis for longer than
+    /// the lease) does not simply register again: other replicas owned its services meanwhile, so it first takes on
+    /// what the cluster holds about them ([`ClusterHost::rejoined`]) and registers after that, so that nothing it
+    /// decided while cut off (an alert, a notification) can overwrite what the other replicas did.
+    async fn beat(&self, host: &dyn ClusterHost, lease: Duration) -> Result<(), String> {
+        let register = !self.joined.load(std::sync::atomic::Ordering::Relaxed);
+        let (mut members, lapsed) = self.heartbeat(lease, register).await?;
+        if lapsed {
+            tracing::warn!(
+                node = %self.node(),
+                "this replica's cluster membership had expired (cut off from Redis for longer than the lease): it \
+                 takes on what the cluster holds about its services' alerts before it registers again"
+            );
+            members.push(self.node().to_owned());
+            host.rejoined(&members).await;
+            members = self.heartbeat(lease, true).await?.0;
+        }
+        self.adopt(members, &host.services());
+        Ok(())
     }
 
     /// Removes this replica from the members (a clean stop: its services move now).

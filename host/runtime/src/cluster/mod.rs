@@ -69,9 +69,10 @@ pub trait ClusterHost: Send + Sync {
     fn follow(&self, service: &str, kind: Shared, json: &str, age: Duration);
     /// An operator command sent to another replica for a service this one owns.
     fn command(&self, command: Command);
-    /// This replica's membership had expired (it was cut off from Redis for longer than the lease) and it is a
-    /// member again: other replicas may have owned its services meanwhile.
-    fn rejoined(&self);
+    /// This replica's membership had expired (it was cut off from Redis for longer than the lease): other replicas
+    /// may have owned its services meanwhile. Called before it registers again, with the members it will be one of;
+    /// it registers when the future ends.
+    fn rejoined<'a>(&'a self, members: &'a [String]) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 }
 
 /// The cluster's metrics.

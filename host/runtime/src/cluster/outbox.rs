@@ -23,6 +23,8 @@ pub enum Forwarded {
     NotOwner,
     /// The cluster carries another cycle of the alert, raised by the owner while this replica was cut off.
     Superseded,
+    /// This replica is not a member now (its membership expired and it has not registered again): the entry waits.
+    NotMember,
 }
 
 /// A notification waiting in the cluster's outbox.
@@ -65,6 +67,7 @@ impl Cluster {
                 Ok(match answer {
                     1 => Forwarded::Queued,
                     2 => Forwarded::Superseded,
+                    3 => Forwarded::NotMember,
                     _ => Forwarded::NotOwner,
                 })
             }

@@ -13,12 +13,16 @@ macro_rules! now {
 }
 
 /// `owns(members, token key, node, token, service, now)`: whether this incarnation's membership is live and `node`
-/// is the service's rendezvous owner among the live members (the weight function of [`super::ownership`]).
+/// is the service's rendezvous owner among the live members (the weight function of [`super::ownership`]);
+/// `member(token key, token)`: whether this incarnation's membership is live.
 macro_rules! owns {
     () => {
         r"
+local function member(token_key, token)
+  return redis.call('GET', token_key) == token
+end
 local function owns(members_key, token_key, node, token, service, now)
-  if redis.call('GET', token_key) ~= token then return false end
+  if not member(token_key, token) then return false end
   local best, owner = nil, nil
   for _, m in ipairs(redis.call('ZRANGEBYSCORE', members_key, '(' .. now, '+inf')) do
     local w = redis.sha1hex(m .. '\n' .. service)
@@ -31,9 +35,11 @@ end
 }
 
 /// Heartbeat: `KEYS[1]` the members (sorted set: node → expiry in Redis ms), `KEYS[2]` this node's token key;
-/// `ARGV` node, token, lease in ms (how long the entry lives without a new beat). Refuses a node name another live
-/// replica holds; drops expired members. Answers `1` if this incarnation's membership had expired (or never
-/// existed) before this beat, else `0`, followed by the live members.
+/// `ARGV` node, token, lease in ms (how long the entry lives without a new beat), and `1` if the node may (re)register
+/// when its membership is gone, `0` if not (a replica that was a member registers again only once it has taken on
+/// what the cluster holds: see `membership.rs`). Refuses a node name another live replica holds; drops expired
+/// members. Answers `1` if this incarnation's membership had expired (or never existed) before this beat, else `0`,
+/// followed by the live members.
 pub static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         now!(),
@@ -44,8 +50,10 @@ if held and held ~= ARGV[2] then
 end
 local lapsed = '0'
 if not held then lapsed = '1' end
-redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+if held or ARGV[4] == '1' then
+  redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local answer = {lapsed}
 for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do answer[#answer + 1] = m end
@@ -68,12 +76,14 @@ pub static FENCE: LazyLock<Script> = LazyLock::new(|| {
 /// key, `KEYS[3]` the outbox stream, `KEYS[4]` the shared alerts; `ARGV` node, token, service, then the entry's
 /// idempotency key, target, content type, headers (JSON), body, creation time, and the alert's fingerprint and
 /// `startsAt` (ms). 1 if queued; 0 if this node does not own the service (the owner raised the alert itself); 2 if
-/// the cluster carries another cycle of the alert (raised by the owner while this node was cut off).
+/// the cluster carries another cycle of the alert (raised by the owner while this node was cut off); 3 if this node
+/// is not a member now (it keeps the entry until it is one again).
 pub static FORWARD: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         now!(),
         owns!(),
         r"
+if not member(KEYS[2], ARGV[2]) then return 3 end
 if not owns(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], now) then return 0 end
 local shared = redis.call('HGET', KEYS[4], ARGV[3])
 if shared then

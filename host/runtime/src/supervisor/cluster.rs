@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use aegis_core::Snapshot;
 
 use super::transitions::Transitions;
-use crate::cluster::{ClusterHost, Command, Shared as Kind};
+use crate::cluster::{ClusterHost, Command, Shared as Kind, ownership};
 use crate::state::{OperatorAction, RestartBook, ServiceHandle, ServiceMap, Shared};
 
 /// The services of this replica, as the cluster sees them.
@@ -35,21 +35,21 @@ impl ClusterHost for Replica {
         adopt(&self.shared, &h, kind, json, age);
     }
 
-    fn rejoined(&self) {
-        let (Some(cluster), Ok(runtime)) = (self.shared.cluster.clone(), tokio::runtime::Handle::try_current()) else {
-            return;
-        };
-        let shared = Arc::clone(&self.shared);
-        let owned: Vec<String> = self.services().into_iter().filter(|s| cluster.owns(s)).collect();
-        // Another replica may have raised (and delivered) their alerts meanwhile: its account wins, and what this
-        // replica raised of the same alerts while cut off is superseded (not forwarded, see `alerts::cluster`).
-        runtime.spawn(async move {
-            for service in owned {
+    fn rejoined<'a>(&'a self, members: &'a [String]) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            let Some(cluster) = &self.shared.cluster else { return };
+            // Another replica may have raised (and delivered) the alerts of the services this one owns again: its
+            // account wins, and what this replica raised of the same alerts while cut off is superseded (not
+            // forwarded, see `alerts::cluster`).
+            for service in self.services() {
+                if ownership::owner(&service, members) != Some(cluster.node()) {
+                    continue;
+                }
                 if let Some(json) = cluster.shared_alerts(&service).await {
-                    shared.alerts.adopt(&service, &json);
+                    self.shared.alerts.adopt(&service, &json);
                 }
             }
-        });
+        })
     }
 
     fn command(&self, command: Command) {
