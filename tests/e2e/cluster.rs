@@ -378,6 +378,22 @@ impl Cluster {
         self.replicas.iter().find(|r| r.node == node).expect("a replica of that name")
     }
 
+    /// Kills replica `index` with SIGKILL and waits until the others name another live owner of `service`; returns
+    /// the survivors' indexes.
+    fn kill_and_wait_moved(&mut self, index: usize, service: &str) -> Vec<usize> {
+        let dead = self.replicas[index].node.clone();
+        self.replicas[index].kill9();
+        let survivors: Vec<usize> = (0..3).filter(|i| *i != index).collect();
+        assert!(
+            wait_until(LEASE + Duration::from_secs(5), || survivors
+                .iter()
+                .all(|i| self.replicas[*i].view().get(service).is_some_and(|(o, _)| *o != dead && o != "unknown"))),
+            "{service} moved away from {dead}; logs:\n{}",
+            self.logs()
+        );
+        survivors
+    }
+
     /// The owner of `service` once every replica agrees on it.
     fn agreed_owner(&self, service: &str) -> String {
         let mut owner = None;
@@ -539,15 +555,7 @@ fn a_firing_breaker_alert_moves_with_its_service_and_is_resolved_by_the_new_owne
     assert!(wait_until(Duration::from_secs(10), || firing(&out) >= 1), "firing; logs:\n{}", c.logs());
 
     let index = c.replicas.iter().position(|r| r.node == owner).expect("owner");
-    c.replicas[index].kill9();
-    let survivors: Vec<usize> = (0..3).filter(|i| *i != index).collect();
-    assert!(
-        wait_until(LEASE + Duration::from_secs(5), || survivors
-            .iter()
-            .all(|i| c.replicas[*i].view().get("flaky").is_some_and(|(o, _)| *o != owner && o != "unknown"))),
-        "flaky moved; logs:\n{}",
-        c.logs()
-    );
+    let survivors = c.kill_and_wait_moved(index, "flaky");
     post(&format!("{}/up", c.flaky_base));
     assert!(
         wait_until(Duration::from_secs(15), || breaker_notifications(&out, "flaky")
@@ -590,15 +598,7 @@ fn an_alert_is_delivered_once_and_survives_its_owners_death_while_the_receiver_f
         "the owner tries and fails; logs:\n{}",
         c.logs()
     );
-    c.replicas[index].kill9();
-    let survivors: Vec<usize> = (0..3).filter(|i| *i != index).collect();
-    assert!(
-        wait_until(LEASE + Duration::from_secs(5), || survivors
-            .iter()
-            .all(|i| c.replicas[*i].view().get("flaky").is_some_and(|(o, _)| *o != owner && o != "unknown"))),
-        "flaky moved; logs:\n{}",
-        c.logs()
-    );
+    let survivors = c.kill_and_wait_moved(index, "flaky");
     // The service recovers while the receiver still fails, then the receiver recovers.
     post(&format!("{}/up", c.flaky_base));
     assert!(

@@ -10,7 +10,7 @@
 use redis::streams::StreamRangeReply;
 
 use super::{Cluster, Refusal, bounded, connect, scripts};
-use crate::store::OutboxEntry;
+use crate::store::{Notification, OutboxEntry};
 
 /// Notifications read from the head of the outbox per look.
 const HEAD: usize = 1000;
@@ -155,12 +155,14 @@ fn parse(raw: &redis::streams::StreamId) -> Option<OutboxEntry> {
     let headers: Vec<(String, String)> = serde_json::from_str(&text("h")?).ok()?;
     Some(OutboxEntry {
         id: stream_time(&raw.id),
-        service: text("s")?,
-        idempotency_key: text("k")?,
-        target: text("t")?,
-        content_type: text("c")?,
-        headers,
-        body: raw.get::<Vec<u8>>("b")?,
+        notification: Notification {
+            service: text("s")?,
+            idempotency_key: text("k")?,
+            target: text("t")?,
+            content_type: text("c")?,
+            headers,
+            body: raw.get::<Vec<u8>>("b")?,
+        },
         created_ms: text("at")?.parse().ok()?,
         attempts: 0,
         next_attempt_ms: 0,

@@ -559,7 +559,7 @@ mod tests {
         let mut keys = Vec::new();
         while let Some(head) = a.due(i64::MAX, 8).expect("due").pop() {
             a.delivered(head.id).expect("delivered");
-            keys.push(head.idempotency_key);
+            keys.push(head.notification.idempotency_key);
         }
         assert_eq!(keys, ["k@1/firing", "k@1/resolved"]);
     }

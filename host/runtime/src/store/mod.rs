@@ -57,18 +57,19 @@ pub struct Event {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutboxEntry {
     pub id: i64,
-    /// What the alert is about (its `service` label; see [`Notification::service`]).
-    pub service: String,
-    /// `fingerprint@startsAt`: the same alert notification sent twice carries the same key (at-least-once delivery).
-    pub idempotency_key: String,
-    /// The URL to POST to.
-    pub target: String,
-    pub content_type: String,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
+    /// What is sent (its fields read through the entry: `entry.target`).
+    pub notification: Notification,
     pub created_ms: i64,
     pub attempts: u32,
     pub next_attempt_ms: i64,
+}
+
+impl std::ops::Deref for OutboxEntry {
+    type Target = Notification;
+
+    fn deref(&self) -> &Notification {
+        &self.notification
+    }
 }
 
 /// A notification to queue: one alert notification rendered for one target.

@@ -276,12 +276,14 @@ impl Store {
                 let headers: String = r.get(4)?;
                 Ok(OutboxEntry {
                     id: r.get(0)?,
-                    service: r.get(9)?,
-                    idempotency_key: r.get(1)?,
-                    target: r.get(2)?,
-                    content_type: r.get(3)?,
-                    headers: serde_json::from_str(&headers).unwrap_or_default(),
-                    body: r.get(5)?,
+                    notification: Notification {
+                        service: r.get(9)?,
+                        idempotency_key: r.get(1)?,
+                        target: r.get(2)?,
+                        content_type: r.get(3)?,
+                        headers: serde_json::from_str(&headers).unwrap_or_default(),
+                        body: r.get(5)?,
+                    },
                     created_ms: r.get(6)?,
                     attempts: r.get(7)?,
                     next_attempt_ms: r.get(8)?,
