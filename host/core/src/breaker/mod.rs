@@ -342,7 +342,8 @@ impl Settings {
     }
 
     #[inline]
-    fn is_slow(&self, d: Duration) -> bool {
+    /// Whether a call of `d` counts as slow (at least the slow-call threshold).
+    pub fn is_slow(&self, d: Duration) -> bool {
         d >= self.slow
     }
 

@@ -135,7 +135,7 @@ async fn forward(shared: &AlertContext, cluster: &Cluster) {
             }
         };
         for entry in &staged {
-            let dropped = if shared.alerts.superseded(&entry.idempotency_key) {
+            let dropped = if shared.alerts.superseded(entry) {
                 Some(Forwarded::Superseded)
             } else {
                 match cluster.forward(entry).await {

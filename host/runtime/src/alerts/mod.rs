@@ -291,12 +291,11 @@ impl Alerting {
         }
     }
 
-    /// Whether the notification with `idempotency_key` (`fingerprint@startsAt/status`) belongs to an alert cycle
-    /// this book no longer carries because it holds another cycle of the same alert (one adopted from the cluster):
-    /// such a notification must not be sent.
-    pub fn superseded(&self, idempotency_key: &str) -> bool {
-        let Some((fingerprint, rest)) = idempotency_key.split_once('@') else { return false };
-        let starts_at = rest.split('/').next().and_then(|s| s.parse::<u64>().ok());
+    /// Whether `notification` belongs to an alert cycle this book no longer carries because it holds another cycle
+    /// of the same alert (one adopted from the cluster): such a notification must not be sent.
+    pub fn superseded(&self, notification: &Notification) -> bool {
+        let (fingerprint, starts_at) = notification.cycle();
+        let starts_at = starts_at.parse::<u64>().ok();
         let book = self.book();
         book.get(fingerprint).and_then(|a| a.starts_at_ms).is_some_and(|held| Some(held) != starts_at)
     }

@@ -23,6 +23,12 @@ impl std::fmt::Display for Refusal {
 }
 
 impl Cluster {
+    /// A command that proves something failed: Redis counts as down, and nothing may be done.
+    pub(super) fn unreachable(&self, e: &redis::RedisError) -> Refusal {
+        self.set_up(false, Some(e));
+        Refusal::Unreachable(connect::describe(e))
+    }
+
     /// Proves in Redis, atomically, that this replica may act for `service` now: its membership is live (this
     /// incarnation's) and it is the owner among the live members. `Err` says why not (not the owner, or Redis
     /// cannot be asked): then nothing may be done.
@@ -37,10 +43,7 @@ impl Cluster {
                 self.node(),
                 self.owner(service).unwrap_or_else(|| "unknown".into())
             ))),
-            Err(e) => {
-                self.set_up(false, Some(&e));
-                Err(Refusal::Unreachable(connect::describe(&e)))
-            }
+            Err(e) => Err(self.unreachable(&e)),
         }
     }
 }

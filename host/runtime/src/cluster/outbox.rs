@@ -9,7 +9,7 @@
 
 use redis::streams::StreamRangeReply;
 
-use super::{Cluster, Refusal, bounded, connect, scripts};
+use super::{Cluster, Refusal, bounded, scripts};
 use crate::store::{Notification, OutboxEntry};
 
 /// Notifications read from the head of the outbox per look.
@@ -42,9 +42,7 @@ impl Cluster {
     pub async fn forward(&self, entry: &OutboxEntry) -> Result<Forwarded, Refusal> {
         let mut conn = self.connect().await.map_err(Refusal::Unreachable)?;
         let headers = serde_json::to_string(&entry.headers).unwrap_or_else(|_| "[]".to_owned());
-        // `fingerprint@startsAt/status`
-        let (fingerprint, rest) = entry.idempotency_key.split_once('@').unwrap_or((&entry.idempotency_key, ""));
-        let starts_at = rest.split('/').next().unwrap_or("");
+        let (fingerprint, starts_at) = entry.cycle();
         let mut call = scripts::FORWARD.prepare_invoke();
         call.key(self.key("members"))
             .key(self.token_key())
@@ -71,10 +69,7 @@ impl Cluster {
                     _ => Forwarded::NotOwner,
                 })
             }
-            Err(e) => {
-                self.set_up(false, Some(&e));
-                Err(Refusal::Unreachable(connect::describe(&e)))
-            }
+            Err(e) => Err(self.unreachable(&e)),
         }
     }
 
@@ -129,10 +124,7 @@ impl Cluster {
             .arg(json);
         match bounded(call.invoke_async::<i64>(&mut conn)).await {
             Ok(written) => Ok(written == 1),
-            Err(e) => {
-                self.set_up(false, Some(&e));
-                Err(Refusal::Unreachable(connect::describe(&e)))
-            }
+            Err(e) => Err(self.unreachable(&e)),
         }
     }
 

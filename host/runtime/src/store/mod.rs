@@ -87,6 +87,15 @@ pub struct Notification {
     pub body: Vec<u8>,
 }
 
+impl Notification {
+    /// The alert cycle the notification belongs to, from its idempotency key: the fingerprint and `startsAt` (ms;
+    /// empty if the key has none).
+    pub fn cycle(&self) -> (&str, &str) {
+        let (fingerprint, rest) = self.idempotency_key.split_once('@').unwrap_or((&self.idempotency_key, ""));
+        (fingerprint, rest.split('/').next().unwrap_or(""))
+    }
+}
+
 #[cfg(test)]
 impl Notification {
     /// A notification about service `a` to an unreachable loopback target, for tests.

@@ -45,9 +45,7 @@ impl ClusterHost for Replica {
                 if ownership::owner(&service, members) != Some(cluster.node()) {
                     continue;
                 }
-                if let Some(json) = cluster.shared_alerts(&service).await {
-                    self.shared.alerts.adopt(&service, &json);
-                }
+                carry_on_alerts(&self.shared, cluster, &service).await;
             }
         })
     }
@@ -108,9 +106,14 @@ pub(super) async fn take_over(handle: &ServiceHandle, shared: &Shared, changes: 
     while changes.try_recv().is_some() {}
     // Its alerts move with it: the last owner dropped them (`hand_over`); this replica carries on what it shared
     // (same start, no second firing), then raises or clears the level alerts by the state it resumed from.
-    if let Some(json) = cluster.shared_alerts(name).await {
-        shared.alerts.adopt(name, &json);
-    }
+    carry_on_alerts(shared, cluster, name).await;
     handle.sync_level_alerts(shared, "this replica took the service over");
     tracing::info!(state = %handle.breaker.state(Instant::now()), "took the service over");
+}
+
+/// Takes on the alerts of `service` that the cluster holds (its last owner shared them), if any.
+async fn carry_on_alerts(shared: &Shared, cluster: &crate::cluster::Cluster, service: &str) {
+    if let Some(json) = cluster.shared_alerts(service).await {
+        shared.alerts.adopt(service, &json);
+    }
 }

@@ -146,7 +146,7 @@ async fn check_once(
     let latency_us = u64::try_from(result.latency.as_micros()).unwrap_or(u64::MAX);
     let now_ms = unix_ms();
     handle.recent.record(now_ms, result.success, latency_us);
-    let slow = handle.breaker.settings().slow_threshold().is_some_and(|t| result.latency >= t);
+    let slow = handle.breaker.settings().is_slow(result.latency);
     let detail = (!result.success).then_some(result.detail.as_str());
     handle.history.outcome(
         i64::try_from(now_ms).unwrap_or(i64::MAX),
