@@ -75,7 +75,8 @@ fn pick(
     let mut heads = HashSet::new();
     let (mut due, mut mine, mut next): (BTreeMap<String, Vec<Queued>>, u64, Option<i64>) = Default::default();
     for mut q in queued {
-        let head = heads.insert((alert_of(&q.entry.idempotency_key).to_owned(), q.entry.target.clone()));
+        let (fingerprint, starts_at) = q.entry.cycle();
+        let head = heads.insert((fingerprint.to_owned(), starts_at.to_owned(), q.entry.target.clone()));
         if !cluster.owns(&q.entry.service) {
             continue;
         }
@@ -179,10 +180,4 @@ async fn share(shared: &AlertContext, cluster: &Cluster) {
             }
         }
     }
-}
-
-/// The alert a notification belongs to: its idempotency key up to the `/` before the status (as the local outbox
-/// orders them).
-fn alert_of(key: &str) -> &str {
-    key.rfind('/').map_or(key, |i| &key[..=i])
 }
