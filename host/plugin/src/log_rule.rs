@@ -102,10 +102,7 @@ impl WasmLogRule {
 
 impl LogRule for WasmLogRule {
     fn match_line(&self, source: &str, line: &str) -> Option<Finding> {
-        let mut cut = line.len().min(MAX_LINE);
-        while !line.is_char_boundary(cut) {
-            cut -= 1;
-        }
+        let cut = line.floor_char_boundary(MAX_LINE);
         let found = self.binding.call(|plugin, store| {
             plugin
                 .aegis_policy_log_rule()

@@ -197,10 +197,7 @@ fn truncate(text: &str) -> String {
     if text.len() <= MAX_LINE {
         return text.to_owned();
     }
-    let mut cut = MAX_LINE;
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
+    let cut = text.floor_char_boundary(MAX_LINE);
     format!("{}…", &text[..cut])
 }
 

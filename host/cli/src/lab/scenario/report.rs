@@ -147,9 +147,6 @@ fn counted(n: usize, noun: &str) -> String {
 /// Text in quotes, cut to a readable length.
 pub(crate) fn quoted(s: &str) -> String {
     const MAX: usize = 300;
-    let mut cut = s.len().min(MAX);
-    while !s.is_char_boundary(cut) {
-        cut -= 1;
-    }
+    let cut = s.floor_char_boundary(MAX);
     format!("{:?}{}", &s[..cut], if cut < s.len() { "…" } else { "" })
 }
