@@ -298,22 +298,29 @@ fn run(file: &Path) -> ExitCode {
     })
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// Resolves on SIGINT or SIGTERM. The handlers are installed here, before the supervisor starts (and says READY=1
+/// to systemd), not at the future's first poll: a SIGTERM sent right after start-up must still shut down cleanly.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).ok();
+    let mut terminate = signal(SignalKind::terminate()).ok();
+    async move {
+        let interrupt = async {
+            match interrupt.as_mut() {
+                Some(s) => s.recv().await,
+                None => std::future::pending().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        let terminate = async {
+            match terminate.as_mut() {
+                Some(s) => s.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate => {}
         }
-    };
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
     }
 }
 

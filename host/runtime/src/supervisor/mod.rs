@@ -252,10 +252,12 @@ impl Supervisor {
             running.insert(handle.config.name.clone(), start_service(&self.shared, handle, changes).await);
         }
         publish(&registry, &running);
+        // The SIGHUP handler is in place before READY=1: a reload sent right after it must not meet the default
+        // action (terminate).
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         let notifier = Notifier::from_env();
         notifier.ready();
 
-        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         let mut requests = self.reload_requests.take();
         // Pinged from this loop, not from a task of its own: a stuck loop stops the pings and systemd notices.
         let mut watchdog = notifier.watchdog_interval().map(tokio::time::interval);
