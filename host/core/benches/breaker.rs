@@ -1,19 +1,23 @@
 //! Criterion benchmarks of `aegis-core` against the `recloser` and `failsafe` crates on the same workloads, measured
 //! in the same run. Each `call_*` group is like for like: every library runs a closure through its `call` API (closure
-//! in, result out, no fallback) and reads whatever clock it needs itself — aegis through [`MonotonicClock`], the clock
-//! an embedding application injects. Groups: a closed breaker (one thread, and two threads on one breaker), and a call
-//! rejected while open. The `allow_record_*` groups measure aegis's lower-level `try_acquire` + `record` with the time
-//! passed in (what the runtime uses); they have no counterpart in the other crates. Also a backoff `next_delay`, and the
-//! memory footprint of a breaker with a 100-call count window.
+//! in, result out, no fallback) and reads whatever clock it needs itself — aegis through [`TickedClock`], the clock an
+//! embedding application injects, with its ticker thread running for the whole process (one tick a millisecond, as
+//! its docs show). Groups: a closed breaker (one thread, and two threads on one breaker), and a call rejected while
+//! open. The `allow_*` groups measure aegis's lower-level `try_acquire` + `record` with the time passed in (what the
+//! runtime uses); they have no counterpart in the other crates. Also a backoff `next_delay`, and the memory footprint
+//! of a breaker with a 100-call count window.
 //!
 //! All three breakers trip on failures with a long open duration, and record into a 100-call window where they have
 //! one.
 
 use std::hint::black_box;
+use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use aegis_core::{Backoff, BackoffSettings, Breaker, Jitter, MonotonicClock, Settings, WindowKind};
+use aegis_core::{
+    Backoff, BackoffSettings, Breaker, Clock as _, Jitter, MonotonicClock, Settings, TickedClock, WindowKind,
+};
 use criterion::{Criterion, criterion_group, criterion_main};
 use failsafe::CircuitBreaker as _;
 use rand::SeedableRng;
@@ -32,6 +36,23 @@ fn recloser() -> recloser::Recloser {
 fn failsafe() -> impl failsafe::CircuitBreaker + Sync {
     let policy = failsafe::failure_policy::consecutive_failures(5, failsafe::backoff::constant(LONG));
     failsafe::Config::new().failure_policy(policy).build()
+}
+
+/// The clock aegis's `call` cases use: a [`TickedClock`] whose ticker thread (started on first use, running until the
+/// process exits) ticks every millisecond and promises a lag under 50 ms.
+fn clock() -> &'static TickedClock {
+    static CLOCK: OnceLock<TickedClock> = OnceLock::new();
+    CLOCK.get_or_init(|| {
+        let clock = TickedClock::new(Duration::from_millis(50));
+        let ticker = clock.clone();
+        thread::spawn(move || {
+            loop {
+                ticker.tick();
+                thread::sleep(Duration::from_millis(1));
+            }
+        });
+        clock
+    })
 }
 
 #[inline]
@@ -56,9 +77,9 @@ fn report_sizes() {
 fn call_closed(c: &mut Criterion) {
     report_sizes();
     let mut g = c.benchmark_group("call_closed");
-    let clock = MonotonicClock::new();
+    let clock = clock();
     let a = aegis();
-    g.bench_function("aegis", |b| b.iter(|| black_box(a.call(&clock, || Ok::<_, ()>(black_box(1))))));
+    g.bench_function("aegis", |b| b.iter(|| black_box(a.call(clock, || Ok::<_, ()>(black_box(1))))));
     let r = recloser();
     g.bench_function("recloser", |b| b.iter(|| black_box(r.call(|| Ok::<_, ()>(black_box(1))))));
     let f = failsafe();
@@ -72,7 +93,7 @@ fn call_closed(c: &mut Criterion) {
             .slow_call_duration(Some(Duration::from_secs(1))),
     );
     g.bench_function("aegis_timed_slow_call_threshold", |b| {
-        b.iter(|| black_box(timed.call(&clock, || Ok::<_, ()>(black_box(1)))))
+        b.iter(|| black_box(timed.call(clock, || Ok::<_, ()>(black_box(1)))))
     });
     g.finish();
 }
@@ -102,10 +123,10 @@ fn two_threads(iters: u64, op: impl Fn() + Sync) -> Duration {
 
 fn call_2_threads(c: &mut Criterion) {
     let mut g = c.benchmark_group("call_2_threads");
-    let clock = MonotonicClock::new();
+    let clock = clock();
     let a = aegis();
     g.bench_function("aegis", |b| {
-        b.iter_custom(|n| two_threads(n, || drop(black_box(a.call(&clock, || Ok::<_, ()>(black_box(1)))))))
+        b.iter_custom(|n| two_threads(n, || drop(black_box(a.call(clock, || Ok::<_, ()>(black_box(1)))))))
     });
     let r = recloser();
     g.bench_function("recloser", |b| {
@@ -137,10 +158,12 @@ fn open_aegis() -> Breaker {
 
 fn call_open_rejected(c: &mut Criterion) {
     let mut g = c.benchmark_group("call_open_rejected");
-    let clock = MonotonicClock::new();
+    let clock = clock();
     let a = open_aegis();
-    g.bench_function("aegis", |b| b.iter(|| black_box(a.call(&clock, || Ok::<_, ()>(black_box(1))))));
-    // The same through a plain `Instant::now` clock: the precise read the coarse clock avoids.
+    g.bench_function("aegis", |b| b.iter(|| black_box(a.call(clock, || Ok::<_, ()>(black_box(1))))));
+    // The same through the other system clocks: the kernel's coarse clock, and a plain `Instant::now`.
+    let coarse = MonotonicClock::new();
+    g.bench_function("aegis_monotonic_clock", |b| b.iter(|| black_box(a.call(&coarse, || Ok::<_, ()>(black_box(1))))));
     let precise = Instant::now;
     g.bench_function("aegis_instant_now_clock", |b| {
         b.iter(|| black_box(a.call(&precise, || Ok::<_, ()>(black_box(1)))))
@@ -162,6 +185,18 @@ fn call_open_rejected(c: &mut Criterion) {
     let mut g = c.benchmark_group("allow_open_rejected");
     let now = Instant::now();
     g.bench_function("aegis_time_passed_in", |b| b.iter(|| black_box(a.try_acquire(black_box(now)))));
+    g.finish();
+    // The floor under a rejection's time check: each clock's cheap bounds from a kept origin (as an open breaker reads
+    // them), and a precise read.
+    let mut g = c.benchmark_group("clock_read");
+    let origin = coarse.coarse_origin_ns(now).unwrap_or(1);
+    g.bench_function("ticked_clock_bounds", |b| {
+        b.iter(|| black_box(clock.coarse_elapsed_ns_bounds(black_box(origin))))
+    });
+    g.bench_function("monotonic_clock_bounds", |b| {
+        b.iter(|| black_box(coarse.coarse_elapsed_ns_bounds(black_box(origin))))
+    });
+    g.bench_function("instant_now", |b| b.iter(|| black_box(Instant::now())));
     g.finish();
 }
 

@@ -1,8 +1,10 @@
 //! The injected time source. Core code never reads the wall clock itself: state machines take `now: Instant`
 //! arguments, and the few helpers that must time a closure (`Breaker::call`) take a [`Clock`]. Owns that seam, a fake
-//! clock for deterministic tests, and [`MonotonicClock`], the system clock with a cheap answer for hot-path deadline
-//! checks (the only place here that reads the system clock, and only when a caller injects it).
+//! clock for deterministic tests, and two system clocks with a cheap answer for hot-path deadline checks:
+//! [`MonotonicClock`] (the kernel's coarse clock) and [`TickedClock`] (a reading cached by the caller's ticker). They
+//! are the only place here that reads the system clock, and only when a caller injects them; neither starts a thread.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -139,6 +141,87 @@ impl MonotonicClock {
     }
 }
 
+/// The system's monotonic clock with a cached reading for deadline checks, kept fresh by a ticker the caller runs:
+/// [`Clock::now`] is `Instant::now()`, while [`Clock::elapsed_ns_bounds`] is one atomic load of the time of the latest
+/// [`TickedClock::tick`] — about 1 ns, against ~13 ns for [`MonotonicClock`]'s coarse kernel clock read through the vDSO
+/// and ~80 ns for a precise read on this project's machines. For an application that calls an open breaker at a high
+/// rate (a failing dependency behind a busy endpoint), this is the clock that makes a rejection cost no clock read.
+///
+/// The caller promises to call [`TickedClock::tick`] at least every `max_lag` (given to [`TickedClock::new`]): a
+/// thread of its own, or a timer task of its runtime. A deadline check trusts the cached reading only while the
+/// deadline is more than `max_lag` away, and reads the precise clock in the last `max_lag` before it, so a breaker
+/// decides exactly as with `Instant::now()` as long as the promise holds. A ticker that falls behind by more than
+/// `max_lag` (a starved thread) makes rejections late by the excess; a breaker still goes through the precise path
+/// for one rejection in every thousand or so, so even a ticker that stopped delays its half-open turn by at most that
+/// many rejections, never forever. Elsewhere than Linux and Android this is [`MonotonicClock`]'s precise fallback.
+///
+/// ```
+/// use std::time::Duration;
+/// use aegis_core::TickedClock;
+///
+/// let clock = TickedClock::new(Duration::from_millis(50));
+/// let ticker = clock.clone();
+/// std::thread::spawn(move || loop {
+///     ticker.tick();
+///     std::thread::sleep(Duration::from_millis(1));
+/// });
+/// // Pass `&clock` to `Breaker::call`.
+/// ```
+///
+/// Clones share the cached reading.
+#[derive(Clone, Debug)]
+pub struct TickedClock {
+    base: MonotonicClock,
+    /// The latest tick on the raw `CLOCK_MONOTONIC` timeline ([`Clock::coarse_origin_ns`]); never decreases.
+    latest_ns: Arc<AtomicU64>,
+    max_lag_ns: u64,
+}
+
+impl TickedClock {
+    /// A clock whose ticker promises to tick at least every `max_lag`; it reads the clock once (a first tick).
+    pub fn new(max_lag: Duration) -> Self {
+        let clock = TickedClock { base: MonotonicClock::new(), latest_ns: Arc::default(), max_lag_ns: nanos(max_lag) };
+        clock.tick();
+        clock
+    }
+
+    /// Refreshes the cached reading (one precise clock read). Concurrent tickers are harmless: the latest wins.
+    pub fn tick(&self) {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            let raw = timespec_ns(rustix::time::clock_gettime(rustix::time::ClockId::Monotonic));
+            self.latest_ns.fetch_max(raw, Ordering::Release);
+        }
+    }
+}
+
+impl Clock for TickedClock {
+    #[inline]
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[inline]
+    fn elapsed_ns_bounds(&self, since: Instant) -> (u64, u64) {
+        self.coarse_elapsed_ns_bounds(self.base.origin_ns(since))
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[inline]
+    fn coarse_origin_ns(&self, since: Instant) -> Option<u64> {
+        Some(self.base.origin_ns(since))
+    }
+
+    /// The latest tick is a past reading of the precise clock, so it under-estimates the time elapsed by at most the
+    /// ticker's lag.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[inline]
+    fn coarse_elapsed_ns_bounds(&self, origin_ns: u64) -> (u64, u64) {
+        (self.latest_ns.load(Ordering::Acquire).saturating_sub(origin_ns), self.max_lag_ns)
+    }
+}
+
 /// A manually advanced clock for tests. Clones share the same time.
 #[derive(Clone, Debug)]
 pub struct FakeClock {
@@ -211,5 +294,30 @@ mod tests {
         let plain = || since;
         assert_eq!(plain.coarse_origin_ns(since), None);
         assert_eq!(plain.coarse_elapsed_ns_bounds(origin), (0, u64::MAX));
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[test]
+    fn ticked_clock_bounds_hold_while_the_ticker_keeps_its_promise() {
+        let max_lag = Duration::from_millis(50);
+        let clock = TickedClock::new(max_lag);
+        let since = Instant::now().checked_sub(Duration::from_secs(2)).unwrap_or_else(Instant::now);
+        let ticker = clock.clone();
+        ticker.tick();
+        let before = nanos(since.elapsed());
+        let (at_least, slack) = clock.elapsed_ns_bounds(since);
+        let after = nanos(since.elapsed());
+        assert_eq!(slack, nanos(max_lag));
+        assert!(at_least <= after && at_least + slack >= before, "{at_least} + {slack} vs {before}..{after}");
+        // Without ticks the reading stands still (the lower bound stays true), and a tick moves it on.
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(clock.elapsed_ns_bounds(since).0, at_least);
+        ticker.tick();
+        let moved = clock.elapsed_ns_bounds(since).0;
+        assert!(moved >= at_least + nanos(Duration::from_millis(5)) && moved <= nanos(since.elapsed()));
+        // Its origins are on the same timeline as the coarse clock's.
+        let origin = clock.coarse_origin_ns(since).expect("a coarse timeline on Linux");
+        let (coarse, coarse_slack) = MonotonicClock::new().coarse_elapsed_ns_bounds(origin);
+        assert!(coarse + coarse_slack >= moved, "{coarse} + {coarse_slack} < {moved}");
     }
 }

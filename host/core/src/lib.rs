@@ -28,7 +28,7 @@ pub use crate::breaker::{
     ReadyToTrip, Recent, Sample, Settings, SlowCallRate, Snapshot, State, StateChange, StateListener, TripContext,
     TripPredicate, Window, WindowKind,
 };
-pub use crate::clock::{Clock, FakeClock, MonotonicClock};
+pub use crate::clock::{Clock, FakeClock, MonotonicClock, TickedClock};
 pub use crate::detect::{Direction, Ewma, RobustZ, Threshold};
 pub use crate::error::{
     CallError, ConfigError, ManagerError, Rejected, is_circuit_breaker_error, is_circuit_breaker_error_dyn,

@@ -8,9 +8,11 @@
 //! slow-call threshold, a count window, a predicate that does not read durations) runs the closure and counts the
 //! outcome without any clock read; the clock is read only if the outcome must be judged by the trip predicate (a trip
 //! is stamped with it). An open breaker compares its deadline against [`Clock::elapsed_ns_bounds`], which a
-//! [`MonotonicClock`](crate::MonotonicClock) answers from the coarse clock (from the breaker's epoch kept on the coarse
-//! timeline, [`Clock::coarse_origin_ns`], so no `Instant` arithmetic per call), and reads the precise clock only near
-//! the deadline. A forced-open breaker reads no clock. Everything else takes the timed path through `try_acquire`.
+//! [`MonotonicClock`](crate::MonotonicClock) answers from the coarse clock and a [`TickedClock`](crate::TickedClock)
+//! from its ticker's cached reading (both from the breaker's epoch kept on the coarse timeline,
+//! [`Clock::coarse_origin_ns`], so no `Instant` arithmetic per call), and reads the precise clock only near the
+//! deadline (and for one rejection in a thousand). The rejection is then counted with one compare-and-swap, no lock.
+//! A forced-open breaker reads no clock. Everything else takes the timed path through `try_acquire`.
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
@@ -19,6 +21,9 @@ use std::time::{Duration, Instant};
 use super::{ADMIT, Breaker, Permit, Recorded, STATE_MASK, State};
 use crate::clock::Clock;
 use crate::error::{CallError, Rejected};
+
+/// One rejection in this many takes the precise path (see `reject_without_precise_time`).
+const PRECISE_EVERY: u32 = 1024;
 
 /// A permit tied to its breaker: [`PermitGuard::finish`] records the outcome; dropping it unfinished releases the
 /// permit without an outcome (so a cancelled half-open trial does not hold its slot forever).
@@ -133,10 +138,18 @@ impl Breaker {
         match w & STATE_MASK {
             s if s == State::ForcedOpen.code() => self.count_rejection(generation),
             s if s == State::Open.code() => {
-                let Some(epoch) = self.epoch.get() else { return false };
-                let (at_least, slack) = match self.epoch_coarse_ns(clock, *epoch) {
+                // A clock's cheap bounds rest on a promise (a ticker keeping up, a kernel tick running): one rejection
+                // in `PRECISE_EVERY` goes through the precise path all the same, so a broken promise delays the
+                // half-open turn by at most that many rejections.
+                if self.lane.rejections.rejected() % PRECISE_EVERY == PRECISE_EVERY - 1 {
+                    return false;
+                }
+                let (at_least, slack) = match self.epoch_coarse_ns(clock) {
                     Some(origin) => clock.coarse_elapsed_ns_bounds(origin),
-                    None => clock.elapsed_ns_bounds(*epoch),
+                    None => match self.epoch.get() {
+                        Some(epoch) => clock.elapsed_ns_bounds(*epoch),
+                        None => return false,
+                    },
                 };
                 if at_least.saturating_add(slack) >= self.open_until_ns.load(Ordering::Acquire) {
                     return false;
@@ -148,12 +161,13 @@ impl Breaker {
         }
     }
 
-    /// The epoch on `clock`'s coarse timeline, kept from the first clock that had one.
+    /// The epoch on `clock`'s coarse timeline, kept from the first clock that had one (checked first: once kept, a
+    /// rejection does not look at the epoch itself).
     #[inline]
-    fn epoch_coarse_ns<C: Clock + ?Sized>(&self, clock: &C, epoch: Instant) -> Option<u64> {
+    fn epoch_coarse_ns<C: Clock + ?Sized>(&self, clock: &C) -> Option<u64> {
         match self.epoch_coarse_ns.load(Ordering::Relaxed) {
             0 => {
-                let origin = clock.coarse_origin_ns(epoch)?;
+                let origin = clock.coarse_origin_ns(*self.epoch.get()?)?;
                 self.epoch_coarse_ns.store(origin, Ordering::Relaxed);
                 Some(origin)
             }

@@ -1,8 +1,8 @@
 //! Per-generation call counters of a breaker (gobreaker `Counts`, plus slow calls and rejections). Owns only the
 //! arithmetic; when counters are cleared (state change, closed-state interval) is decided by the breaker.
 
-use std::sync::atomic::AtomicU32;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use serde::{Deserialize, Serialize};
 
@@ -67,12 +67,15 @@ impl Counts {
     }
 }
 
-/// [`Counts`] as atomics, for the breaker's spin-locked lane: one writer at a time (the lane lock), so every update is
-/// a `Relaxed` load plus store — plain moves, no read-modify-write instructions.
+/// [`Counts`] as atomics, for the breaker's spin-locked lane: one writer at a time (the lane lock), so every update of
+/// an outcome counter is a `Relaxed` load plus store — plain moves, no read-modify-write instructions.
 ///
 /// To keep the hot path to as few stores as possible (each one must drain before the lane lock's next
 /// compare-and-swap), `requests` is not stored but derived as successes + failures, and a counter that does not change
 /// is not rewritten.
+///
+/// Rejections are not here: they are counted without the lane lock (an open breaker's rejection takes no lock at all),
+/// in one word with the lane's generation, [`GenerationRejections`].
 #[derive(Debug, Default)]
 pub(crate) struct AtomicCounts {
     total_successes: AtomicU32,
@@ -80,11 +83,11 @@ pub(crate) struct AtomicCounts {
     consecutive_successes: AtomicU32,
     consecutive_failures: AtomicU32,
     slow_calls: AtomicU32,
-    rejected: AtomicU32,
 }
 
 impl AtomicCounts {
-    pub(crate) fn load(&self) -> Counts {
+    /// The outcome counters, with `rejected` as given (see above).
+    pub(crate) fn load(&self, rejected: u32) -> Counts {
         let (total_successes, total_failures) = (self.total_successes.load(Relaxed), self.total_failures.load(Relaxed));
         Counts {
             requests: total_successes.saturating_add(total_failures),
@@ -93,18 +96,17 @@ impl AtomicCounts {
             consecutive_successes: self.consecutive_successes.load(Relaxed),
             consecutive_failures: self.consecutive_failures.load(Relaxed),
             slow_calls: self.slow_calls.load(Relaxed),
-            rejected: self.rejected.load(Relaxed),
+            rejected,
         }
     }
 
-    /// Stores `c`; its `requests` is ignored (derived, see above).
-    pub(crate) fn store(&self, c: Counts) {
+    /// Stores the outcome counters of `c`; its `requests` (derived, see above) and `rejected` are ignored.
+    pub(crate) fn store(&self, c: &Counts) {
         self.total_successes.store(c.total_successes, Relaxed);
         self.total_failures.store(c.total_failures, Relaxed);
         self.consecutive_successes.store(c.consecutive_successes, Relaxed);
         self.consecutive_failures.store(c.consecutive_failures, Relaxed);
         self.slow_calls.store(c.slow_calls, Relaxed);
-        self.rejected.store(c.rejected, Relaxed);
     }
 
     /// [`Counts::on_outcome`] for the lane.
@@ -134,9 +136,46 @@ impl AtomicCounts {
     pub(crate) fn requests(&self) -> u32 {
         self.total_successes.load(Relaxed).saturating_add(self.total_failures.load(Relaxed))
     }
+}
 
-    pub(crate) fn on_rejected(&self) {
-        self.rejected.store(self.rejected.load(Relaxed).saturating_add(1), Relaxed);
+/// A generation and its rejection count in one word, `generation << 32 | rejected`, so that a rejection decided
+/// without any lock is counted by one compare-and-swap that also confirms the generation it was decided in (the lane
+/// lock it replaces cost a compare-and-swap of its own plus the release), and a new generation starts with zero
+/// rejections in the same store that names it.
+#[derive(Debug, Default)]
+pub(crate) struct GenerationRejections(AtomicU64);
+
+impl GenerationRejections {
+    #[inline(always)]
+    pub(crate) fn generation(&self) -> u32 {
+        (self.0.load(Relaxed) >> 32) as u32
+    }
+
+    #[inline(always)]
+    pub(crate) fn rejected(&self) -> u32 {
+        self.0.load(Relaxed) as u32
+    }
+
+    pub(crate) fn set(&self, generation: u32, rejected: u32) {
+        self.0.store((u64::from(generation) << 32) | u64::from(rejected), Relaxed);
+    }
+
+    /// One more rejection in `generation` (saturating, as every counter), or `false` if the word is on another one.
+    #[inline(always)]
+    pub(crate) fn count(&self, generation: u32) -> bool {
+        let mut word = self.0.load(Relaxed);
+        loop {
+            if (word >> 32) as u32 != generation {
+                return false;
+            }
+            if word as u32 == u32::MAX {
+                return true;
+            }
+            match self.0.compare_exchange_weak(word, word + 1, Relaxed, Relaxed) {
+                Ok(_) => return true,
+                Err(seen) => word = seen,
+            }
+        }
     }
 }
 
@@ -178,10 +217,23 @@ mod tests {
             a.on_outcome(success, slow);
         }
         c.on_rejected();
-        a.on_rejected();
-        assert_eq!(a.load(), c);
-        a.store(Counts::default());
-        assert_eq!(a.load(), Counts::default());
+        assert_eq!(a.load(1), c);
+        a.store(&Counts::default());
+        assert_eq!(a.load(0), Counts::default());
+    }
+
+    #[test]
+    fn rejections_count_only_in_their_generation_and_saturate() {
+        let r = GenerationRejections::default();
+        r.set(7, 0);
+        assert!(r.count(7));
+        assert!(!r.count(6), "a rejection decided in an older generation is not counted");
+        assert_eq!((r.generation(), r.rejected()), (7, 1));
+        r.set(7, u32::MAX);
+        assert!(r.count(7));
+        assert_eq!((r.generation(), r.rejected()), (7, u32::MAX));
+        r.set(8, 0);
+        assert_eq!((r.generation(), r.rejected()), (8, 0));
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! - [`Breaker::try_acquire`] in `Closed` (without `interval`), `ForcedClosed` and `Disabled`: one atomic load of a
 //!   packed `generation | state` word. No lock.
 //! - [`Breaker::try_acquire`] in `Open` before the reset timeout, or `ForcedOpen`: the same load, a deadline
-//!   comparison, and the lane lock to count the rejection. No mutex.
+//!   comparison, and one compare-and-swap to count the rejection (in a word that also holds the lane's generation, so
+//!   the count lands in the generation the rejection was decided in). No lock.
 //! - [`Breaker::record`] in `Closed` (without `interval`): the lane lock only, unless the trip predicate must run (see
 //!   below), which then takes the mutex too.
 //! - Everything else (half-open, transitions, interval expiry, manual control, snapshots) takes the mutex.
@@ -39,15 +40,15 @@ pub mod window;
 use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 pub use self::call::PermitGuard;
-use self::counts::AtomicCounts;
 pub use self::counts::Counts;
+use self::counts::{AtomicCounts, GenerationRejections};
 pub use self::predicate::{
     AnyOf, ConsecutiveFailures, EvaluateOn, FailureRate, Never, ReadyToTrip, SlowCallRate, TripContext, TripPredicate,
 };
@@ -442,9 +443,11 @@ const STATE_MASK: u64 = 0xFF;
 #[derive(Debug)]
 struct Lane {
     lock: AtomicBool,
-    /// The generation outcomes are being counted for; an outcome of another generation is stale.
-    generation: AtomicU32,
-    counts: AtomicCounts,
+    /// The counts of outcomes, of the generation in `rejections`.
+    outcomes: AtomicCounts,
+    /// The generation being counted (an outcome of another generation is stale) and its rejections, counted without
+    /// the lock. A separate field rather than part of `outcomes`, so that it packs with the lock's byte.
+    rejections: GenerationRejections,
     window: Window,
 }
 
@@ -466,6 +469,17 @@ impl Drop for LaneGuard<'_> {
 }
 
 impl Lane {
+    /// The counts of the current generation (consistent when the lock is held, apart from concurrent rejections).
+    fn counts(&self) -> Counts {
+        self.outcomes.load(self.rejections.rejected())
+    }
+
+    /// Replaces the counts of the current generation.
+    fn store_counts(&self, c: &Counts) {
+        self.outcomes.store(c);
+        self.rejections.set(self.rejections.generation(), c.rejected);
+    }
+
     #[inline]
     fn lock(&self) -> LaneGuard<'_> {
         if self.lock.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
@@ -563,8 +577,8 @@ impl Breaker {
         });
         let lane = Lane {
             lock: AtomicBool::new(false),
-            generation: AtomicU32::new(0),
-            counts: AtomicCounts::default(),
+            outcomes: AtomicCounts::default(),
+            rejections: GenerationRejections::default(),
             window: Window::new(settings.window),
         };
         let inner = Inner { state: State::Closed, generation: 0, deadline: None, in_flight: 0 };
@@ -638,15 +652,10 @@ impl Breaker {
         self.last_seen_ns.store(nanos(now.saturating_duration_since(epoch)), Ordering::Relaxed);
     }
 
-    /// Counts a rejection if the lane is still on `generation` (else the caller takes the locked path).
+    /// Counts a rejection if the lane is still on `generation` (else the caller takes the locked path). Lock-free.
     #[inline]
     fn count_rejection(&self, generation: u32) -> bool {
-        let lane = self.lane.lock();
-        let current = lane.generation.load(Ordering::Relaxed) == generation;
-        if current {
-            lane.counts.on_rejected();
-        }
-        current
+        self.lane.rejections.count(generation)
     }
 
     fn try_acquire_locked(&self, now: Instant) -> Result<Permit, Rejected> {
@@ -663,7 +672,8 @@ impl Breaker {
             State::HalfOpen => Err(Rejected::TooManyRequests),
         };
         if r.is_err() {
-            self.lane.lock().counts.on_rejected();
+            // Under `inner` the lane's generation is `g.generation`, so this counts.
+            self.lane.rejections.count(g.generation);
         }
         drop(g);
         self.notify(t);
@@ -702,10 +712,10 @@ impl Breaker {
     ) -> Recorded {
         let lane = self.lane.lock();
         // Re-checked under the lane lock: a transition may have happened since the caller looked at `fast`.
-        if lane.generation.load(Ordering::Relaxed) != generation {
+        if lane.rejections.generation() != generation {
             return Recorded::Stale;
         }
-        lane.counts.on_outcome(success, slow);
+        lane.outcomes.on_outcome(success, slow);
         let min = self.settings.minimum_calls as usize;
         let before = lane.window.len();
         lane.window.record_shared(now, success, slow, duration);
@@ -740,7 +750,7 @@ impl Breaker {
         }
         let verdict = {
             let lane = self.lane.lock();
-            let counts = lane.counts.load();
+            let counts = lane.counts();
             let ctx = TripContext::new(&counts, &lane.window, self.settings.minimum_calls).in_generation(g.generation);
             self.settings.trip.should_trip(&ctx)
         };
@@ -770,8 +780,8 @@ impl Breaker {
                 g.in_flight = g.in_flight.saturating_sub(1);
                 let consecutive = {
                     let lane = self.lane.lock();
-                    lane.counts.on_outcome(success, slow);
-                    lane.counts.load().consecutive_successes
+                    lane.outcomes.on_outcome(success, slow);
+                    lane.counts().consecutive_successes
                 };
                 if !success {
                     t2 = Some(self.transition(&mut g, State::Open, now, "failure in half-open state".into()));
@@ -782,7 +792,7 @@ impl Breaker {
             }
             State::ForcedClosed => {
                 let lane = self.lane.lock();
-                lane.counts.on_outcome(success, slow);
+                lane.outcomes.on_outcome(success, slow);
                 lane.window.record_shared(|| now, success, slow, duration);
             }
             // Unreachable with a current-generation permit (these states never hand one out, except `Disabled`,
@@ -830,7 +840,7 @@ impl Breaker {
 
     /// Counts of the current generation (a consistent snapshot).
     pub fn counts(&self) -> Counts {
-        self.lane.lock().counts.load()
+        self.lane.lock().counts()
     }
 
     /// When open: the instant it becomes half-open.
@@ -880,7 +890,7 @@ impl Breaker {
         let mut g = self.lock();
         let from = g.state;
         self.start_generation(&mut g, s.state, now);
-        self.lane.lock().counts.store(s.counts);
+        self.lane.lock().store_counts(&s.counts);
         if s.state == State::Open {
             g.deadline = now.checked_add(s.open_remaining.unwrap_or(Duration::ZERO));
             // A lock-free reader between the two stores used the timeout-based deadline of the same (restored)
@@ -968,8 +978,8 @@ impl Breaker {
         }
         {
             let lane = self.lane.lock();
-            lane.generation.store(g.generation, Ordering::Relaxed);
-            lane.counts.store(Counts::default());
+            lane.outcomes.store(&Counts::default());
+            lane.rejections.set(g.generation, 0);
             lane.window.clear_shared();
         }
         self.publish(g);
@@ -1025,12 +1035,12 @@ impl Breaker {
             }
             let lane = self.lane.lock();
             // (generation, requests) identifies the data: every recorded outcome bumps `requests`.
-            let version = (g.generation, lane.counts.requests());
+            let version = (g.generation, lane.outcomes.requests());
             if e.evaluated == Some(version) {
                 return;
             }
             let EvalScratch { counts, window, evaluated } = &mut *e;
-            *counts = lane.counts.load();
+            *counts = lane.counts();
             window.copy_from(&lane.window);
             *evaluated = Some(version);
             g.generation
