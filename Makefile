@@ -43,6 +43,9 @@ test: toolchain
 
 lint: toolchain
 	$(CARGO) fmt --all -- --check
+# host/workspace-hack pins shared features so that every command reuses one wasmtime build: it must match Cargo.lock.
+	@$(CARGO) hakari --version >/dev/null 2>&1 || $(CARGO) install --locked cargo-hakari
+	$(CARGO) hakari generate --diff && $(CARGO) hakari manage-deps --dry-run
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	cd plugins && $(CARGO) fmt --all -- --check && CARGO_TARGET_DIR=target $(CARGO) clippy --all-targets -- -D warnings
 
