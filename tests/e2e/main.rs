@@ -13,6 +13,7 @@ mod lab_replay;
 mod lab_scenarios;
 mod operations;
 mod robustness;
+mod scrape;
 mod shadow;
 mod supervise;
 mod systemd;

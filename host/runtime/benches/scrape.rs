@@ -2,7 +2,8 @@
 //! histogram of all services) and with `admin.perServiceLatency: true`, against the same series kept in the
 //! `prometheus` crate's own labelled vectors and encoded by its `TextEncoder` (the baseline, and what Aegis did before
 //! it wrote the per-service families as text directly), in the same run. The baseline carries every per-service
-//! family with the same label sets as the per-service rendering, so those two texts have the same lines.
+//! family with the same label sets as the per-service rendering, so those two texts have the same lines. The default
+//! rendering is also gzip-compressed as the admin API sends it to a scraper that accepts gzip (Prometheus does).
 //!
 //! ```text
 //! cargo bench -p aegis-runtime --bench scrape
@@ -11,6 +12,7 @@
 
 use std::time::{Duration, Instant};
 
+use aegis_runtime::admin::encoding::gzip;
 use aegis_runtime::metrics::{LATENCY_BUCKETS, Metrics};
 use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
@@ -86,6 +88,8 @@ fn main() {
     let series = |text: &str| text.lines().filter(|l| !l.starts_with('#')).count();
     let (aegis, aegis_len) = median(runs, || metrics.render().map_or(0, |t| t.len()));
     let aegis_series = metrics.render().map_or(0, |t| series(&t));
+    let text = metrics.render().unwrap_or_default();
+    let (gzipped, gzip_len) = median(runs, || gzip(text.as_bytes()).len());
     metrics.set_per_service_latency(true);
     let (per_service, per_service_len) = median(runs, || metrics.render().map_or(0, |t| t.len()));
     let per_service_series = metrics.render().map_or(0, |t| series(&t));
@@ -101,6 +105,7 @@ fn main() {
     println!("{:<44} {:>10} {:>12} {:>9}", "renderer", "ms", "bytes", "series");
     for (name, time, len, count) in [
         ("aegis, defaults (one latency histogram)", aegis, aegis_len, aegis_series),
+        ("  + gzip as sent (compression time only)", gzipped, gzip_len, aegis_series),
         ("aegis, perServiceLatency: true", per_service, per_service_len, per_service_series),
         ("prometheus crate vectors + encoder", baseline, baseline_len, baseline_series),
     ] {

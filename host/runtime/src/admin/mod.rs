@@ -35,11 +35,13 @@ use axum::routing::{get, post};
 use serde::Serialize;
 use serde_json::json;
 
+use self::encoding::Coding;
 use self::requests::{AlertFilter, ForceTarget};
 use crate::state::{OperatorAction, ServiceHandle, ServiceMap, Shared};
 
 mod cache;
 mod console;
+pub mod encoding;
 mod limits;
 mod plugins;
 mod reload;
@@ -166,16 +168,27 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn metrics(Extract(state): Extract<AppState>) -> ApiResult {
+async fn metrics(Extract(state): Extract<AppState>, headers: HeaderMap) -> ApiResult {
     let shared = &state.shared;
+    let coding = Coding::negotiate(&headers);
     let text = state
         .metrics
-        .get(|| {
+        .get(coding, || {
             shared.metrics.sync_plugins(&shared.plugins.stats());
             shared.metrics.render().map(axum::body::Bytes::from)
         })
         .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response())
+    Ok(coded("text/plain; version=0.0.4; charset=utf-8", coding, text))
+}
+
+/// A cached answer with its content type, in the coding negotiated for it.
+fn coded(content_type: &'static str, coding: Coding, body: axum::body::Bytes) -> Response {
+    let mut response =
+        ([(header::CONTENT_TYPE, content_type), (header::VARY, "accept-encoding")], body).into_response();
+    if let Some(value) = coding.header() {
+        response.headers_mut().insert(header::CONTENT_ENCODING, header::HeaderValue::from_static(value));
+    }
+    response
 }
 
 #[derive(Serialize)]
@@ -287,16 +300,17 @@ async fn health(Extract(state): Extract<AppState>) -> Response {
         .into_response()
 }
 
-async fn services(Extract(state): Extract<AppState>) -> ApiResult {
+async fn services(Extract(state): Extract<AppState>, headers: HeaderMap) -> ApiResult {
+    let coding = Coding::negotiate(&headers);
     let body = state
         .services_json
-        .get(|| {
+        .get(coding, || {
             let now = Instant::now();
             let list: Vec<ServiceView> = state.all().values().map(|h| view(&state.shared, h, now)).collect();
             serde_json::to_vec(&json!({ "services": list })).map(axum::body::Bytes::from)
         })
         .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+    Ok(coded("application/json", coding, body))
 }
 
 async fn breaker(Extract(state): Extract<AppState>, Path(service): Path<String>) -> ApiResult {
