@@ -29,6 +29,7 @@ use self::build::build_service;
 use self::logs::LogMonitoring;
 use self::plugins::{record_plugin_events, reload_plugins, watch_plugins};
 use self::probe_loop::run_service;
+use self::stop::StopSwitch;
 use self::transitions::Transitions;
 use crate::alerts::{AlertContext, Alerting};
 use crate::anomaly::AnomalyDetector;
@@ -52,6 +53,7 @@ mod plugins;
 mod probe_loop;
 mod recovery;
 mod shadow;
+mod stop;
 mod transitions;
 
 pub use self::build::breaker_settings;
@@ -421,13 +423,13 @@ fn publish(registry: &ServiceMap, running: &BTreeMap<String, RunningService>) {
 /// A service task and the switch that stops it.
 struct RunningService {
     handle: Arc<ServiceHandle>,
-    stop: watch::Sender<bool>,
+    stop: StopSwitch,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl RunningService {
     async fn stop_task(self) -> Arc<ServiceHandle> {
-        let _ = self.stop.send(true);
+        self.stop.stop();
         let _ = self.task.await;
         self.handle
     }
@@ -452,7 +454,7 @@ async fn start_service(shared: &Arc<Shared>, handle: Arc<ServiceHandle>, changes
     {
         tracing::error!(service = %handle.config.name, "{e}");
     }
-    let (stop, stop_rx) = watch::channel(false);
-    let task = tokio::spawn(run_service(Arc::clone(&handle), Arc::clone(shared), changes, stop_rx));
+    let stop = StopSwitch::default();
+    let task = tokio::spawn(run_service(Arc::clone(&handle), Arc::clone(shared), changes, stop.listener()));
     RunningService { handle, stop, task }
 }

@@ -11,10 +11,10 @@ use aegis_core::policy::Failure;
 use aegis_core::{CallError, State};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
-use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 
 use super::recovery::start_recovery;
+use super::stop::Stop;
 use super::transitions::{Transitions, on_transition};
 use crate::state::{ServiceHandle, Shared};
 use crate::unix_ms;
@@ -27,7 +27,7 @@ pub(super) async fn run_service(
     handle: Arc<ServiceHandle>,
     shared: Arc<Shared>,
     changes: Arc<Transitions>,
-    mut stop: watch::Receiver<bool>,
+    stop: Stop,
 ) {
     let interval = handle.config.interval;
     // A random phase spreads thousands of services over the interval instead of probing them all at once; after
@@ -55,7 +55,8 @@ pub(super) async fn run_service(
                 let owns = shared.cluster.as_ref().is_none_or(|c| c.owns(&handle.config.name));
                 if shared.cluster.is_some() && owned != Some(owns) {
                     if owns {
-                        super::cluster::take_over(&handle, &shared, &changes).await;
+                        // Boxed, as the check below: a rare step whose future need not sit in every task.
+                        Box::pin(super::cluster::take_over(&handle, &shared, &changes)).await;
                     } else {
                         if owned == Some(true) {
                             let owner = shared.cluster.as_ref().and_then(|c| c.owner(&handle.config.name));
@@ -66,7 +67,10 @@ pub(super) async fn run_service(
                 }
                 owned = Some(owns);
                 if owns {
-                    check_once(&handle, &shared, &changes, &stop).await;
+                    // Boxed: a check's future (the breaker's admission and timing around the probe, an HTTP request
+                    // alone is several KiB) then takes memory only while the check is in flight, instead of being
+                    // part of every service task's state between checks (4 KiB a service before, most of its task).
+                    Box::pin(check_once(&handle, &shared, &changes, &stop)).await;
                 }
             }
             t = changes.recv() => {
@@ -77,24 +81,19 @@ pub(super) async fn run_service(
                     handle.series.set_breaker_state(t.to.metric_value());
                 }
             }
-            _ = stop.changed() => break,
+            _ = stop.stopped() => break,
         }
     }
 }
 
 /// Handles the transitions the breaker reported so far, so the log reads in the order things happened.
-fn drain(handle: &Arc<ServiceHandle>, shared: &Arc<Shared>, changes: &Transitions, stop: &watch::Receiver<bool>) {
+fn drain(handle: &Arc<ServiceHandle>, shared: &Arc<Shared>, changes: &Transitions, stop: &Stop) {
     while let Some(t) = changes.try_recv() {
         on_transition(handle, shared, t, stop);
     }
 }
 
-async fn check_once(
-    handle: &Arc<ServiceHandle>,
-    shared: &Arc<Shared>,
-    changes: &Transitions,
-    stop: &watch::Receiver<bool>,
-) {
+async fn check_once(handle: &Arc<ServiceHandle>, shared: &Arc<Shared>, changes: &Transitions, stop: &Stop) {
     let name = handle.config.name.as_str();
     // The check runs through the manager's breaker: admission, the outcome and its duration, the lifetime counters.
     // The trip predicate runs inside the recording; a plugin call is bounded by its epoch deadline. The slot is taken
@@ -107,10 +106,8 @@ async fn check_once(
             // Admitted: report a half-open transition before the check's own log lines.
             drain(handle, shared, changes, stop);
             trial = handle.breaker.state(Instant::now()) == State::HalfOpen;
-            // Boxed: the probe's future (an HTTP request is several KiB) then takes memory only while a check is in
-            // flight, instead of being part of every service task's state between checks.
             let check = handle.probe.check_with(handle.config.timeout, handle.config.retries, Some(&shared.retry));
-            let (result, slow) = shared.lanes.run(slot, Box::pin(check)).await;
+            let (result, slow) = shared.lanes.run(slot, check).await;
             handle.slow.store(slow, Ordering::Relaxed);
             if result.success { Ok(result) } else { Err(result) }
         })

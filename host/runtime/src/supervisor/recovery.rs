@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use aegis_core::State;
 use aegis_core::alerting::label_set;
 use aegis_core::policy::{Failure, RecoveryAction, RecoveryStrategy};
-use tokio::sync::watch;
 
 use super::notify::notify_if_configured;
 use super::shadow;
+use super::stop::Stop;
 use crate::action::{self, RestartOutcome};
 use crate::alerts::{Source, service_label};
 use crate::config::OnFailure;
@@ -29,12 +29,7 @@ pub(super) fn fixed_action(on_failure: OnFailure) -> RecoveryAction {
 }
 
 /// Recovers a failing service: by its recovery-strategy plugin's decision when it has one, else by `onFailure`.
-pub(super) fn start_recovery(
-    handle: &Arc<ServiceHandle>,
-    shared: &Arc<Shared>,
-    reason: &str,
-    stop: &watch::Receiver<bool>,
-) {
+pub(super) fn start_recovery(handle: &Arc<ServiceHandle>, shared: &Arc<Shared>, reason: &str, stop: &Stop) {
     match &handle.recovery {
         None => {
             shadow_the_fixed_action(handle, shared);
@@ -65,13 +60,13 @@ fn decide_recovery(
     shared: &Arc<Shared>,
     strategy: Arc<dyn RecoveryStrategy>,
     plugin: String,
-    stop: &watch::Receiver<bool>,
+    stop: &Stop,
 ) {
     if handle.deciding.swap(true, Ordering::AcqRel) {
         tracing::debug!("a recovery decision is already under way");
         return;
     }
-    let (handle, shared, mut stop) = (Arc::clone(handle), Arc::clone(shared), stop.clone());
+    let (handle, shared, stop) = (Arc::clone(handle), Arc::clone(shared), stop.clone());
     tokio::spawn(async move {
         let name = handle.config.name.clone();
         let attempt = handle.decisions.fetch_add(1, Ordering::AcqRel);
@@ -108,7 +103,7 @@ fn decide_recovery(
         };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = stop.changed() => {
+            _ = stop.stopped() => {
                 handle.deciding.store(false, Ordering::Release);
                 return;
             }
@@ -126,7 +121,7 @@ fn is_passing(state: State) -> bool {
 }
 
 /// Runs the restart once, after its backoff delay. At most one restart is pending per service.
-fn restart_after_backoff(handle: &Arc<ServiceHandle>, shared: &Arc<Shared>, stop: &watch::Receiver<bool>) {
+fn restart_after_backoff(handle: &Arc<ServiceHandle>, shared: &Arc<Shared>, stop: &Stop) {
     if handle.restarts().gave_up {
         tracing::debug!("gave up restarting; waiting for an operator reset");
         return;
@@ -154,15 +149,15 @@ fn restart_after_backoff(handle: &Arc<ServiceHandle>, shared: &Arc<Shared>, stop
     tracing::warn!(attempt, "restarting in {}", humantime::format_duration(round_ms(delay)));
     let handle = Arc::clone(handle);
     let shared = Arc::clone(shared);
-    let mut stop = stop.clone();
+    let stop = stop.clone();
     tokio::spawn(async move {
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
-            _ = stop.changed() => {}
+            _ = stop.stopped() => {}
         }
         // Stopping (shutdown, reload or removal): a pending restart is cancelled. One already running when the stop
         // comes finishes, but its process is closed by then and starts nothing new.
-        if *stop.borrow() {
+        if stop.is_stopped() {
             handle.recovering.store(false, Ordering::Release);
             return;
         }

@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex};
 
 use aegis_core::State;
 use aegis_core::alerting::label_set;
-use tokio::sync::watch;
 
 use super::notify::notify_if_configured;
 use super::recovery::start_recovery;
+use super::stop::Stop;
 use crate::alerts::{Source, service_label};
 use crate::state::{ServiceHandle, Shared};
 
@@ -52,12 +52,7 @@ impl Transitions {
     }
 }
 
-pub(super) fn on_transition(
-    handle: &Arc<ServiceHandle>,
-    shared: &Arc<Shared>,
-    t: Transition,
-    stop: &watch::Receiver<bool>,
-) {
+pub(super) fn on_transition(handle: &Arc<ServiceHandle>, shared: &Arc<Shared>, t: Transition, stop: &Stop) {
     let name = handle.config.name.as_str();
     handle.series.set_breaker_state(t.to.metric_value());
     handle.persist_breaker(shared);
