@@ -5,16 +5,30 @@
 //! Must never panic or block on anything but the binding's own instance: a plugin call is bounded by the deadline.
 
 use std::fmt;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use wasmtime::{Engine, Store, Trap};
 
 use crate::bindings::{alert, anomaly, log_rule, recovery, trip, types};
+use crate::epoch::Epoch;
 use crate::error::PluginError;
 use crate::host::{Loaded, PluginHost, PluginKind, PluginSlot, Pre};
 use crate::quarantine::{Admission, CallResult, PluginHealth};
 use crate::sandbox::{SandboxLimits, StoreData, new_store};
+
+/// Epoch ticks a call made through [`Binding::call_off_worker`] runs in place before it is cut off and handed off:
+/// 1 to 2 ms (the epoch may advance right after the deadline is set), against the microsecond a policy takes.
+pub(crate) const FIRST_SLICE_TICKS: u64 = 2;
+
+/// Runs a call that overran its first slice (see [`Binding::call_off_worker`]): the async runtime's way of letting
+/// a worker block without holding up its other tasks (tokio's `block_in_place`). It must call its argument once.
+pub type HandOff = fn(&mut dyn FnMut());
+
+/// A call cut off at the end of its first slice.
+struct Overran;
 
 /// Longest text (reason, message) a plugin may hand back; longer text is cut, not refused.
 pub(crate) const MAX_TEXT: usize = 1024;
@@ -91,6 +105,7 @@ pub(crate) struct Binding<W> {
     name: String,
     slot: Arc<PluginSlot>,
     engine: Engine,
+    epoch: Epoch,
     limits: SandboxLimits,
     /// What the binding is for (a service, a log source, a receiver), for the log.
     subject: String,
@@ -134,6 +149,7 @@ impl<W: World> Binding<W> {
             name: name.to_owned(),
             slot,
             engine: host.engine().clone(),
+            epoch: host.epoch(),
             limits: *host.limits(),
             subject,
             service,
@@ -172,8 +188,10 @@ impl<W: World> Binding<W> {
         let name = &self.name;
         let instantiate_err =
             |e: wasmtime::Error| PluginError::Instantiate { name: name.clone(), reason: describe(&e, &self.limits) };
-        let mut store = new_store(&self.engine, Arc::from(name.as_str()), &self.limits, &plugin.info.capabilities)
-            .map_err(instantiate_err)?;
+        let ticking = self.epoch.ticking();
+        let mut store =
+            new_store(&self.engine, ticking, Arc::from(name.as_str()), &self.limits, &plugin.info.capabilities)
+                .map_err(instantiate_err)?;
         let world = W::instantiate(&plugin.pre, &mut store)
             .ok_or_else(|| PluginError::WrongKind {
                 name: name.clone(),
@@ -198,17 +216,51 @@ impl<W: World> Binding<W> {
     /// count touched.
     pub(crate) fn call<R>(
         &self,
-        f: impl FnOnce(&W, &mut Store<StoreData>) -> wasmtime::Result<Result<R, String>>,
+        mut f: impl FnMut(&W, &mut Store<StoreData>) -> wasmtime::Result<Result<R, String>>,
     ) -> Option<R> {
+        self.call_for(self.limits.deadline_ticks(), &mut f).unwrap_or(None)
+    }
+
+    /// [`Self::call`] for a caller on an async worker, whose other tasks must not wait for a plugin that runs long:
+    /// the call runs in place for at most [`FIRST_SLICE_TICKS`] (a policy answers in about a microsecond, so nothing
+    /// is handed anywhere), and only a call still running then is cut off and run again from the start through
+    /// `hand_off` (which moves the worker's other tasks to another thread), with a fresh instance and the whole
+    /// deadline. The cut-off call counts for nothing: no strike, no call. A plugin that logs while it overruns logs
+    /// those lines twice.
+    pub(crate) fn call_off_worker<R>(
+        &self,
+        hand_off: HandOff,
+        mut f: impl FnMut(&W, &mut Store<StoreData>) -> wasmtime::Result<Result<R, String>>,
+    ) -> Option<R> {
+        let whole = self.limits.deadline_ticks();
+        if whole > FIRST_SLICE_TICKS {
+            match self.call_for(FIRST_SLICE_TICKS, &mut f) {
+                Ok(answer) => return answer,
+                Err(Overran) => tracing::debug!(plugin = %self.name, subject = %self.subject,
+                    "plugin call overran its first slice; running it again off the async worker"),
+            }
+        }
+        let mut answer = None;
+        hand_off(&mut || answer = self.call_for(whole, &mut f).unwrap_or(None));
+        answer
+    }
+
+    /// Runs `f` with `ticks` epoch ticks to go. `Err(Overran)`: `ticks` is less than the deadline and the plugin
+    /// ran into it (the instance is dropped; nothing is counted).
+    fn call_for<R>(
+        &self,
+        ticks: u64,
+        f: &mut impl FnMut(&W, &mut Store<StoreData>) -> wasmtime::Result<Result<R, String>>,
+    ) -> Result<Option<R>, Overran> {
         let mut current = self.lock();
         if current.version != self.slot.version() {
             self.refresh(&mut current);
         }
         let Current { plugin, instance, .. } = &mut *current;
-        let plugin = plugin.as_ref().filter(|p| p.info.kind == W::KIND)?;
+        let Some(plugin) = plugin.as_ref().filter(|p| p.info.kind == W::KIND) else { return Ok(None) };
         let health = self.shadow.as_ref().unwrap_or(&plugin.health);
         if health.admit() == Admission::Skip {
-            return None;
+            return Ok(None);
         }
         if instance.is_none() {
             match self.instantiate(plugin) {
@@ -217,24 +269,48 @@ impl<W: World> Binding<W> {
                     let health = Arc::clone(health);
                     drop(current);
                     self.strike(&health, CallResult::Unavailable, &e.to_string());
-                    return None;
+                    return Ok(None);
                 }
             }
         }
-        let live = instance.as_mut()?;
-        live.store.set_epoch_deadline(self.limits.deadline_ticks());
+        let cut_short = ticks < self.limits.deadline_ticks();
+        if cut_short && plugin.blocks_on_wasi.load(Ordering::Relaxed) {
+            return Err(Overran);
+        }
+        let Some(live) = instance.as_mut() else { return Ok(None) };
+        live.store.set_epoch_deadline(ticks);
         live.store.data_mut().reset_log_budget();
-        let outcome = f(&live.world, &mut live.store);
+        let outcome = if cut_short {
+            // In place on an async worker, a WASI function that blocks on the runtime (wasmtime-wasi's sync
+            // bindings) panics ("Cannot start a runtime from within a runtime"). Caught here, before the binding's
+            // lock is released, so nothing is poisoned; the instance is dropped and the call run again off the worker.
+            match std::panic::catch_unwind(AssertUnwindSafe(|| f(&live.world, &mut live.store))) {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    *instance = None;
+                    plugin.blocks_on_wasi.store(true, Ordering::Relaxed);
+                    tracing::warn!(plugin = %self.name, subject = %self.subject,
+                        "plugin called a blocking WASI function (a print, a panic message, a sleep) while deciding; \
+                         its decisions now run off the async worker, at a cost of tens of microseconds each");
+                    return Err(Overran);
+                }
+            }
+        } else {
+            f(&live.world, &mut live.store)
+        };
         match outcome {
-            Ok(Ok(value)) if health.count_ok_in_good_standing() => return Some(value),
+            Ok(Ok(value)) if health.count_ok_in_good_standing() => return Ok(Some(value)),
             Ok(Ok(_)) => {}
             // A trap leaves the instance unusable; a plugin that returned garbage once may hold bad state.
             _ => *instance = None,
         }
+        if cut_short && outcome.as_ref().is_err_and(|e| matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt))) {
+            return Err(Overran);
+        }
         // Quarantine bookkeeping may log and notify listeners: not under the binding's lock.
         let health = Arc::clone(health);
         drop(current);
-        match outcome {
+        Ok(match outcome {
             Ok(Ok(value)) => {
                 health.record_ok();
                 Some(value)
@@ -251,7 +327,7 @@ impl<W: World> Binding<W> {
                 self.strike(&health, result, &describe(&e, &self.limits));
                 None
             }
-        }
+        })
     }
 
     /// Takes up the slot's current version after a reload or removal (the instance is re-created at the next call).

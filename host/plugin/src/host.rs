@@ -6,7 +6,6 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::thread::JoinHandle;
 use std::time::Instant;
 
 use sha2::{Digest, Sha256};
@@ -16,10 +15,11 @@ use wasmtime::{Config, Engine};
 use crate::binding::error_chain;
 use crate::bindings::{alert, anomaly, log_rule, recovery, trip};
 use crate::cache::{Cache, CacheOutcome};
+use crate::epoch::{Epoch, EpochTicker};
 use crate::error::PluginError;
 use crate::manifest::{self, Capabilities};
 use crate::quarantine::{EventListener, Listeners, PluginHealth, PluginStats, QuarantinePolicy};
-use crate::sandbox::{EPOCH_TICK, SandboxLimits, StoreData, new_store};
+use crate::sandbox::{SandboxLimits, StoreData, new_store};
 use crate::{WIT_PACKAGE, WIT_VERSION};
 
 /// The five decisions a plugin can take over.
@@ -100,6 +100,11 @@ pub(crate) struct Loaded {
     pub(crate) default_config: Vec<(String, String)>,
     /// sha256 of the `.wasm` and its manifest, to tell a changed plugin from a touched file on reload.
     digest: [u8; 32],
+    /// Set once a call of this version, run in place on an async worker, reached a WASI function that blocks on an
+    /// async runtime (a write to stdout or stderr such as a panic message, a sleep, a file read): such a function
+    /// cannot run on a worker, so every later call of this version goes straight to its hand-off (see
+    /// [`crate::binding::Binding::call_off_worker`]).
+    pub(crate) blocks_on_wasi: AtomicBool,
 }
 
 /// The current version of a named plugin. Bindings hold the slot, so a reload reaches them at their next call; a
@@ -151,38 +156,6 @@ pub struct LoadReport {
     pub failed: Vec<PluginError>,
 }
 
-/// Advances the engine's epoch on its own thread, so every store's deadline counts real time.
-struct EpochTicker {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl EpochTicker {
-    fn start(engine: Engine) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let thread = std::thread::Builder::new()
-            .name("aegis-epoch".into())
-            .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
-                    engine.increment_epoch();
-                }
-            })
-            .ok();
-        EpochTicker { stop, thread }
-    }
-}
-
-impl Drop for EpochTicker {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 /// The process-wide plugin host.
 pub struct PluginHost {
     engine: Engine,
@@ -196,7 +169,7 @@ pub struct PluginHost {
     /// reloads so the call counters stay monotonic.
     health: Mutex<BTreeMap<String, Arc<PluginHealth>>>,
     listeners: Arc<Listeners>,
-    _ticker: EpochTicker,
+    ticker: EpochTicker,
 }
 
 impl fmt::Debug for PluginHost {
@@ -281,7 +254,7 @@ impl PluginHost {
             plugins: RwLock::new(BTreeMap::new()),
             health: Mutex::new(BTreeMap::new()),
             listeners: Arc::new(Listeners::default()),
-            _ticker: ticker,
+            ticker,
         })
     }
 
@@ -339,6 +312,11 @@ impl PluginHost {
 
     pub fn limits(&self) -> &SandboxLimits {
         &self.limits
+    }
+
+    /// What every store of this host's engine holds a claim on (see [`crate::epoch`]).
+    pub(crate) fn epoch(&self) -> Epoch {
+        self.ticker.epoch()
     }
 
     /// Loads every `*.wasm` file of `dir` (not recursively). A file that fails is reported and skipped; the others
@@ -453,7 +431,14 @@ impl PluginHost {
             health.reset(info.kind);
             Arc::clone(health)
         };
-        let loaded = Arc::new(Loaded { info: info.clone(), pre, health, default_config, digest });
+        let loaded = Arc::new(Loaded {
+            info: info.clone(),
+            pre,
+            health,
+            default_config,
+            digest,
+            blocks_on_wasi: AtomicBool::new(false),
+        });
         let slot = Arc::clone(
             self.plugins.write().unwrap_or_else(|poisoned| poisoned.into_inner()).entry(info.name.clone()).or_default(),
         );
@@ -524,7 +509,8 @@ impl PluginHost {
 
     fn instantiate_pre(&self, pre: &Pre, name: &str) -> wasmtime::Result<()> {
         // Capabilities change what the WASI context holds, not what links, so none are needed here.
-        let mut store = new_store(&self.engine, Arc::from(name), &self.limits, &Capabilities::default())?;
+        let ticking = self.ticker.epoch().ticking();
+        let mut store = new_store(&self.engine, ticking, Arc::from(name), &self.limits, &Capabilities::default())?;
         match pre {
             Pre::Trip(pre) => pre.instantiate(&mut store).map(drop),
             Pre::Recovery(pre) => pre.instantiate(&mut store).map(drop),

@@ -14,6 +14,7 @@ mod bindings;
 pub mod boundary;
 mod cache;
 mod command;
+mod epoch;
 mod error;
 mod host;
 mod log_rule;
@@ -25,6 +26,7 @@ mod trip;
 
 pub use alert::{MAX_BODY, WasmAlertFormatter};
 pub use anomaly::WasmAnomalyScorer;
+pub use binding::HandOff;
 pub use cache::CacheOutcome;
 pub use command::{CommandError, run_command};
 pub use error::PluginError;

@@ -12,10 +12,8 @@ use wasmtime_wasi::{FsPerms, HostMonotonicClock, HostWallClock, WasiCtx, WasiCtx
 use crate::binding::plain_text;
 use crate::bindings::trip::aegis::policy::host;
 use crate::bindings::types::LogLevel;
+use crate::epoch::{EPOCH_TICK, Ticking};
 use crate::manifest::Capabilities;
-
-/// How often the epoch ticker advances the engine's epoch; deadlines are counted in these ticks.
-pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// Longest log line a plugin may write; the rest is cut so a plugin cannot flood the host's log.
 const MAX_LOG_LINE: usize = 4096;
@@ -62,6 +60,8 @@ pub(crate) struct StoreData {
     table: ResourceTable,
     limits: StoreLimits,
     log_lines: u32,
+    /// Keeps the epoch ticker running while the store lives, so its deadlines count.
+    _ticking: Ticking,
 }
 
 impl StoreData {
@@ -137,6 +137,7 @@ impl HostMonotonicClock for StoppedClock {
 /// WASI context, and the deadline armed for the first call. Fails only if a granted directory cannot be opened.
 pub(crate) fn new_store(
     engine: &Engine,
+    ticking: Ticking,
     plugin: Arc<str>,
     limits: &SandboxLimits,
     capabilities: &Capabilities,
@@ -171,6 +172,7 @@ pub(crate) fn new_store(
             .trap_on_grow_failure(true)
             .build(),
         log_lines: 0,
+        _ticking: ticking,
     };
     let mut store = Store::new(engine, data);
     store.limiter(|d| &mut d.limits);

@@ -7,14 +7,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use aegis_core::{TripContext, TripPredicate};
+use wasmtime::Store;
 
 use crate::ServiceInfo;
-use crate::binding::{Binding, clamp_text};
+use crate::binding::{Binding, HandOff, clamp_text};
 use crate::bindings::trip::TripPredicatePlugin;
 use crate::bindings::trip::exports::aegis::policy::trip_predicate::Verdict;
 use crate::bindings::types;
 use crate::error::PluginError;
 use crate::host::PluginHost;
+use crate::sandbox::StoreData;
 
 /// A trip predicate implemented by a plugin. Calls are serialised per binding (one instance, one store); a trap,
 /// timeout or quarantine falls back to the built-in predicate for that decision.
@@ -25,6 +27,8 @@ pub struct WasmTripPredicate {
     windows_sent: AtomicU64,
     /// Whether the last decision was about a context from outside a breaker.
     untracked: AtomicBool,
+    /// How a decision that runs long leaves the async worker it started on (see [`Self::off_worker`]).
+    hand_off: Option<HandOff>,
 }
 
 impl fmt::Debug for WasmTripPredicate {
@@ -54,7 +58,21 @@ impl PluginHost {
 
 impl WasmTripPredicate {
     fn with(binding: Binding<TripPredicatePlugin>, fallback: Arc<dyn TripPredicate>) -> Self {
-        WasmTripPredicate { binding, fallback, windows_sent: AtomicU64::new(0), untracked: AtomicBool::new(false) }
+        WasmTripPredicate {
+            binding,
+            fallback,
+            windows_sent: AtomicU64::new(0),
+            untracked: AtomicBool::new(false),
+            hand_off: None,
+        }
+    }
+
+    /// The same predicate for a caller on an async worker: each decision runs in place for its first slice (1 to
+    /// 2 ms, where a policy takes about a microsecond), and one that runs longer is run again from the start
+    /// through `hand_off`, under the whole deadline, so the worker's other tasks do not wait for it. Without it a
+    /// decision runs in place for as long as its deadline allows.
+    pub fn off_worker(self, hand_off: HandOff) -> Self {
+        WasmTripPredicate { hand_off: Some(hand_off), ..self }
     }
 
     /// The same binding as a service's shadow trip predicate, asked through [`Self::answer`] only: its calls,
@@ -104,7 +122,7 @@ impl WasmTripPredicate {
             slow_calls: c.slow_calls,
         };
         let window = window_summary(ctx);
-        self.binding.call(|plugin, store| {
+        let decide = |plugin: &TripPredicatePlugin, store: &mut Store<StoreData>| {
             let trip = plugin.aegis_policy_trip_predicate();
             // A context from outside a breaker is not linked to the one before it, and neither is the first one from a
             // breaker after it (the flag changes only when the plugin is called: a skipped call does not count).
@@ -129,7 +147,11 @@ impl WasmTripPredicate {
                 })?;
             }
             settle(verdict, || trip.call_trip_reason(store))
-        })
+        };
+        match self.hand_off {
+            Some(hand_off) => self.binding.call_off_worker(hand_off, decide),
+            None => self.binding.call(decide),
+        }
     }
 }
 

@@ -3,9 +3,10 @@
 //! A trip decision runs inside the breaker's recording of a probe outcome, on the tokio worker that ran the probe. A
 //! plugin answers in well under a microsecond, but one that misbehaves keeps the thread until its deadline (10 ms by
 //! default, as long as an operator configures): without a hand-off, every task queued on that worker, other services'
-//! probes among them, would wait that long too.
+//! probes among them, would wait that long too. Handing off costs a thread wake-up or two (tens of microseconds of
+//! CPU), so it is not done for every decision: the plugin host runs each decision in place for its first slice and
+//! hands off only one that runs longer ([`aegis_plugin::WasmTripPredicate::off_worker`] with [`hand_off`]).
 
-use aegis_core::{EvaluateOn, TripContext, TripPredicate};
 use tokio::runtime::{Handle, RuntimeFlavor};
 
 /// Runs `f`, which may block, from async code. On a worker of a multi-thread runtime the worker's queue moves to
@@ -18,22 +19,9 @@ pub(crate) fn run_blocking<R>(f: impl FnOnce() -> R) -> R {
     }
 }
 
-/// A trip predicate (a plugin's) whose decisions run through [`run_blocking`].
-#[derive(Debug)]
-pub(crate) struct OffWorker<P>(pub(crate) P);
-
-impl<P: TripPredicate> TripPredicate for OffWorker<P> {
-    fn should_trip(&self, ctx: &TripContext<'_>) -> Option<String> {
-        run_blocking(|| self.0.should_trip(ctx))
-    }
-
-    fn evaluate_on(&self) -> EvaluateOn {
-        self.0.evaluate_on()
-    }
-
-    fn may_block(&self) -> bool {
-        true
-    }
+/// [`run_blocking`] as the plugin host's [`aegis_plugin::HandOff`].
+pub(crate) fn hand_off(f: &mut dyn FnMut()) {
+    run_blocking(f);
 }
 
 #[cfg(test)]
@@ -42,26 +30,16 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::time::{Duration, Instant};
 
-    use aegis_core::{Counts, Window, WindowKind};
-
     use super::*;
 
-    /// Blocks its thread for `hold`, like a plugin running into its deadline.
-    #[derive(Debug)]
-    struct Stuck {
-        hold: Duration,
-    }
-
-    impl TripPredicate for Stuck {
-        fn should_trip(&self, _: &TripContext<'_>) -> Option<String> {
-            std::thread::sleep(self.hold);
-            Some("stuck".to_owned())
-        }
-    }
-
-    fn decide(p: &dyn TripPredicate) -> Option<String> {
-        let (counts, window) = (Counts::default(), Window::new(WindowKind::Count(4)));
-        p.should_trip(&TripContext::new(&counts, &window, 1))
+    /// Holds its thread for `hold` through [`hand_off`], like a plugin running into its deadline.
+    fn stuck(hold: Duration) -> Option<&'static str> {
+        let mut verdict = None;
+        hand_off(&mut || {
+            std::thread::sleep(hold);
+            verdict = Some("stuck");
+        });
+        verdict
     }
 
     /// On a one-worker runtime, a task spawned before a long decision still runs on time while the decision holds
@@ -82,7 +60,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(30)).await;
             let decision = tokio::spawn(async {
                 let started = Instant::now();
-                let verdict = decide(&OffWorker(Stuck { hold: Duration::from_millis(500) }));
+                let verdict = stuck(Duration::from_millis(500));
                 (verdict, started.elapsed())
             });
             let before = ticks.load(Ordering::Relaxed);
@@ -91,7 +69,7 @@ mod tests {
             ticker.abort();
             (verdict, meanwhile, took)
         });
-        assert_eq!(verdict.as_deref(), Some("stuck"));
+        assert_eq!(verdict, Some("stuck"));
         assert!(took >= Duration::from_millis(500));
         // 500 ms at a 10 ms period is about 50 ticks; held up, there would be none at all.
         assert!(ticked_meanwhile >= 10, "the ticker ran {ticked_meanwhile} times during the decision");
@@ -99,14 +77,11 @@ mod tests {
 
     #[test]
     fn runs_in_place_without_a_multi_thread_worker() {
-        let stuck = OffWorker(Stuck { hold: Duration::ZERO });
-        assert!(stuck.may_block());
-        assert_eq!(decide(&stuck).as_deref(), Some("stuck"), "no runtime");
+        assert_eq!(stuck(Duration::ZERO), Some("stuck"), "no runtime");
         let current = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        assert_eq!(current.block_on(async { decide(&stuck) }).as_deref(), Some("stuck"), "current-thread runtime");
+        assert_eq!(current.block_on(async { stuck(Duration::ZERO) }), Some("stuck"), "current-thread runtime");
         let multi = tokio::runtime::Builder::new_multi_thread().worker_threads(1).build().unwrap();
-        let stuck = Arc::new(stuck);
-        let on_pool = multi.block_on(multi.spawn_blocking(move || decide(&*stuck))).unwrap();
-        assert_eq!(on_pool.as_deref(), Some("stuck"), "blocking-pool thread");
+        let on_pool = multi.block_on(multi.spawn_blocking(|| stuck(Duration::ZERO))).unwrap();
+        assert_eq!(on_pool, Some("stuck"), "blocking-pool thread");
     }
 }

@@ -3,6 +3,7 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use aegis_plugin::{CallResult, PluginHost, QuarantinePolicy, SandboxLimits, WasmTripPredicate};
@@ -49,6 +50,39 @@ fn assert_contained(mode: &str, deadline: Duration, expected: CallResult, log_sa
 #[test]
 fn infinite_loop_misses_the_deadline() {
     assert_contained("loop", Duration::from_millis(20), CallResult::Timeout, "missed its 20ms deadline");
+}
+
+/// Decisions [`counting_hand_off`] ran.
+static HANDED_OFF: AtomicU32 = AtomicU32::new(0);
+
+fn counting_hand_off(f: &mut dyn FnMut()) {
+    HANDED_OFF.fetch_add(1, Ordering::Relaxed);
+    f();
+}
+
+/// For a caller on an async worker, a quick decision runs in place; a runaway one is cut off after its first slice
+/// and run again through the hand-off under the whole deadline, which it misses once: one timeout, not two.
+#[test]
+fn only_a_decision_that_outruns_its_first_slice_is_handed_off() {
+    let deadline = Duration::from_millis(60);
+    let (host, _dir, quick) = hostile_with(&[("mode", "ok")], deadline);
+    let quick = quick.off_worker(counting_hand_off);
+    for _ in 0..20 {
+        assert_eq!(ask(&quick, &[true, false]), None, "the plugin decided");
+    }
+    assert_eq!(HANDED_OFF.load(Ordering::Relaxed), 0, "a quick decision stays in place");
+    let runaway = host.trip_predicate("hostile", service(), config(&[("mode", "loop")]), Arc::new(BuiltIn)).unwrap();
+    let runaway = runaway.off_worker(counting_hand_off);
+    let started = Instant::now();
+    let (decision, log) = capture_log(|| ask(&runaway, &[true]));
+    let took = started.elapsed();
+    assert_eq!(decision.as_deref(), Some("built-in"));
+    assert_eq!(HANDED_OFF.load(Ordering::Relaxed), 1, "handed off once");
+    // The first slice (at most 2 ms) and then the whole deadline (60 ticks of at least a millisecond, less the
+    // part of a tick already gone when it was set).
+    assert!(took >= deadline - Duration::from_millis(1) && took < BOUND, "took {took:?}");
+    assert_eq!(calls(&host, CallResult::Timeout), 1, "the cut-off slice is not a strike: {log}");
+    assert!(log.contains("missed its 60ms deadline"), "{log}");
 }
 
 #[test]

@@ -20,7 +20,7 @@ use crate::anomaly::CheckWindow;
 use crate::binding::log_binding;
 use crate::config::{BreakerConfig, ServiceConfig};
 use crate::error::RuntimeError;
-use crate::off_worker::OffWorker;
+use crate::off_worker::hand_off;
 use crate::probe::Probe;
 use crate::process::ManagedProcess;
 use crate::state::{RestartBook, ServiceHandle, Shared};
@@ -46,7 +46,7 @@ pub(super) fn build_service(
             ) {
                 Ok(p) => {
                     log_binding(&shared.plugins, "trip predicate", &s.name, &policy.plugin, p.is_loaded());
-                    (Arc::new(OffWorker(p)), policy.plugin.clone())
+                    (Arc::new(p.off_worker(hand_off)), policy.plugin.clone())
                 }
                 Err(e) => {
                     tracing::error!(service = %s.name, "{e}; using the built-in trip predicate");

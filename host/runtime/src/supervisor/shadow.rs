@@ -22,7 +22,7 @@ use super::build::service_info;
 use super::recovery::round_ms;
 use crate::binding::log_binding;
 use crate::config::ServiceConfig;
-use crate::off_worker::{OffWorker, run_blocking};
+use crate::off_worker::hand_off;
 use crate::state::{SHADOW_DISAGREED, Shared};
 
 /// `live` with the service's trip shadow (if it has one) asked after every decision of it.
@@ -35,11 +35,11 @@ pub(super) fn with_trip_shadow(
     let Some(policy) = &s.breaker.trip_shadow else { return live };
     let bound =
         shared.plugins.trip_predicate(&policy.plugin, service_info(s), policy.config.clone(), Arc::clone(built_in));
-    match bound.map(|p| p.into_shadow(&shared.plugins)) {
+    match bound.map(|p| p.into_shadow(&shared.plugins).off_worker(hand_off)) {
         Ok(shadow) => {
             log_binding(&shared.plugins, "shadow trip predicate", &s.name, &policy.plugin, shadow.is_loaded());
             let report = Report { shared: Arc::downgrade(shared), service: s.name.clone(), policy: "trip" };
-            Arc::new(OffWorker(ShadowedTrip { live, shadow, report, run: Mutex::new(None) }))
+            Arc::new(ShadowedTrip { live, shadow, report, run: Mutex::new(None) })
         }
         Err(e) => {
             tracing::error!(service = %s.name, "{e}; no trip shadow");
@@ -168,7 +168,7 @@ impl fmt::Debug for ShadowedTrip {
 impl TripPredicate for ShadowedTrip {
     fn should_trip(&self, ctx: &TripContext<'_>) -> Option<String> {
         let live = self.live.should_trip(ctx);
-        if let Some(shadow) = run_blocking(|| self.shadow.answer(ctx)) {
+        if let Some(shadow) = self.shadow.answer(ctx) {
             self.compare(ctx.generation(), live.as_deref(), shadow.as_deref());
         }
         live

@@ -1,0 +1,145 @@
+//! The epoch ticker: advances the engine's epoch every [`EPOCH_TICK`] on a thread of its own, so that every store's
+//! deadline counts real time, but only while a store exists. A host with no plugin bound (every service on a
+//! built-in policy) has no store, and its ticker sleeps instead of waking a thousand times a second.
+//!
+//! Every store holds a [`Ticking`] for as long as it lives (it is part of the store's data), so no plugin code can
+//! run, from instantiation on, without the ticker running.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::{JoinHandle, Thread};
+use std::time::Duration;
+
+use wasmtime::Engine;
+
+/// How often the epoch ticker advances the engine's epoch; deadlines are counted in these ticks.
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// What the ticker and the stores share.
+#[derive(Debug, Default)]
+struct Shared {
+    /// Stores alive now.
+    stores: AtomicUsize,
+    stop: AtomicBool,
+    /// The ticker's thread, to wake when the first store appears; set before any store can exist.
+    thread: OnceLock<Thread>,
+}
+
+/// The ticker thread; stopped when dropped.
+pub(crate) struct EpochTicker {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// What a binding keeps to make stores: see [`Epoch::ticking`].
+#[derive(Clone, Debug)]
+pub(crate) struct Epoch(Arc<Shared>);
+
+/// Keeps the ticker running while it lives: one per store.
+#[derive(Debug)]
+pub(crate) struct Ticking(Arc<Shared>);
+
+impl EpochTicker {
+    pub(crate) fn start(engine: Engine) -> Self {
+        let shared = Arc::new(Shared::default());
+        let state = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("aegis-epoch".into())
+            .spawn(move || {
+                while !state.stop.load(Ordering::Relaxed) {
+                    if state.stores.load(Ordering::Relaxed) == 0 {
+                        // Woken by the first store (or `drop`); a wake-up that came first returns at once.
+                        std::thread::park();
+                        continue;
+                    }
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .ok();
+        if let Some(t) = &thread {
+            let _ = shared.thread.set(t.thread().clone());
+        }
+        EpochTicker { shared, thread }
+    }
+
+    pub(crate) fn epoch(&self) -> Epoch {
+        Epoch(Arc::clone(&self.shared))
+    }
+}
+
+impl Epoch {
+    /// A claim on the ticker for a new store: it runs (and wakes now if it slept) until every claim is dropped.
+    pub(crate) fn ticking(&self) -> Ticking {
+        if self.0.stores.fetch_add(1, Ordering::Relaxed) == 0
+            && let Some(t) = self.0.thread.get()
+        {
+            t.unpark();
+        }
+        Ticking(Arc::clone(&self.0))
+    }
+}
+
+impl Drop for Ticking {
+    fn drop(&mut self) {
+        self.0.stores.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc::{Receiver, channel};
+
+    use super::*;
+
+    /// `(module (func (export "spin") (loop (br 0))))`: runs until its deadline stops it.
+    const SPIN: &[u8] = &[
+        0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // magic, version
+        0x01, 0x04, 0x01, 0x60, 0x00, 0x00, // type 0: [] -> []
+        0x03, 0x02, 0x01, 0x00, // one function of type 0
+        0x07, 0x08, 0x01, 0x04, b's', b'p', b'i', b'n', 0x00, 0x00, // export "spin"
+        0x0a, 0x09, 0x01, 0x07, 0x00, 0x03, 0x40, 0x0c, 0x00, 0x0b, 0x0b, // loop { br 0 }
+    ];
+
+    /// Starts SPIN with a deadline of one tick on a thread of its own; the receiver hears when it was stopped.
+    fn spin(engine: &Engine) -> Receiver<bool> {
+        let mut store = wasmtime::Store::new(engine, ());
+        let module = wasmtime::Module::new(engine, SPIN).unwrap();
+        let instance = wasmtime::Instance::new(&mut store, &module, &[]).unwrap();
+        let spin = instance.get_typed_func::<(), ()>(&mut store, "spin").unwrap();
+        store.set_epoch_deadline(1);
+        let (tx, rx) = channel();
+        std::thread::spawn(move || tx.send(spin.call(&mut store, ()).is_err()));
+        rx
+    }
+
+    #[test]
+    fn ticks_only_while_a_store_holds_a_claim() {
+        let mut config = wasmtime::Config::new();
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config).unwrap();
+        let ticker = EpochTicker::start(engine.clone());
+        let (quick, long) = (Duration::from_millis(50), Duration::from_secs(5));
+        let spinning = spin(&engine);
+        assert!(spinning.recv_timeout(quick).is_err(), "no claim, no tick: the spin runs on");
+        let claim = ticker.epoch().ticking();
+        assert_eq!(spinning.recv_timeout(long), Ok(true), "a claim wakes the ticker and the deadline stops the spin");
+        drop(claim);
+        // The ticker sees the last claim gone at its next tick and sleeps.
+        std::thread::sleep(Duration::from_millis(20));
+        let spinning = spin(&engine);
+        assert!(spinning.recv_timeout(quick).is_err(), "asleep again once the last claim is gone");
+        let _claim = ticker.epoch().ticking();
+        assert_eq!(spinning.recv_timeout(long), Ok(true), "and woken again by the next");
+    }
+}
