@@ -11,8 +11,13 @@
 //! AEGIS_BENCH_SERVICES=10000 AEGIS_BENCH_INTERVAL_MS=250 cargo bench -p aegis-host --bench probe_cost
 //! ```
 //!
+//! Beside them, the HTTP client's floor (see `probe_cost/floor.rs`): the same requests at the same rate against the
+//! same server from a child process that is nothing but the client (reqwest, and a hand-written keep-alive GET on
+//! tokio's `TcpStream`), measured the same way; what aegis-host costs above it is ours.
+//!
 //! `AEGIS_BENCH_SECONDS` (default 15) sets the measured window, `AEGIS_BENCH_BLACKBOX_CLIENTS` (default 16) the
-//! concurrent probes asked of blackbox_exporter.
+//! concurrent probes asked of blackbox_exporter. `AEGIS_BENCH_BASELINE=/path/to/aegis-host` runs the built-in case
+//! with that binary too (a copy of an earlier build), before the current one, for a before/after in one run.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -24,6 +29,8 @@ use std::time::{Duration, Instant};
 
 use support::{Host, cpu_time, env_or, free_port, get, listen, raise_fd_limit, serve, status_kib};
 
+#[path = "probe_cost/floor.rs"]
+mod floor;
 mod support;
 
 const BLACKBOX: &str = "/usr/bin/prometheus-blackbox-exporter";
@@ -61,8 +68,18 @@ fn checks(host: &Host) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// aegis-host checking `services` services every `interval`, optionally with a trip-policy plugin from `plugins`.
-fn aegis(name: &str, target: u16, services: u64, interval: Duration, plugin: Option<&Path>, window: Duration) -> Cost {
+/// How each aegis-host run is set up.
+struct Setup {
+    target: u16,
+    services: u64,
+    interval: Duration,
+    window: Duration,
+}
+
+/// aegis-host (`binary`) checking `services` services every `interval`, optionally with a trip-policy plugin from
+/// `plugins`.
+fn aegis(name: &str, binary: &Path, setup: &Setup, plugin: Option<&Path>) -> Cost {
+    let Setup { target, services, interval, window } = *setup;
     let policy = if plugin.is_some() { ", circuitBreaker: {tripPolicy: {plugin: window-trip}}" } else { "" };
     let lines: String = (0..services)
         .map(|i| {
@@ -73,13 +90,31 @@ fn aegis(name: &str, target: u16, services: u64, interval: Duration, plugin: Opt
             )
         })
         .collect();
-    let host = Host::start_with_plugins(plugin, "", &lines);
+    let host = Host::start_from(binary, plugin, "", &lines);
     // Warm-up: every service started (random phase within an interval), connections pooled, plugins instantiated.
     std::thread::sleep((interval * 3).max(Duration::from_secs(3)));
     let (c0, cpu0, t0) = (checks(&host), cpu_time(host.pid()), Instant::now());
     std::thread::sleep(window);
     let (c1, cpu1, t1) = (checks(&host), cpu_time(host.pid()), Instant::now());
     Cost::new(name, c1 - c0, cpu1.saturating_sub(cpu0), t1 - t0, host.pid())
+}
+
+/// The `kind` floor client (see [`floor`]) sending the same requests as aegis-host at the same rate.
+fn client_floor(kind: &str, setup: &Setup) -> Option<Cost> {
+    let Setup { target, services, interval, window } = *setup;
+    let Some(mut client) = floor::Floor::start(kind, target, services, interval) else {
+        println!("  (the {kind} floor client did not start)");
+        return None;
+    };
+    std::thread::sleep((interval * 3).max(Duration::from_secs(3)));
+    let pid = client.pid();
+    let ((c0, f0), cpu0, t0) = (client.counts(), cpu_time(pid), Instant::now());
+    std::thread::sleep(window);
+    let ((c1, f1), cpu1, t1) = (client.counts(), cpu_time(pid), Instant::now());
+    if f1 > f0 {
+        println!("  ({} {kind} floor requests failed or were not 2xx)", f1 - f0);
+    }
+    Some(Cost::new(&format!("floor: {kind} client alone"), c1 - c0, cpu1.saturating_sub(cpu0), t1 - t0, pid))
 }
 
 /// A running blackbox_exporter, stopped when dropped.
@@ -194,7 +229,12 @@ fn blackbox(target: u16, clients: u64, window: Duration) -> Option<Cost> {
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--list") {
+        return;
+    }
+    if args.get(1).is_some_and(|a| a == "--floor") {
+        floor::run(&args[2..]);
         return;
     }
     raise_fd_limit();
@@ -221,21 +261,28 @@ fn main() {
         interval.as_millis(),
         window.as_secs()
     );
-    let mut runs = vec![aegis("aegis-host, built-in trip policy", port, services, interval, None, window)];
+    let setup = Setup { target: port, services, interval, window };
+    let current = Path::new(env!("CARGO_BIN_EXE_aegis-host"));
+    let mut runs = Vec::new();
+    if let Some(baseline) = std::env::var_os("AEGIS_BENCH_BASELINE").map(PathBuf::from) {
+        runs.push(aegis("baseline aegis-host, built-in trip policy", &baseline, &setup, None));
+    }
+    runs.push(aegis("aegis-host, built-in trip policy", current, &setup, None));
     match &window_trip {
-        Some(dir) => runs.push(aegis("aegis-host, window-trip plugin", port, services, interval, Some(dir), window)),
+        Some(dir) => runs.push(aegis("aegis-host, window-trip plugin", current, &setup, Some(dir))),
         None => println!("  (window-trip is not built: `make plugins`; the plugin run is skipped)"),
     }
+    runs.extend(floor::KINDS.iter().filter_map(|kind| client_floor(kind, &setup)));
     runs.extend(blackbox(port, clients, window));
     println!(
-        "{:<38} {:>10} {:>8} {:>14} {:>7} {:>9}",
+        "{:<42} {:>10} {:>8} {:>14} {:>7} {:>9}",
         "prober", "probes/s", "% ideal", "CPU-µs/probe", "cores", "RSS MiB"
     );
     for r in &runs {
         let of_ideal =
-            if r.name.starts_with("aegis") { format!("{:.1}", 100.0 * r.probes_per_s / ideal) } else { "-".into() };
+            if r.name.starts_with("blackbox") { "-".into() } else { format!("{:.1}", 100.0 * r.probes_per_s / ideal) };
         println!(
-            "{:<38} {:>10.0} {:>8} {:>14.1} {:>7.2} {:>9.1}",
+            "{:<42} {:>10.0} {:>8} {:>14.1} {:>7.2} {:>9.1}",
             r.name,
             r.probes_per_s,
             of_ideal,
@@ -244,8 +291,8 @@ fn main() {
             r.rss_kib as f64 / 1024.0
         );
     }
-    let built_in = &runs[0];
-    for r in &runs[1..] {
+    let Some(built_in) = runs.iter().find(|r| r.name.starts_with("aegis-host, built-in")) else { return };
+    for r in runs.iter().filter(|r| !std::ptr::eq(*r, built_in)) {
         println!(
             "{} / built-in aegis: {:.2}× the CPU per probe",
             r.name,

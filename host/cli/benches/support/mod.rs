@@ -137,6 +137,11 @@ impl Host {
 
     /// [`Host::start_with`] loading the plugins of `plugins` (default: an empty directory).
     pub fn start_with_plugins(plugins: Option<&Path>, sections: &str, services: &str) -> Host {
+        Host::start_from(Path::new(env!("CARGO_BIN_EXE_aegis-host")), plugins, sections, services)
+    }
+
+    /// [`Host::start_with_plugins`] running the aegis-host binary at `binary` (e.g. a baseline build kept aside).
+    pub fn start_from(binary: &Path, plugins: Option<&Path>, sections: &str, services: &str) -> Host {
         let dir = tempfile::tempdir().expect("tempdir");
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("admin address");
         let plugins = plugins.map_or_else(|| dir.path().join("plugins"), Path::to_path_buf);
@@ -148,7 +153,7 @@ impl Host {
         );
         let config = dir.path().join("aegis.yaml");
         std::fs::write(&config, yaml).expect("write config");
-        let child = spawn_host(&config);
+        let child = spawn_binary(binary, &config);
         let host = Host { child, admin, _dir: dir };
         let deadline = Instant::now() + Duration::from_secs(30);
         while host.scrape().is_none() {
@@ -185,7 +190,12 @@ impl Drop for Host {
 
 /// `aegis-host --config <config>`, quiet, with no breaker setting from the caller's environment.
 pub fn spawn_host(config: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_aegis-host"))
+    spawn_binary(Path::new(env!("CARGO_BIN_EXE_aegis-host")), config)
+}
+
+/// [`spawn_host`] running the aegis-host binary at `binary`.
+pub fn spawn_binary(binary: &Path, config: &Path) -> Child {
+    Command::new(binary)
         .arg("--config")
         .arg(config)
         .env("AEGIS_LOG", "warn")
