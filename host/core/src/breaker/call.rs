@@ -23,7 +23,7 @@ use crate::clock::Clock;
 use crate::error::{CallError, Rejected};
 
 /// One rejection in this many takes the precise path (see `reject_without_precise_time`).
-const PRECISE_EVERY: u32 = 1024;
+pub(super) const PRECISE_EVERY: u32 = 1024;
 
 /// A permit tied to its breaker: [`PermitGuard::finish`] records the outcome; dropping it unfinished releases the
 /// permit without an outcome (so a cancelled half-open trial does not hold its slot forever).

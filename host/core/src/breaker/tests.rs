@@ -642,6 +642,42 @@ mod call_api {
         }
     }
 
+    /// A clock whose cheap bounds break their promise, as with a ticker that died: the coarse reading stays at
+    /// `stopped`, with no lag admitted.
+    struct StoppedTicker {
+        clock: FakeClock,
+        base: Instant,
+        stopped: Instant,
+    }
+
+    impl Clock for StoppedTicker {
+        fn now(&self) -> Instant {
+            self.clock.now()
+        }
+
+        fn coarse_origin_ns(&self, since: Instant) -> Option<u64> {
+            u64::try_from((since - self.base).as_nanos()).ok()
+        }
+
+        fn coarse_elapsed_ns_bounds(&self, origin_ns: u64) -> (u64, u64) {
+            (((self.stopped - self.base).as_nanos() as u64).saturating_sub(origin_ns), 0)
+        }
+    }
+
+    #[test]
+    fn a_clock_breaking_its_promise_delays_the_half_open_turn_by_a_bounded_number_of_rejections() {
+        let base = Instant::now();
+        let clock = StoppedTicker { clock: FakeClock::new(base + ms(1_000)), base, stopped: base + ms(1_000) };
+        let b = Breaker::new(Settings::new("svc").failure_threshold(1).reset_timeout(ms(10_000)));
+        assert_eq!(b.call(&clock, || Err::<u8, _>("down")), Err(CallError::Inner("down")));
+        clock.clock.advance(ms(60_000));
+        let every = super::super::call::PRECISE_EVERY;
+        let admitted = (1..=2 * every).find(|_| b.call(&clock, || Ok::<_, &str>(1)).is_ok());
+        let calls = admitted.expect("a stopped ticker must not hold the breaker open for ever");
+        assert!(calls <= every, "admitted after {calls} calls");
+        assert_eq!(b.counts().rejected, 0, "a new generation after the half-open turn");
+    }
+
     #[test]
     fn an_open_breaker_rejects_from_the_coarse_timeline_and_decides_near_its_deadline_precisely() {
         let base = Instant::now();
