@@ -15,10 +15,14 @@ pub trait Clock {
 
     /// Nanoseconds elapsed since `since` as `(at_least, slack)`: the time [`Self::now`] would report lies within
     /// `at_least ..= at_least + slack` after `since`. A hot path that only compares against a far deadline (an open
-    /// breaker's) can decide from this without a precise read. The default reads [`Self::now`] (`slack` 0).
+    /// breaker's) can decide from this without a precise read. The default answers from the clock's coarse timeline
+    /// if it has one ([`Self::coarse_origin_ns`]), else reads [`Self::now`] (`slack` 0).
     #[inline]
     fn elapsed_ns_bounds(&self, since: Instant) -> (u64, u64) {
-        (nanos(self.now().saturating_duration_since(since)), 0)
+        match self.coarse_origin_ns(since) {
+            Some(origin) => self.coarse_elapsed_ns_bounds(origin),
+            None => (nanos(self.now().saturating_duration_since(since)), 0),
+        }
     }
 
     /// For a caller that measures from the same `since` again and again (an open breaker from its epoch): `since` on
@@ -108,12 +112,6 @@ impl Clock for MonotonicClock {
 
     #[cfg(any(target_os = "linux", target_os = "android"))]
     #[inline]
-    fn elapsed_ns_bounds(&self, since: Instant) -> (u64, u64) {
-        self.coarse_elapsed_ns_bounds(self.origin_ns(since))
-    }
-
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    #[inline]
     fn coarse_origin_ns(&self, since: Instant) -> Option<u64> {
         Some(self.origin_ns(since))
     }
@@ -199,12 +197,6 @@ impl Clock for TickedClock {
     #[inline]
     fn now(&self) -> Instant {
         Instant::now()
-    }
-
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    #[inline]
-    fn elapsed_ns_bounds(&self, since: Instant) -> (u64, u64) {
-        self.coarse_elapsed_ns_bounds(self.base.origin_ns(since))
     }
 
     #[cfg(any(target_os = "linux", target_os = "android"))]
