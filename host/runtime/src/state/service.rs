@@ -16,6 +16,7 @@ use aegis_core::Backoff;
 use aegis_core::Breaker;
 use aegis_core::alerting::label_set;
 use aegis_core::policy::{Failure, RecoveryStrategy};
+use rand::SeedableRng;
 use rand::rngs::SmallRng;
 
 use super::Shared;
@@ -38,7 +39,9 @@ pub struct ServiceHandle {
     pub trip_policy: String,
     pub process: Option<Arc<ManagedProcess>>,
     pub(crate) probe: Probe,
-    pub(crate) backoff: Mutex<(Option<Backoff>, SmallRng)>,
+    /// The restart backoff and its jitter's generator, made at the first restart (`config.backoff` set): most
+    /// services never restart, and the pair is about 150 bytes.
+    pub(crate) backoff: Mutex<Option<Box<(Backoff, SmallRng)>>>,
     pub(crate) recovering: AtomicBool,
     /// The last check was slow: the next one starts in the slow lane.
     pub(crate) slow: AtomicBool,
@@ -150,14 +153,11 @@ impl ServiceHandle {
 
     /// Delay before the next recovery attempt, and the attempt number.
     pub(crate) fn next_delay(&self) -> (Duration, u32) {
+        let Some(settings) = self.config.backoff else { return (Duration::ZERO, 0) };
         let mut guard = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
-        let (backoff, rng) = &mut *guard;
-        match backoff {
-            Some(b) => {
-                let delay = b.next_delay(Instant::now(), rng);
-                (delay, b.attempt())
-            }
-            None => (Duration::ZERO, 0),
-        }
+        let (backoff, rng) =
+            &mut **guard.get_or_insert_with(|| Box::new((Backoff::new(settings), SmallRng::from_os_rng())));
+        let delay = backoff.next_delay(Instant::now(), rng);
+        (delay, backoff.attempt())
     }
 }

@@ -8,10 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use aegis_core::policy::{FixedAction, RecoveryStrategy};
-use aegis_core::{Backoff, ConsecutiveFailures, Force, Settings, State, StateChange, TripPredicate, WindowKind};
+use aegis_core::{ConsecutiveFailures, Force, Settings, State, StateChange, TripPredicate, WindowKind};
 use aegis_plugin::ServiceInfo;
-use rand::SeedableRng;
-use rand::rngs::SmallRng;
 
 use super::recovery::fixed_action;
 use super::shadow;
@@ -98,7 +96,7 @@ pub(super) fn build_service(
         trip_policy,
         process: process.or_else(|| s.process.clone().map(|p| Arc::new(ManagedProcess::new(s.name.clone(), p)))),
         probe: Probe::new(&s.name, &s.probe, &shared.client),
-        backoff: Mutex::new((s.backoff.map(Backoff::new), SmallRng::from_os_rng())),
+        backoff: Mutex::new(None),
         recovering: AtomicBool::new(false),
         slow: AtomicBool::new(false),
         last_check: Mutex::new(None),
