@@ -18,6 +18,7 @@
 //! `AEGIS_BENCH_SECONDS` (default 15) sets the measured window, `AEGIS_BENCH_BLACKBOX_CLIENTS` (default 16) the
 //! concurrent probes asked of blackbox_exporter. `AEGIS_BENCH_BASELINE=/path/to/aegis-host` runs the built-in case
 //! with that binary too (a copy of an earlier build), before the current one, for a before/after in one run.
+//! `AEGIS_BENCH_MAX_CHECKS` sets aegis-host's `maxConcurrentChecks` (default: the host's own).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -90,7 +91,10 @@ fn aegis(name: &str, binary: &Path, setup: &Setup, plugin: Option<&Path>) -> Cos
             )
         })
         .collect();
-    let host = Host::start_from(binary, plugin, "", &lines);
+    // `AEGIS_BENCH_MAX_CHECKS`: the quick lane's cap (`maxConcurrentChecks`) instead of the host's default.
+    let cap =
+        std::env::var("AEGIS_BENCH_MAX_CHECKS").map(|n| format!("maxConcurrentChecks: {n}\n")).unwrap_or_default();
+    let host = Host::start_from(binary, plugin, &cap, &lines);
     // Warm-up: every service started (random phase within an interval), connections pooled, plugins instantiated.
     std::thread::sleep((interval * 3).max(Duration::from_secs(3)));
     let (c0, cpu0, t0) = (checks(&host), cpu_time(host.pid()), Instant::now());
