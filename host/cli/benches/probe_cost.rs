@@ -1,10 +1,11 @@
 //! CPU cost of an HTTP probe in the real daemon, like for like: `aegis-host` checking N services (default 2 000)
-//! every interval (default 200 ms) against one loopback HTTP server in this process, with the built-in trip policy
-//! and with `window-trip` bound as the trip policy of every service (when the plugin is built: `make plugins`);
+//! every interval (default 200 ms) against one loopback HTTP server (nginx when installed, see `probe_cost/target.rs`,
+//! else one in this process), with the built-in trip policy and with `window-trip` bound as the trip policy of every
+//! service (when the plugin is built: `make plugins`);
 //! then, when Debian's `prometheus-blackbox-exporter` is installed, the same probe of the same
 //! server through its `/probe?module=http_2xx` endpoint, driven by this process. For each: probes per second, CPU
 //! time of the prober's process per probe (user + system, from `/proc/<pid>/stat`), and its resident memory. The
-//! target server and the blackbox driver run in this process, on the same two cores.
+//! target server, the blackbox driver and the probers share the same two cores.
 //!
 //! ```text
 //! cargo bench -p aegis-host --bench probe_cost
@@ -28,11 +29,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use support::{Host, cpu_time, env_or, free_port, get, listen, raise_fd_limit, serve, status_kib};
+use support::{Host, cpu_time, env_or, free_port, get, raise_fd_limit, status_kib};
 
 #[path = "probe_cost/floor.rs"]
 mod floor;
 mod support;
+#[path = "probe_cost/target.rs"]
+mod target;
 
 const BLACKBOX: &str = "/usr/bin/prometheus-blackbox-exporter";
 
@@ -121,10 +124,10 @@ fn client_floor(kind: &str, setup: &Setup) -> Option<Cost> {
     Some(Cost::new(&format!("floor: {kind} client alone"), c1 - c0, cpu1.saturating_sub(cpu0), t1 - t0, pid))
 }
 
-/// A running blackbox_exporter, stopped when dropped.
-struct Blackbox(Child);
+/// A child process (blackbox_exporter, nginx) killed when dropped.
+struct KillOnDrop(Child);
 
-impl Drop for Blackbox {
+impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
@@ -186,7 +189,7 @@ fn blackbox(target: u16, clients: u64, window: Duration) -> Option<Cost> {
         .stderr(Stdio::null())
         .spawn()
         .ok()?;
-    let exporter = Blackbox(child);
+    let exporter = KillOnDrop(child);
     let deadline = Instant::now() + Duration::from_secs(10);
     while get(addr, "/metrics").is_none() {
         if Instant::now() > deadline {
@@ -246,8 +249,8 @@ fn main() {
     let interval = Duration::from_millis(env_or("AEGIS_BENCH_INTERVAL_MS", 200));
     let window = Duration::from_secs(env_or("AEGIS_BENCH_SECONDS", 15));
     let clients = env_or("AEGIS_BENCH_BLACKBOX_CLIENTS", 16);
-    let (listener, port) = listen();
-    std::thread::spawn(move || serve(listener));
+    let server = target::start();
+    let port = server.port;
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let built =
         [repo.join("plugins/window-trip.wasm"), repo.join("plugins/target/wasm32-wasip2/release/window_trip.wasm")];
@@ -261,9 +264,10 @@ fn main() {
     let ideal = services as f64 * 1000.0 / interval.as_millis().max(1) as f64;
 
     println!(
-        "probe cost: {services} HTTP services every {} ms (ideal {ideal:.0} probes/s), {} s measured",
+        "probe cost: {services} HTTP services every {} ms (ideal {ideal:.0} probes/s), {} s measured, against {}",
         interval.as_millis(),
-        window.as_secs()
+        window.as_secs(),
+        server.name
     );
     let setup = Setup { target: port, services, interval, window };
     let current = Path::new(env!("CARGO_BIN_EXE_aegis-host"));
