@@ -5,24 +5,22 @@ use std::io::Read;
 use std::process::Command;
 use std::time::Duration;
 
-use aegis_tests::{Proc, free_port, get_text, http, start_aegis_host, start_http_service, wait_until};
+use aegis_tests::{
+    Proc, free_port, get_text, http, start_aegis_host, start_http_service, wait_until, write_host_config,
+};
 
 #[test]
 fn metrics_are_gzipped_for_clients_that_ask_and_a_real_prometheus_ingests_them() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let (_service, base) = start_http_service(&tmp.path().join("service.log"));
     let admin = format!("127.0.0.1:{}", free_port());
-    let config = tmp.path().join("aegis.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "admin: {{address: \"{admin}\"}}\nstorage: {{path: \"{db}\"}}\nplugins: {{dir: \"{plugins}\"}}\n\
-             services:\n  - {{name: svc, type: http, endpoint: \"{base}/health\", interval: 100ms, actions: {{onFailure: ignore}}}}\n",
-            db = tmp.path().join("aegis.db").display(),
-            plugins = tmp.path().join("none").display(),
+    let config = write_host_config(
+        tmp.path(),
+        &admin,
+        &format!(
+            "services:\n  - {{name: svc, type: http, endpoint: \"{base}/health\", interval: 100ms, actions: {{onFailure: ignore}}}}\n"
         ),
-    )
-    .expect("write config");
+    );
     let host = start_aegis_host(&config, &tmp.path().join("aegis.log"));
     let url = format!("http://{admin}/metrics");
     assert!(

@@ -180,6 +180,19 @@ pub fn received(out: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Writes `dir/aegis.yaml`: the admin API on `admin`, the state database and an empty plugin directory in `dir`, then
+/// `rest` (further sections, e.g. `services:` and its list) as given.
+pub fn write_host_config(dir: &Path, admin: &str, rest: &str) -> PathBuf {
+    let config = dir.join("aegis.yaml");
+    let preamble = format!(
+        "admin: {{address: \"{admin}\"}}\nstorage: {{path: \"{}\"}}\nplugins: {{dir: \"{}\"}}\n",
+        dir.join("aegis.db").display(),
+        dir.join("no-plugins").display()
+    );
+    std::fs::write(&config, preamble + rest).expect("write the config");
+    config
+}
+
 /// Starts `aegis-host --config <config>` with its output in `log`.
 pub fn start_aegis_host(config: &Path, log: &Path) -> Proc {
     Proc::start(&binary("aegis-host"), &["--config", config.to_str().expect("utf-8 path")], log)
