@@ -3,15 +3,17 @@
 //! in, result out, no fallback) and reads whatever clock it needs itself — aegis through [`TickedClock`], the clock an
 //! embedding application injects, with its ticker thread running for the whole process (one tick a millisecond, as
 //! its docs show). Groups: a closed breaker (one thread, and two threads on one breaker), and a call rejected while
-//! open. The `allow_*` groups measure aegis's lower-level `try_acquire` + `record` with the time passed in (what the
-//! runtime uses); they have no counterpart in the other crates. Also a backoff `next_delay`, and the memory footprint
-//! of a breaker with a 100-call count window.
+//! open; `call_closed` also measures the floor under any thread-safe breaker's closed call (the closure plus one
+//! atomic add; not a breaker). The `allow_*` groups measure aegis's lower-level `try_acquire` + `record` with the time
+//! passed in (what the runtime uses); they have no counterpart in the other crates. Also a backoff `next_delay`, and
+//! the memory footprint of a breaker with a 100-call count window.
 //!
 //! All three breakers trip on failures with a long open duration, and record into a 100-call window where they have
 //! one.
 
 use std::hint::black_box;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -84,6 +86,16 @@ fn call_closed(c: &mut Criterion) {
     g.bench_function("recloser", |b| b.iter(|| black_box(r.call(|| Ok::<_, ()>(black_box(1))))));
     let f = failsafe();
     g.bench_function("failsafe", |b| b.iter(|| black_box(f.call(|| Ok::<_, ()>(black_box(1))))));
+    // Not a breaker: the least a thread-safe breaker can spend on a closed call, the closure plus one atomic
+    // read-modify-write counting its outcome (every library above pays at least that).
+    let outcomes = AtomicU64::new(0);
+    g.bench_function("floor_closure_and_one_atomic_add", |b| {
+        b.iter(|| {
+            let r = Ok::<_, ()>(black_box(1));
+            outcomes.fetch_add(1, Ordering::Relaxed);
+            black_box(r)
+        })
+    });
     // With a slow-call threshold aegis must time the call: two precise clock reads.
     let timed = Breaker::new(
         Settings::new("bench")
