@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use aegis_tests::{
     Proc, binary, free_port, get_text, install_plugin, plugin_calls, post, scrape, start_aegis_host,
-    start_http_service, successful_checks, wait_until,
+    start_http_service, successful_checks, wait_until, write_host_config,
 };
 
 const STATE: &str = "circuit_breaker_state";
@@ -608,4 +608,45 @@ services:
     assert!(status.success(), "clean exit: {status}");
     assert!(gone, "no `sleep {marker}` outlived aegis-host; log:\n{}", host.log_text());
     assert!(!host.log_text().contains("restarted: process respawned"), "{}", host.log_text());
+}
+
+/// SIGTERM to aegis-host with several supervised processes that ignore SIGTERM: they are stopped together, so each
+/// gets its SIGTERM at once rather than after the previous one's 5 s grace (one after another, shutdown took the sum
+/// of the graces: minutes at a few dozen such services).
+#[test]
+fn shutdown_stops_the_supervised_processes_together() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let admin = format!("127.0.0.1:{}", free_port());
+    let terms = tmp.path().join("terms");
+    let names = ["a", "b", "c"];
+    let services: String = names
+        .iter()
+        .map(|name| {
+            // Records when SIGTERM arrived and runs on: only the SIGKILL after the grace ends it. The admin server's
+            // port is the TCP endpoint, so the checks pass.
+            let script =
+                format!("trap 'echo {name} $(date +%s%N) >> {}' TERM; while :; do sleep 0.1; done", terms.display());
+            format!(
+                "  - name: {name}\n    type: tcp\n    endpoint: {admin}\n    interval: 200ms\n    \
+                 process: {{command: [\"sh\", \"-c\", \"{script}\"]}}\n"
+            )
+        })
+        .collect();
+    let config = write_host_config(tmp.path(), &admin, &format!("services:\n{services}"));
+    let mut host = start_aegis_host(&config, &tmp.path().join("aegis.log"));
+    assert!(
+        wait_until(Duration::from_secs(20), || names.iter().all(|s| successful_checks(&admin, s) >= 1.0)),
+        "every service checked; log:\n{}",
+        host.log_text()
+    );
+    // The shells have set their trap by now (their first command, run as they start).
+    std::thread::sleep(Duration::from_millis(300));
+    let status = host.terminate(Duration::from_secs(30)).expect("aegis-host stops on SIGTERM");
+    assert!(status.success(), "clean exit: {status}");
+    let recorded = std::fs::read_to_string(&terms).unwrap_or_default();
+    let times: Vec<u128> = recorded.lines().filter_map(|l| l.split(' ').nth(1)?.parse().ok()).collect();
+    assert_eq!(times.len(), names.len(), "each process got one SIGTERM: {recorded:?}; log:\n{}", host.log_text());
+    let spread = times.iter().max().unwrap_or(&0) - times.iter().min().unwrap_or(&0);
+    // Well under the 5 s grace that separated them one after another.
+    assert!(spread < 2_500_000_000, "SIGTERMs {spread} ns apart: {recorded:?}");
 }
