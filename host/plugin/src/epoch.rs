@@ -40,27 +40,23 @@ pub(crate) struct Epoch(Arc<Shared>);
 pub(crate) struct Ticking(Arc<Shared>);
 
 impl EpochTicker {
-    pub(crate) fn start(engine: Engine) -> Self {
+    /// Starts the thread. Without it no deadline would ever end a plugin call, so failing to start it is an error.
+    pub(crate) fn start(engine: Engine) -> std::io::Result<Self> {
         let shared = Arc::new(Shared::default());
         let state = Arc::clone(&shared);
-        let thread = std::thread::Builder::new()
-            .name("aegis-epoch".into())
-            .spawn(move || {
-                while !state.stop.load(Ordering::Relaxed) {
-                    if state.stores.load(Ordering::Relaxed) == 0 {
-                        // Woken by the first store (or `drop`); a wake-up that came first returns at once.
-                        std::thread::park();
-                        continue;
-                    }
-                    std::thread::sleep(EPOCH_TICK);
-                    engine.increment_epoch();
+        let thread = std::thread::Builder::new().name("aegis-epoch".into()).spawn(move || {
+            while !state.stop.load(Ordering::Relaxed) {
+                if state.stores.load(Ordering::Relaxed) == 0 {
+                    // Woken by the first store (or `drop`); a wake-up that came first returns at once.
+                    std::thread::park();
+                    continue;
                 }
-            })
-            .ok();
-        if let Some(t) = &thread {
-            let _ = shared.thread.set(t.thread().clone());
-        }
-        EpochTicker { shared, thread }
+                std::thread::sleep(EPOCH_TICK);
+                engine.increment_epoch();
+            }
+        })?;
+        let _ = shared.thread.set(thread.thread().clone());
+        Ok(EpochTicker { shared, thread: Some(thread) })
     }
 
     pub(crate) fn epoch(&self) -> Epoch {
@@ -128,7 +124,7 @@ mod tests {
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true);
         let engine = Engine::new(&config).unwrap();
-        let ticker = EpochTicker::start(engine.clone());
+        let ticker = EpochTicker::start(engine.clone()).unwrap();
         let (quick, long) = (Duration::from_millis(50), Duration::from_secs(5));
         let spinning = spin(&engine);
         assert!(spinning.recv_timeout(quick).is_err(), "no claim, no tick: the spin runs on");

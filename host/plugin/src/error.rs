@@ -7,6 +7,9 @@ pub enum PluginError {
     #[error("cannot create the WASM engine: {0:#}")]
     Engine(wasmtime::Error),
 
+    #[error("cannot start the thread that enforces plugin deadlines: {0}")]
+    EpochTicker(std::io::Error),
+
     #[error("cannot read plugin directory {dir}: {source}")]
     ReadDir { dir: PathBuf, source: std::io::Error },
 

@@ -243,7 +243,7 @@ impl PluginHost {
         trip::aegis::policy::types::add_to_linker::<_, HasSelf<StoreData>>(&mut linker, |d| d)
             .map_err(PluginError::Engine)?;
 
-        let ticker = EpochTicker::start(engine.clone());
+        let ticker = EpochTicker::start(engine.clone()).map_err(PluginError::EpochTicker)?;
         Ok(PluginHost {
             engine,
             linker,
