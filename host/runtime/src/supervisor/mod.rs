@@ -290,8 +290,8 @@ impl Supervisor {
 
         tracing::info!("shutting down");
         notifier.stopping();
-        // All at once: a service's stop waits for its check in flight and for its process's grace (5 s for one that
-        // ignores SIGTERM), and one after another that added up to minutes at thousands of services.
+        // All at once: a service's stop waits for its check in flight and for its process's grace, so one after
+        // another N processes that ignore SIGTERM held the host for N × 5 s.
         let stop_children = self.config.stop_children_on_exit;
         futures_util::future::join_all(std::mem::take(&mut running).into_values().map(|s| s.stop(stop_children))).await;
         sections.logs.stop().await;
