@@ -610,6 +610,53 @@ services:
     assert!(!host.log_text().contains("restarted: process respawned"), "{}", host.log_text());
 }
 
+/// Config lines of TCP services (checking the admin server's port, so they pass) whose processes record in `terms`
+/// when SIGTERM arrives and run on: only the SIGKILL after their 5 s grace ends them.
+fn services_ignoring_sigterm(names: &[&str], admin: &str, terms: &Path) -> String {
+    names
+        .iter()
+        .map(|name| {
+            let script =
+                format!("trap 'echo {name} $(date +%s%N) >> {}' TERM; while :; do sleep 0.1; done", terms.display());
+            format!(
+                "  - name: {name}\n    type: tcp\n    endpoint: {admin}\n    interval: 200ms\n    \
+                 process: {{command: [\"sh\", \"-c\", \"{script}\"]}}\n"
+            )
+        })
+        .collect()
+}
+
+/// Starts aegis-host with `services` and waits until each of `names` was checked (so its process runs).
+fn start_with_services(dir: &Path, admin: &str, names: &[&str], services: &str) -> Proc {
+    let config = write_host_config(dir, admin, &format!("services:\n{services}"));
+    let host = start_aegis_host(&config, &dir.join("aegis.log"));
+    assert!(
+        wait_until(Duration::from_secs(20), || names.iter().all(|s| successful_checks(admin, s) >= 1.0)),
+        "every service checked; log:\n{}",
+        host.log_text()
+    );
+    // The shells have set their trap by now (their first command, run as they start).
+    std::thread::sleep(Duration::from_millis(300));
+    host
+}
+
+/// How far apart the SIGTERMs recorded in `terms` arrived, once `expected` have (panics if they do not within 20 s).
+fn sigterm_spread(terms: &Path, expected: usize, host: &Proc) -> Duration {
+    let times = || -> Vec<u64> {
+        let recorded = std::fs::read_to_string(terms).unwrap_or_default();
+        recorded.lines().filter_map(|l| l.split(' ').nth(1)?.parse().ok()).collect()
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || times().len() >= expected),
+        "each process got its SIGTERM: {:?}; log:\n{}",
+        std::fs::read_to_string(terms).unwrap_or_default(),
+        host.log_text()
+    );
+    let times = times();
+    assert_eq!(times.len(), expected, "one SIGTERM each: {times:?}");
+    Duration::from_nanos(times.iter().max().unwrap_or(&0) - times.iter().min().unwrap_or(&0))
+}
+
 /// SIGTERM to aegis-host with several supervised processes that ignore SIGTERM: they are stopped together, so each
 /// gets its SIGTERM at once rather than after the previous one's 5 s grace (one after another, shutdown took the sum
 /// of the graces: minutes at a few dozen such services).
@@ -619,34 +666,32 @@ fn shutdown_stops_the_supervised_processes_together() {
     let admin = format!("127.0.0.1:{}", free_port());
     let terms = tmp.path().join("terms");
     let names = ["a", "b", "c"];
-    let services: String = names
-        .iter()
-        .map(|name| {
-            // Records when SIGTERM arrived and runs on: only the SIGKILL after the grace ends it. The admin server's
-            // port is the TCP endpoint, so the checks pass.
-            let script =
-                format!("trap 'echo {name} $(date +%s%N) >> {}' TERM; while :; do sleep 0.1; done", terms.display());
-            format!(
-                "  - name: {name}\n    type: tcp\n    endpoint: {admin}\n    interval: 200ms\n    \
-                 process: {{command: [\"sh\", \"-c\", \"{script}\"]}}\n"
-            )
-        })
-        .collect();
-    let config = write_host_config(tmp.path(), &admin, &format!("services:\n{services}"));
-    let mut host = start_aegis_host(&config, &tmp.path().join("aegis.log"));
-    assert!(
-        wait_until(Duration::from_secs(20), || names.iter().all(|s| successful_checks(&admin, s) >= 1.0)),
-        "every service checked; log:\n{}",
-        host.log_text()
-    );
-    // The shells have set their trap by now (their first command, run as they start).
-    std::thread::sleep(Duration::from_millis(300));
+    let mut host = start_with_services(tmp.path(), &admin, &names, &services_ignoring_sigterm(&names, &admin, &terms));
     let status = host.terminate(Duration::from_secs(30)).expect("aegis-host stops on SIGTERM");
     assert!(status.success(), "clean exit: {status}");
-    let recorded = std::fs::read_to_string(&terms).unwrap_or_default();
-    let times: Vec<u128> = recorded.lines().filter_map(|l| l.split(' ').nth(1)?.parse().ok()).collect();
-    assert_eq!(times.len(), names.len(), "each process got one SIGTERM: {recorded:?}; log:\n{}", host.log_text());
-    let spread = times.iter().max().unwrap_or(&0) - times.iter().min().unwrap_or(&0);
+    let spread = sigterm_spread(&terms, names.len(), &host);
     // Well under the 5 s grace that separated them one after another.
-    assert!(spread < 2_500_000_000, "SIGTERMs {spread} ns apart: {recorded:?}");
+    assert!(spread < Duration::from_millis(2500), "SIGTERMs {spread:?} apart");
+}
+
+/// The same for services a reload removes: their processes are stopped together, and the reload is not held up by
+/// one grace after another.
+#[test]
+fn a_reload_stops_the_removed_services_processes_together() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let admin = format!("127.0.0.1:{}", free_port());
+    let terms = tmp.path().join("terms");
+    let names = ["a", "b", "c", "kept"];
+    let host = start_with_services(tmp.path(), &admin, &names, &services_ignoring_sigterm(&names, &admin, &terms));
+    write_host_config(
+        tmp.path(),
+        &admin,
+        &format!("services:\n{}", services_ignoring_sigterm(&["kept"], &admin, &terms)),
+    );
+    host.hangup();
+    let spread = sigterm_spread(&terms, 3, &host);
+    assert!(spread < Duration::from_millis(2500), "SIGTERMs {spread:?} apart");
+    assert!(wait_until(Duration::from_secs(20), || host.log_text().contains("config reloaded")), "{}", host.log_text());
+    let recorded = std::fs::read_to_string(&terms).unwrap_or_default();
+    assert!(!recorded.contains("kept "), "the unchanged service's process runs on: {recorded:?}");
 }

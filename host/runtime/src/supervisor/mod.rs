@@ -334,14 +334,16 @@ impl Supervisor {
         let wanted: BTreeMap<&str, &ServiceConfig> = new.services.iter().map(|s| (s.name.as_str(), s)).collect();
         let gone: Vec<String> = running.keys().filter(|n| !wanted.contains_key(n.as_str())).cloned().collect();
         let removed = gone.len();
-        for name in gone {
-            if let Some(service) = running.remove(&name) {
-                tracing::info!(service = %name, "removed by reload");
-                service.stop(true).await;
-                self.shared.breakers.remove(&name);
-                self.shared.metrics.remove_service(&name);
-                self.shared.anomaly.lock().unwrap_or_else(|p| p.into_inner()).unbind(&name);
-            }
+        let stopping: Vec<RunningService> = gone.iter().filter_map(|name| running.remove(name)).collect();
+        for name in &gone {
+            tracing::info!(service = %name, "removed by reload");
+        }
+        // All at once, as at shutdown: each waits for its check in flight and its process's grace.
+        futures_util::future::join_all(stopping.into_iter().map(|s| s.stop(true))).await;
+        for name in &gone {
+            self.shared.breakers.remove(name);
+            self.shared.metrics.remove_service(name);
+            self.shared.anomaly.lock().unwrap_or_else(|p| p.into_inner()).unbind(name);
         }
         let (mut added, mut changed) = (0, 0);
         for s in &new.services {
