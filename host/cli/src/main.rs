@@ -301,25 +301,22 @@ fn run(file: &Path) -> ExitCode {
 /// Resolves on SIGINT or SIGTERM. The handlers are installed here, before the supervisor starts (and says READY=1
 /// to systemd), not at the future's first poll: a SIGTERM sent right after start-up must still shut down cleanly.
 fn shutdown_signal() -> impl std::future::Future<Output = ()> {
-    use tokio::signal::unix::{SignalKind, signal};
+    use tokio::signal::unix::{Signal, SignalKind, signal};
+    /// The next delivery of `signal`; never, if its handler could not be installed.
+    async fn next(signal: &mut Option<Signal>) {
+        match signal {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
     let mut interrupt = signal(SignalKind::interrupt()).ok();
     let mut terminate = signal(SignalKind::terminate()).ok();
     async move {
-        let interrupt = async {
-            match interrupt.as_mut() {
-                Some(s) => s.recv().await,
-                None => std::future::pending().await,
-            }
-        };
-        let terminate = async {
-            match terminate.as_mut() {
-                Some(s) => s.recv().await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
-            _ = interrupt => {}
-            _ = terminate => {}
+            _ = next(&mut interrupt) => {}
+            _ = next(&mut terminate) => {}
         }
     }
 }

@@ -509,7 +509,7 @@ impl PluginHost {
 
     fn instantiate_pre(&self, pre: &Pre, name: &str) -> wasmtime::Result<()> {
         // Capabilities change what the WASI context holds, not what links, so none are needed here.
-        let ticking = self.ticker.epoch().ticking();
+        let ticking = self.epoch().ticking();
         let mut store = new_store(&self.engine, ticking, Arc::from(name), &self.limits, &Capabilities::default())?;
         match pre {
             Pre::Trip(pre) => pre.instantiate(&mut store).map(drop),

@@ -290,10 +290,7 @@ impl Supervisor {
 
         tracing::info!("shutting down");
         notifier.stopping();
-        // All at once: a service's stop waits for its check in flight and for its process's grace, so one after
-        // another N processes that ignore SIGTERM held the host for N × 5 s.
-        let stop_children = self.config.stop_children_on_exit;
-        futures_util::future::join_all(std::mem::take(&mut running).into_values().map(|s| s.stop(stop_children))).await;
+        stop_all(std::mem::take(&mut running).into_values(), self.config.stop_children_on_exit).await;
         sections.logs.stop().await;
         sections.anomaly.stop().await;
         // What the last second recorded, and the log counts of the running interval.
@@ -338,8 +335,7 @@ impl Supervisor {
         for name in &gone {
             tracing::info!(service = %name, "removed by reload");
         }
-        // All at once, as at shutdown: each waits for its check in flight and its process's grace.
-        futures_util::future::join_all(stopping.into_iter().map(|s| s.stop(true))).await;
+        stop_all(stopping, true).await;
         for name in &gone {
             self.shared.breakers.remove(name);
             self.shared.metrics.remove_service(name);
@@ -449,6 +445,12 @@ impl RunningService {
             }
         }
     }
+}
+
+/// Stops `services` all at once: a service's stop waits for its check in flight and for its process's grace, so one
+/// after another N processes that ignore SIGTERM held the host (at shutdown, or a reload removing them) N × 5 s.
+async fn stop_all(services: impl IntoIterator<Item = RunningService>, stop_processes: bool) {
+    futures_util::future::join_all(services.into_iter().map(|s| s.stop(stop_processes))).await;
 }
 
 async fn start_service(shared: &Arc<Shared>, handle: Arc<ServiceHandle>, changes: Arc<Transitions>) -> RunningService {
