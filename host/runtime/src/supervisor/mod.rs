@@ -419,18 +419,25 @@ fn publish(registry: &ServiceMap, running: &BTreeMap<String, RunningService>) {
     *registry.write().unwrap_or_else(|p| p.into_inner()) = map;
 }
 
-/// A service task and the switch that stops it.
+/// A service task and what stops it: the switch its recoveries listen to, and its transitions queue, whose closing
+/// ends the task's loop.
 struct RunningService {
     handle: Arc<ServiceHandle>,
     stop: StopSwitch,
+    changes: Arc<Transitions>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl RunningService {
-    async fn stop_task(self) -> Arc<ServiceHandle> {
+    fn signal_stop(&self) {
         self.stop.stop();
-        let _ = self.task.await;
-        self.handle
+        self.changes.close();
+    }
+
+    async fn stop_task(mut self) -> Arc<ServiceHandle> {
+        self.signal_stop();
+        let _ = (&mut self.task).await;
+        Arc::clone(&self.handle)
     }
 
     /// Stops the task and then the supervised process (or leaves it running).
@@ -447,6 +454,14 @@ impl RunningService {
     }
 }
 
+/// A service dropped without [`RunningService::stop_task`] (the supervisor's own end) stops too, as its switch alone
+/// did before.
+impl Drop for RunningService {
+    fn drop(&mut self) {
+        self.signal_stop();
+    }
+}
+
 /// Stops `services` all at once: a service's stop waits for its check in flight and for its process's grace, so one
 /// after another N processes that ignore SIGTERM held the host (at shutdown, or a reload removing them) N × 5 s.
 async fn stop_all(services: impl IntoIterator<Item = RunningService>, stop_processes: bool) {
@@ -460,6 +475,7 @@ async fn start_service(shared: &Arc<Shared>, handle: Arc<ServiceHandle>, changes
         tracing::error!(service = %handle.config.name, "{e}");
     }
     let stop = StopSwitch::default();
-    let task = tokio::spawn(run_service(Arc::clone(&handle), Arc::clone(shared), changes, stop.listener()));
-    RunningService { handle, stop, task }
+    let task =
+        tokio::spawn(run_service(Arc::clone(&handle), Arc::clone(shared), Arc::clone(&changes), stop.listener()));
+    RunningService { handle, stop, changes, task }
 }
