@@ -602,7 +602,9 @@ pub struct PluginsConfig {
 pub enum ProbeConfig {
     Http {
         url: String,
-        options: HttpOptions,
+        /// `None`: a plain `GET` that any 2xx passes, as most services probe. Boxed otherwise: every service keeps
+        /// its config, and the options take ~110 bytes inline.
+        options: Option<Box<HttpOptions>>,
     },
     Tcp {
         address: String,
@@ -647,6 +649,9 @@ pub struct RestartLimit {
     pub interval: Duration,
 }
 
+/// One service's settings. Each running service keeps its own copy for its whole life, so the parts most services leave
+/// unset (process, restart command, plugin references) are boxed: `None` costs a pointer instead of the part's size
+/// (~280 bytes a service together).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ServiceConfig {
     pub name: String,
@@ -656,18 +661,18 @@ pub struct ServiceConfig {
     pub timeout: Duration,
     /// Extra attempts of a failed check before it counts as one failure.
     pub retries: u32,
-    pub process: Option<ProcessConfig>,
+    pub process: Option<Box<ProcessConfig>>,
     pub on_failure: OnFailure,
     pub breaker: BreakerConfig,
     /// `None` when backoff is disabled: restarts then follow each other immediately.
     pub backoff: Option<BackoffSettings>,
-    pub restart: Option<RestartCommand>,
+    pub restart: Option<Box<RestartCommand>>,
     pub restart_limit: Option<RestartLimit>,
     pub notify_webhook: Option<String>,
     /// A recovery-strategy plugin; `None`: `on_failure` decides.
-    pub recovery_policy: Option<PluginRef>,
+    pub recovery_policy: Option<Box<PluginRef>>,
     /// A recovery-strategy plugin asked alongside the live decision and only compared with it.
-    pub recovery_shadow: Option<PluginRef>,
+    pub recovery_shadow: Option<Box<PluginRef>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -697,9 +702,9 @@ pub struct BreakerConfig {
     pub success_threshold: u32,
     pub slow_call_duration: Option<Duration>,
     pub window_size: u32,
-    pub trip_policy: Option<PluginRef>,
+    pub trip_policy: Option<Box<PluginRef>>,
     /// A trip-predicate plugin asked on the same inputs as the live predicate and only compared with it.
-    pub trip_shadow: Option<PluginRef>,
+    pub trip_shadow: Option<Box<PluginRef>>,
 }
 
 /// A plugin bound to one service (or log source, or receiver), with its `config:` map.
@@ -1127,15 +1132,15 @@ impl Validator<'_> {
             interval,
             timeout,
             retries: s.retries.or(defaults.retries).unwrap_or(0),
-            process,
+            process: process.map(Box::new),
             on_failure,
             breaker,
             backoff,
-            restart,
+            restart: restart.map(Box::new),
             restart_limit,
             notify_webhook,
-            recovery_policy,
-            recovery_shadow,
+            recovery_policy: recovery_policy.map(Box::new),
+            recovery_shadow: recovery_shadow.map(Box::new),
         })
     }
 
@@ -1147,8 +1152,12 @@ impl Validator<'_> {
         }
     }
 
-    fn http_options(&self, at: &dyn Fn(&str) -> String, wire: Option<HttpWire>) -> Result<HttpOptions, ConfigError> {
-        let Some(w) = wire else { return Ok(HttpOptions::default()) };
+    fn http_options(
+        &self,
+        at: &dyn Fn(&str) -> String,
+        wire: Option<HttpWire>,
+    ) -> Result<Option<Box<HttpOptions>>, ConfigError> {
+        let Some(w) = wire else { return Ok(None) };
         let method = match w.method {
             None => None,
             Some(m) => Some(
@@ -1182,9 +1191,10 @@ impl Validator<'_> {
         };
         let tls = match w.tls {
             None => None,
-            Some(t) => Some(self.tls(at, t)?),
+            Some(t) => Some(Box::new(self.tls(at, t)?)),
         };
-        Ok(HttpOptions { method, headers, expected_status, body, tls })
+        let options = HttpOptions { method, headers, expected_status, body, tls };
+        Ok((!options.is_plain()).then(|| Box::new(options)))
     }
 
     /// Reads and parses the CA file now, so a bad file is a config error naming the field, not a failing check.
@@ -1236,7 +1246,7 @@ impl Validator<'_> {
         }
         if let Some(p) = w.trip_policy {
             let p = self.policy(&at("actions.circuitBreaker.tripPolicy"), p.0)?;
-            (b.trip_policy, b.trip_shadow) = (p.live, p.shadow);
+            (b.trip_policy, b.trip_shadow) = (p.live.map(Box::new), p.shadow.map(Box::new));
         }
         Ok(b)
     }
@@ -1328,6 +1338,26 @@ services:
     actions:
       onFailure: restart
 "#;
+
+    #[test]
+    fn plain_http_options_are_not_kept_and_any_other_are() {
+        let options = |http: &str| {
+            let service = "name: web, type: http, endpoint: 'http://x/', actions: {onFailure: ignore}";
+            let text = format!("services:\n  - {{{service}, {http}}}\n");
+            match parse(&text).expect("parses").services.remove(0).probe {
+                ProbeConfig::Http { options, .. } => options,
+                other => panic!("not http: {other:?}"),
+            }
+        };
+        assert!(options("").is_none());
+        assert!(options("http: {}").is_none(), "an empty section is the plain GET too");
+        assert!(options("http: {method: get}").is_none(), "an explicit GET is the plain GET");
+        let post = options("http: {method: post}").expect("kept");
+        assert_eq!(post.method, Some(reqwest::Method::POST));
+        assert_eq!(options("http: {expectedStatus: 418}").expect("kept").expected_status, vec![418]);
+        assert!(options("http: {bodyRegex: UP}").expect("kept").body.is_some());
+        assert!(options("http: {tls: {insecureSkipVerify: true}}").expect("kept").tls.is_some());
+    }
 
     #[test]
     fn minimal_config_gets_defaults() {

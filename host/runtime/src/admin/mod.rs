@@ -238,7 +238,7 @@ fn view(shared: &Shared, h: &ServiceHandle, now: Instant) -> ServiceView {
         kind: h.config.probe.kind(),
         endpoint: crate::redact::redact_url(&h.config.endpoint).into_owned(),
         state: h.breaker.state(now),
-        trip_policy: h.trip_policy.clone(),
+        trip_policy: h.trip_policy.to_string(),
         on_failure: h.config.on_failure.as_str(),
         success_rate: success_rate(&counts),
         requests: counts.requests,

@@ -19,6 +19,14 @@ pub struct HttpProbe {
     /// Parsed once here rather than by reqwest on every check (URL parsing and IDNA were ~6 % of a check's CPU).
     /// `Err`: the text did not parse; each check hands it to reqwest as before, to fail with reqwest's own error.
     url: Result<reqwest::Url, String>,
+    /// `None`: a plain `GET` that any 2xx passes, as most services configure it. Boxed otherwise: every service keeps
+    /// its probe, and the parts take ~100 bytes inline.
+    request: Option<Box<Request>>,
+}
+
+/// What a service's `http:` options ask beyond a plain `GET` that any 2xx passes.
+#[derive(Debug, Clone)]
+struct Request {
     method: Method,
     headers: Vec<(HeaderName, HeaderValue)>,
     /// Empty: any 2xx.
@@ -34,7 +42,7 @@ pub struct HttpOptions {
     pub expected_status: Vec<u16>,
     pub body: Option<Regex>,
     /// `None`: the shared client (system roots).
-    pub tls: Option<TlsOptions>,
+    pub tls: Option<Box<TlsOptions>>,
 }
 
 /// `http.tls`: a private CA for this service, or no verification at all.
@@ -47,22 +55,40 @@ pub struct TlsOptions {
     pub insecure_skip_verify: bool,
 }
 
+impl HttpOptions {
+    /// Nothing beyond a plain `GET` that any 2xx passes, through the shared client.
+    pub fn is_plain(&self) -> bool {
+        self.tls.is_none() && Request::from(self).is_plain()
+    }
+}
+
+impl Request {
+    fn is_plain(&self) -> bool {
+        self.method == Method::GET && self.headers.is_empty() && self.expected_status.is_empty() && self.body.is_none()
+    }
+}
+
+impl From<&HttpOptions> for Request {
+    fn from(o: &HttpOptions) -> Self {
+        Request {
+            method: o.method.clone().unwrap_or(Method::GET),
+            headers: o.headers.clone(),
+            expected_status: o.expected_status.clone(),
+            body: o.body.clone(),
+        }
+    }
+}
+
 impl HttpProbe {
     /// `client` is the shared client; a service with `tls` options gets a client of its own (same user agent), since
-    /// trust roots are per client.
-    pub fn new(client: reqwest::Client, url: String, options: HttpOptions) -> Self {
-        let client = match &options.tls {
+    /// trust roots are per client. `options`: `None` for a plain `GET`.
+    pub fn new(client: reqwest::Client, url: String, options: Option<&HttpOptions>) -> Self {
+        let client = match options.and_then(|o| o.tls.as_deref()) {
             None => Ok(client),
             Some(tls) => tls_client(tls),
         };
-        HttpProbe {
-            client,
-            url: reqwest::Url::parse(&url).map_err(|_| url),
-            method: options.method.unwrap_or(Method::GET),
-            headers: options.headers,
-            expected_status: options.expected_status,
-            body: options.body,
-        }
+        let request = options.map(Request::from).filter(|r| !r.is_plain());
+        HttpProbe { client, url: reqwest::Url::parse(&url).map_err(|_| url), request: request.map(Box::new) }
     }
 
     pub async fn check(&self) -> (bool, String) {
@@ -70,11 +96,15 @@ impl HttpProbe {
             Ok(c) => c,
             Err(e) => return (false, e.clone()),
         };
-        let mut request = match &self.url {
-            Ok(url) => client.request(self.method.clone(), url.clone()),
-            Err(text) => client.request(self.method.clone(), text),
+        let (method, headers, expected_status, body) = match self.request.as_deref() {
+            Some(r) => (r.method.clone(), &r.headers[..], &r.expected_status[..], r.body.as_ref()),
+            None => (Method::GET, &[][..], &[][..], None),
         };
-        for (name, value) in &self.headers {
+        let mut request = match &self.url {
+            Ok(url) => client.request(method, url.clone()),
+            Err(text) => client.request(method, text),
+        };
+        for (name, value) in headers {
             request = request.header(name, value);
         }
         let response = match request.send().await {
@@ -82,15 +112,12 @@ impl HttpProbe {
             Err(e) => return (false, error_chain(&e.without_url())),
         };
         let status = response.status().as_u16();
-        let status_ok = if self.expected_status.is_empty() {
-            response.status().is_success()
-        } else {
-            self.expected_status.contains(&status)
-        };
+        let status_ok =
+            if expected_status.is_empty() { response.status().is_success() } else { expected_status.contains(&status) };
         if !status_ok {
-            return (false, format!("HTTP {status} (expected {})", self.expected()));
+            return (false, format!("HTTP {status} (expected {})", expected(expected_status)));
         }
-        let Some(pattern) = &self.body else {
+        let Some(pattern) = body else {
             return (true, format!("HTTP {status}"));
         };
         match read_body(response).await {
@@ -99,13 +126,14 @@ impl HttpProbe {
             Err(e) => (false, format!("HTTP {status}, body unreadable: {e}")),
         }
     }
+}
 
-    fn expected(&self) -> String {
-        if self.expected_status.is_empty() {
-            "2xx".to_owned()
-        } else {
-            self.expected_status.iter().map(u16::to_string).collect::<Vec<_>>().join(" or ")
-        }
+/// The statuses a check accepts, for its detail.
+fn expected(statuses: &[u16]) -> String {
+    if statuses.is_empty() {
+        "2xx".to_owned()
+    } else {
+        statuses.iter().map(u16::to_string).collect::<Vec<_>>().join(" or ")
     }
 }
 

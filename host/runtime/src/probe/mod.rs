@@ -43,7 +43,7 @@ impl Probe {
     pub fn new(service: &str, config: &ProbeConfig, client: &reqwest::Client) -> Probe {
         match config {
             ProbeConfig::Http { url, options } => {
-                Probe::Http(http::HttpProbe::new(client.clone(), url.clone(), options.clone()))
+                Probe::Http(http::HttpProbe::new(client.clone(), url.clone(), options.as_deref()))
             }
             ProbeConfig::Tcp { address } => Probe::Tcp(tcp::TcpProbe::new(address.clone())),
             ProbeConfig::Grpc { uri, service: name } => Probe::Grpc(grpc::GrpcProbe::new(uri.clone(), name.clone())),

@@ -7,6 +7,7 @@
 //! after construction, atomic, or behind its own short mutex, because the service task, recovery tasks and the
 //! admin thread read it concurrently.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32};
 use std::sync::{Arc, Mutex};
@@ -35,8 +36,8 @@ pub const SHADOW_DISAGREED: &str = "shadow-disagreed";
 pub struct ServiceHandle {
     pub config: ServiceConfig,
     pub breaker: Arc<Breaker>,
-    /// `built-in` or the trip plugin's name.
-    pub trip_policy: String,
+    /// `built-in` (not allocated: most services) or the trip plugin's name.
+    pub trip_policy: Cow<'static, str>,
     pub process: Option<Arc<ManagedProcess>>,
     pub(crate) probe: Probe,
     /// The restart backoff and its jitter's generator, made at the first restart (`config.backoff` set): most

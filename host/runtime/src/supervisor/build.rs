@@ -2,6 +2,7 @@
 //! built-in), the breaker registered and restored from the store, the restart book restored, level alerts brought in
 //! line with the restored state, anomaly scorers bound. Runs at start and on reload; must not start tasks or probe.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32};
 use std::sync::{Arc, Mutex};
@@ -33,8 +34,8 @@ pub(super) fn build_service(
 ) -> Result<(Arc<ServiceHandle>, Arc<Transitions>), RuntimeError> {
     let b = &s.breaker;
     let built_in: Arc<dyn TripPredicate> = Arc::new(ConsecutiveFailures(b.failure_threshold));
-    let (predicate, trip_policy): (Arc<dyn TripPredicate>, String) = match &b.trip_policy {
-        None => (Arc::clone(&built_in), BUILT_IN.to_owned()),
+    let (predicate, trip_policy): (Arc<dyn TripPredicate>, Cow<'static, str>) = match &b.trip_policy {
+        None => (Arc::clone(&built_in), Cow::Borrowed(BUILT_IN)),
         Some(policy) => {
             match shared.plugins.trip_predicate(
                 &policy.plugin,
@@ -44,11 +45,11 @@ pub(super) fn build_service(
             ) {
                 Ok(p) => {
                     log_binding(&shared.plugins, "trip predicate", &s.name, &policy.plugin, p.is_loaded());
-                    (Arc::new(p.off_worker(hand_off)), policy.plugin.clone())
+                    (Arc::new(p.off_worker(hand_off)), Cow::Owned(policy.plugin.clone()))
                 }
                 Err(e) => {
                     tracing::error!(service = %s.name, "{e}; using the built-in trip predicate");
-                    (Arc::clone(&built_in), BUILT_IN.to_owned())
+                    (Arc::clone(&built_in), Cow::Borrowed(BUILT_IN))
                 }
             }
         }
@@ -94,7 +95,7 @@ pub(super) fn build_service(
         config: s.clone(),
         breaker,
         trip_policy,
-        process: process.or_else(|| s.process.clone().map(|p| Arc::new(ManagedProcess::new(s.name.clone(), p)))),
+        process: process.or_else(|| s.process.clone().map(|p| Arc::new(ManagedProcess::new(s.name.clone(), *p)))),
         probe: Probe::new(&s.name, &s.probe, &shared.client),
         backoff: Mutex::new(None),
         recovering: AtomicBool::new(false),

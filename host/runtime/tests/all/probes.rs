@@ -44,7 +44,7 @@ async fn http_server() -> String {
 }
 
 fn http(base: &str, path: &str, options: HttpOptions) -> Probe {
-    Probe::new("t", &ProbeConfig::Http { url: format!("{base}{path}"), options }, &client())
+    Probe::new("t", &ProbeConfig::Http { url: format!("{base}{path}"), options: Some(Box::new(options)) }, &client())
 }
 
 const T: Duration = Duration::from_millis(500);

@@ -217,7 +217,7 @@ pub(super) fn service(state: &AppState, h: &ServiceHandle, events: &[Event], day
         ("timeout", humantime::format_duration(c.timeout).to_string()),
         ("retries", c.retries.to_string()),
         ("on failure", c.on_failure.as_str().to_owned()),
-        ("trip policy", h.trip_policy.clone()),
+        ("trip policy", h.trip_policy.to_string()),
         ("recovery policy", h.recovery.as_ref().map_or_else(|| "built-in".to_owned(), |(_, n)| n.clone())),
         ("circuit breaker", format!("{:?}", c.breaker)),
         ("backoff", c.backoff.as_ref().map_or_else(|| "disabled".to_owned(), |b| format!("{b:?}"))),
