@@ -101,6 +101,11 @@ services:
     // failureThreshold is 10, so only the plugin (3 bad of the last 4) can have opened it this early.
     let log = host.log_text();
     assert!(log.contains("3 of the last 4 probes failed"), "the WASM plugin's reason is logged; log:\n{log}");
+    // The service's lines carry its span (entered per check and per transition, not held by the task).
+    for what in ["supervising", "probe failed", "circuit breaker OPEN"] {
+        let attributed = log.lines().any(|l| l.contains(what) && l.contains("run_service{service=svc}"));
+        assert!(attributed, "`{what}` logged in the service's span; log:\n{log}");
+    }
     assert_eq!(scrape(&admin, "aegis_breaker_trips_total", "breaker=\"svc\",policy=\"window-trip\""), Some(1.0));
     let plugin_ok = plugin_calls(&admin, "window-trip", "ok");
     assert!(plugin_ok >= 3.0, "plugin calls are exported: {plugin_ok}");
