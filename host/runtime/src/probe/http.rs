@@ -8,6 +8,7 @@ use reqwest::Method;
 use reqwest::header::{HeaderName, HeaderValue};
 
 use super::error_chain;
+use super::plain::Answer;
 
 /// Largest body read for the regex check; the rest is ignored.
 const MAX_BODY: usize = 1 << 20;
@@ -19,6 +20,8 @@ pub struct HttpProbe {
     /// Parsed once here rather than by reqwest on every check (URL parsing and IDNA were ~6 % of a check's CPU).
     /// `Err`: the text did not parse; each check hands it to reqwest as before, to fail with reqwest's own error.
     url: Result<reqwest::Url, String>,
+    /// Checks go through [`super::plain`] (an `http://` URL, the shared client, no proxy in the environment).
+    plain: bool,
     /// `None`: a plain `GET` that any 2xx passes, as most services configure it. Boxed otherwise: every service keeps
     /// its probe, and the parts take ~100 bytes inline.
     request: Option<Box<Request>>,
@@ -88,7 +91,13 @@ impl HttpProbe {
             Some(tls) => tls_client(tls),
         };
         let request = options.map(Request::from).filter(|r| !r.is_plain());
-        HttpProbe { client, url: reqwest::Url::parse(&url).map_err(|_| url), request: request.map(Box::new) }
+        let url = reqwest::Url::parse(&url).map_err(|_| url);
+        let shared_client = options.is_none_or(|o| o.tls.is_none());
+        // Credentials in the URL are reqwest's to send (as basic auth).
+        let plain = shared_client
+            && url.as_ref().is_ok_and(|u| u.scheme() == "http" && u.username().is_empty() && u.password().is_none())
+            && !super::plain::proxied_by_environment();
+        HttpProbe { client, url, plain, request: request.map(Box::new) }
     }
 
     pub async fn check(&self) -> (bool, String) {
@@ -96,10 +105,24 @@ impl HttpProbe {
             Ok(c) => c,
             Err(e) => return (false, e.clone()),
         };
-        let (method, headers, expected_status, body) = match self.request.as_deref() {
+        let (method, headers, expected_status, pattern) = match self.request.as_deref() {
             Some(r) => (r.method.clone(), &r.headers[..], &r.expected_status[..], r.body.as_ref()),
             None => (Method::GET, &[][..], &[][..], None),
         };
+        if self.plain
+            && let Ok(url) = &self.url
+        {
+            match super::plain::send(url, &method, headers, pattern.is_some(), MAX_BODY).await {
+                Ok(Answer::Response { status, body }) => {
+                    // Kept only when there is a pattern, which is all `verdict` reads it for.
+                    let body = body.unwrap_or(Ok(Vec::new())).map(|b| String::from_utf8_lossy(&b).into_owned());
+                    return verdict(status, expected_status, pattern, std::future::ready(body)).await;
+                }
+                // reqwest follows it.
+                Ok(Answer::Redirect) => {}
+                Err(e) => return (false, e),
+            }
+        }
         let mut request = match &self.url {
             Ok(url) => client.request(method, url.clone()),
             Err(text) => client.request(method, text),
@@ -112,19 +135,30 @@ impl HttpProbe {
             Err(e) => return (false, error_chain(&e.without_url())),
         };
         let status = response.status().as_u16();
-        let status_ok =
-            if expected_status.is_empty() { response.status().is_success() } else { expected_status.contains(&status) };
-        if !status_ok {
-            return (false, format!("HTTP {status} (expected {})", expected(expected_status)));
-        }
-        let Some(pattern) = body else {
-            return (true, format!("HTTP {status}"));
-        };
-        match read_body(response).await {
-            Ok(body) if pattern.is_match(&body) => (true, format!("HTTP {status}, body matches")),
-            Ok(_) => (false, format!("HTTP {status}, body does not match /{}/", pattern.as_str())),
-            Err(e) => (false, format!("HTTP {status}, body unreadable: {e}")),
-        }
+        verdict(status, expected_status, pattern, read_body(response)).await
+    }
+}
+
+/// A response's verdict and detail: its status, then (with a pattern) its body, which `body` reads only when the
+/// status passed.
+async fn verdict(
+    status: u16,
+    expected_status: &[u16],
+    pattern: Option<&Regex>,
+    body: impl Future<Output = Result<String, String>>,
+) -> (bool, String) {
+    let status_ok =
+        if expected_status.is_empty() { (200..300).contains(&status) } else { expected_status.contains(&status) };
+    if !status_ok {
+        return (false, format!("HTTP {status} (expected {})", expected(expected_status)));
+    }
+    let Some(pattern) = pattern else {
+        return (true, format!("HTTP {status}"));
+    };
+    match body.await {
+        Ok(body) if pattern.is_match(&body) => (true, format!("HTTP {status}, body matches")),
+        Ok(_) => (false, format!("HTTP {status}, body does not match /{}/", pattern.as_str())),
+        Err(e) => (false, format!("HTTP {status}, body unreadable: {e}")),
     }
 }
 
@@ -138,7 +172,7 @@ fn expected(statuses: &[u16]) -> String {
 }
 
 fn tls_client(tls: &TlsOptions) -> Result<reqwest::Client, String> {
-    let mut builder = reqwest::Client::builder().user_agent(concat!("aegis-host/", env!("CARGO_PKG_VERSION")));
+    let mut builder = reqwest::Client::builder().user_agent(super::USER_AGENT);
     if !tls.ca.is_empty() {
         builder = builder.tls_certs_only(tls.ca.iter().cloned());
     }

@@ -3,6 +3,7 @@
 
 mod grpc;
 mod http;
+mod plain;
 mod script;
 mod tcp;
 
@@ -14,6 +15,9 @@ use std::time::{Duration, Instant};
 use aegis_core::{Backoff, BackoffSettings, BudgetSettings, Jitter, RetryBudget};
 
 use crate::config::ProbeConfig;
+
+/// The user agent of every HTTP request Aegis makes (probes, notifications, alerts).
+pub const USER_AGENT: &str = concat!("aegis-host/", env!("CARGO_PKG_VERSION"));
 
 /// The result of one check (after retries).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -84,7 +84,7 @@ impl Supervisor {
         // reqwest is built without a default crypto provider; ring is the one we ship.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
-            .user_agent(concat!("aegis-host/", env!("CARGO_PKG_VERSION")))
+            .user_agent(crate::probe::USER_AGENT)
             .build()
             .map_err(|e| RuntimeError::HttpClient(crate::probe::error_chain(&e)))?;
         let metrics = Metrics::new()?;
