@@ -20,7 +20,8 @@ pub struct HttpProbe {
     /// Parsed once here rather than by reqwest on every check (URL parsing and IDNA were ~6 % of a check's CPU).
     /// `Err`: the text did not parse; each check hands it to reqwest as before, to fail with reqwest's own error.
     url: Result<reqwest::Url, String>,
-    /// Checks go through [`super::plain`] (an `http://` URL, the shared client, no proxy in the environment).
+    /// Checks go through [`super::plain`]: an `http://` URL without credentials, the shared client, no proxy named in
+    /// the environment.
     plain: bool,
     /// `None`: a plain `GET` that any 2xx passes, as most services configure it. Boxed otherwise: every service keeps
     /// its probe, and the parts take ~100 bytes inline.
