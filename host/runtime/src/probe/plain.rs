@@ -53,8 +53,42 @@ struct Idle {
     since: Instant,
 }
 
+/// How often putting a connection back also closes the expired ones of every host (a host no longer probed, after a
+/// reload removed its services, would otherwise keep its idle connections open).
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
+
 /// Idle connections by `host:port`, the most recently used last.
-static POOL: LazyLock<Mutex<HashMap<String, Vec<Idle>>>> = LazyLock::new(Mutex::default);
+#[derive(Default)]
+struct Pool {
+    idle: HashMap<String, Vec<Idle>>,
+    swept: Option<Instant>,
+}
+
+impl Pool {
+    fn pop(&mut self, key: &str) -> Option<Idle> {
+        self.idle.get_mut(key)?.pop()
+    }
+
+    /// Keeps `conn` as idle since `now`, closing what expired or is over the host's cap.
+    fn push(&mut self, key: &str, conn: Conn, now: Instant) {
+        let expired = |i: &Idle| now.saturating_duration_since(i.since) >= IDLE_TIMEOUT;
+        if self.swept.is_none_or(|t| now.saturating_duration_since(t) >= SWEEP_EVERY) {
+            self.idle.retain(|_, idle| {
+                idle.retain(|i| !expired(i));
+                !idle.is_empty()
+            });
+            self.swept = Some(now);
+        }
+        let idle = self.idle.entry(key.to_owned()).or_default();
+        // The oldest sit at the front: drop those past their time, and any beyond the cap.
+        let old = idle.iter().take_while(|i| expired(i)).count();
+        let over = (idle.len() - old + 1).saturating_sub(MAX_IDLE_PER_HOST);
+        idle.drain(..old + over);
+        idle.push(Idle { conn, since: now });
+    }
+}
+
+static POOL: LazyLock<Mutex<Pool>> = LazyLock::new(Mutex::default);
 
 /// Whether the environment names a proxy for `http://` (`HTTP_PROXY`, `ALL_PROXY`, either case), which reqwest
 /// honours: probes then all go through reqwest.
@@ -143,7 +177,7 @@ fn build(
 fn take(key: &str) -> Option<Conn> {
     loop {
         // Looked at outside the pool's lock: `ready` reads from the socket.
-        let Idle { mut conn, since } = POOL.lock().unwrap_or_else(|p| p.into_inner()).get_mut(key)?.pop()?;
+        let Idle { mut conn, since } = POOL.lock().unwrap_or_else(|p| p.into_inner()).pop(key)?;
         if since.elapsed() < IDLE_TIMEOUT && ready(&mut conn) {
             return Some(conn);
         }
@@ -161,13 +195,7 @@ fn ready(conn: &mut Conn) -> bool {
 }
 
 fn put(key: &str, conn: Conn) {
-    let mut pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
-    let idle = pool.entry(key.to_owned()).or_default();
-    // The oldest sit at the front: drop those past their time, and any beyond the cap.
-    let expired = idle.iter().take_while(|i| i.since.elapsed() >= IDLE_TIMEOUT).count();
-    let over = (idle.len() - expired + 1).saturating_sub(MAX_IDLE_PER_HOST);
-    idle.drain(..expired + over);
-    idle.push(Idle { conn, since: Instant::now() });
+    POOL.lock().unwrap_or_else(|p| p.into_inner()).push(key, conn, Instant::now());
 }
 
 async fn connect(host: &str, port: u16) -> Result<Conn, String> {
@@ -271,4 +299,43 @@ async fn driven<F: Future>(conn: &mut Conn, mut step: Pin<&mut F>) -> Result<F::
         }
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A real connection to `address` (a server that accepts and never answers: the pool does not talk on idle
+    /// connections).
+    async fn conn(address: std::net::SocketAddr) -> Conn {
+        connect(&address.ip().to_string(), address.port()).await.expect("connect")
+    }
+
+    #[tokio::test]
+    async fn expired_connections_are_closed_for_every_host_and_a_host_keeps_at_most_its_cap() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let server = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                open.push(stream);
+            }
+        });
+        let t0 = Instant::now();
+        let mut pool = Pool::default();
+        pool.push("gone:80", conn(server).await, t0);
+        pool.push("kept:80", conn(server).await, t0 + Duration::from_secs(10));
+        // Past the first one's idle timeout and a sweep period later: the host no longer probed loses it.
+        pool.push("other:80", conn(server).await, t0 + IDLE_TIMEOUT + Duration::from_secs(1));
+        let mut hosts: Vec<_> = pool.idle.keys().cloned().collect();
+        hosts.sort();
+        assert_eq!(hosts, ["kept:80", "other:80"]);
+
+        let t1 = t0 + IDLE_TIMEOUT + Duration::from_secs(2);
+        for _ in 0..MAX_IDLE_PER_HOST + 2 {
+            pool.push("busy:80", conn(server).await, t1);
+        }
+        assert_eq!(pool.idle["busy:80"].len(), MAX_IDLE_PER_HOST);
+        assert!(pool.pop("busy:80").is_some() && pool.pop("nowhere:80").is_none());
+    }
 }
