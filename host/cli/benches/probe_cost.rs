@@ -124,23 +124,14 @@ fn client_floor(kind: &str, setup: &Setup) -> Option<Cost> {
     Some(Cost::new(&format!("floor: {kind} client alone"), c1 - c0, cpu1.saturating_sub(cpu0), t1 - t0, pid))
 }
 
-/// A child process (blackbox_exporter, nginx) stopped when dropped: SIGTERM, then SIGKILL if it has not exited
-/// within 5 s. nginx needs the SIGTERM: its master stops its workers then, while a SIGKILL left each run's worker
-/// running (orphaned, still listening).
+/// A child process (blackbox_exporter, nginx) stopped when dropped ([`support::stop`]: SIGTERM first). nginx needs
+/// the SIGTERM: its master stops its workers then, while a SIGKILL left each run's worker running (orphaned, still
+/// listening).
 struct KillOnDrop(Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if !matches!(self.0.try_wait(), Ok(None)) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        support::stop(&mut self.0);
     }
 }
 

@@ -40,7 +40,7 @@ impl Client {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::blocking::Client::builder()
             .timeout(TIMEOUT)
-            .user_agent(concat!("aegis-host/", env!("CARGO_PKG_VERSION")))
+            .user_agent(aegis_runtime::probe::USER_AGENT)
             .build()
             .map_err(|e| Setup::Other(anyhow!("cannot make an HTTP client: {e}")))?;
         Ok(Client { base, token, http })

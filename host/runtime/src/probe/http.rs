@@ -87,15 +87,15 @@ impl HttpProbe {
     /// `client` is the shared client; a service with `tls` options gets a client of its own (same user agent), since
     /// trust roots are per client. `options`: `None` for a plain `GET`.
     pub fn new(client: reqwest::Client, url: String, options: Option<&HttpOptions>) -> Self {
-        let client = match options.and_then(|o| o.tls.as_deref()) {
+        let tls = options.and_then(|o| o.tls.as_deref());
+        let client = match tls {
             None => Ok(client),
             Some(tls) => tls_client(tls),
         };
         let request = options.map(Request::from).filter(|r| !r.is_plain());
         let url = reqwest::Url::parse(&url).map_err(|_| url);
-        let shared_client = options.is_none_or(|o| o.tls.is_none());
-        // Credentials in the URL are reqwest's to send (as basic auth).
-        let plain = shared_client
+        // The shared client, and no credentials in the URL (reqwest's to send, as basic auth).
+        let plain = tls.is_none()
             && url.as_ref().is_ok_and(|u| u.scheme() == "http" && u.username().is_empty() && u.password().is_none())
             && !super::plain::proxied_by_environment();
         HttpProbe { client, url, plain, request: request.map(Box::new) }

@@ -16,7 +16,7 @@ use aegis_core::{Backoff, BackoffSettings, BudgetSettings, Jitter, RetryBudget};
 
 use crate::config::ProbeConfig;
 
-/// The user agent of every HTTP request Aegis makes (probes, notifications, alerts).
+/// The user agent of every HTTP request Aegis makes (probes, notifications, alerts, the `aegis-host` CLI).
 pub const USER_AGENT: &str = concat!("aegis-host/", env!("CARGO_PKG_VERSION"));
 
 /// The result of one check (after retries).

@@ -70,7 +70,7 @@ impl Pool {
     }
 
     /// Keeps `conn` as idle since `now`, closing what expired or is over the host's cap.
-    fn push(&mut self, key: &str, conn: Conn, now: Instant) {
+    fn push(&mut self, key: String, conn: Conn, now: Instant) {
         let expired = |i: &Idle| now.saturating_duration_since(i.since) >= IDLE_TIMEOUT;
         if self.swept.is_none_or(|t| now.saturating_duration_since(t) >= SWEEP_EVERY) {
             self.idle.retain(|_, idle| {
@@ -79,7 +79,7 @@ impl Pool {
             });
             self.swept = Some(now);
         }
-        let idle = self.idle.entry(key.to_owned()).or_default();
+        let idle = self.idle.entry(key).or_default();
         // The oldest sit at the front: drop those past their time, and any beyond the cap.
         let old = idle.iter().take_while(|i| expired(i)).count();
         let over = (idle.len() - old + 1).saturating_sub(MAX_IDLE_PER_HOST);
@@ -126,14 +126,14 @@ pub(super) async fn send(
     if let Some(conn) = take(&key) {
         match exchange(conn, build(url, host, method, headers)?, keep_body, max_body).await {
             Err(_) if method.is_idempotent() => {}
-            other => return finish(&key, other),
+            other => return finish(key, other),
         }
     }
     let conn = connect(host, port).await?;
-    finish(&key, exchange(conn, build(url, host, method, headers)?, keep_body, max_body).await)
+    finish(key, exchange(conn, build(url, host, method, headers)?, keep_body, max_body).await)
 }
 
-fn finish(key: &str, result: Result<(Answer, Option<Conn>), String>) -> Result<Answer, String> {
+fn finish(key: String, result: Result<(Answer, Option<Conn>), String>) -> Result<Answer, String> {
     let (answer, reusable) = result?;
     if let Some(conn) = reusable {
         put(key, conn);
@@ -194,7 +194,7 @@ fn ready(conn: &mut Conn) -> bool {
     matches!(conn.sender.poll_ready(&mut cx), Poll::Ready(Ok(())))
 }
 
-fn put(key: &str, conn: Conn) {
+fn put(key: String, conn: Conn) {
     POOL.lock().unwrap_or_else(|p| p.into_inner()).push(key, conn, Instant::now());
 }
 
@@ -323,17 +323,17 @@ mod tests {
         });
         let t0 = Instant::now();
         let mut pool = Pool::default();
-        pool.push("gone:80", conn(server).await, t0);
-        pool.push("kept:80", conn(server).await, t0 + Duration::from_secs(10));
+        pool.push("gone:80".to_owned(), conn(server).await, t0);
+        pool.push("kept:80".to_owned(), conn(server).await, t0 + Duration::from_secs(10));
         // Past the first one's idle timeout and a sweep period later: the host no longer probed loses it.
-        pool.push("other:80", conn(server).await, t0 + IDLE_TIMEOUT + Duration::from_secs(1));
+        pool.push("other:80".to_owned(), conn(server).await, t0 + IDLE_TIMEOUT + Duration::from_secs(1));
         let mut hosts: Vec<_> = pool.idle.keys().cloned().collect();
         hosts.sort();
         assert_eq!(hosts, ["kept:80", "other:80"]);
 
         let t1 = t0 + IDLE_TIMEOUT + Duration::from_secs(2);
         for _ in 0..MAX_IDLE_PER_HOST + 2 {
-            pool.push("busy:80", conn(server).await, t1);
+            pool.push("busy:80".to_owned(), conn(server).await, t1);
         }
         assert_eq!(pool.idle["busy:80"].len(), MAX_IDLE_PER_HOST);
         assert!(pool.pop("busy:80").is_some() && pool.pop("nowhere:80").is_none());
