@@ -4,7 +4,7 @@
 //! what matters at thousands of services: nothing is allocated until the first check, and then one boxed array of
 //! [`CAPACITY`] entries of 8 bytes each (a millisecond offset from the ring's base time and the latency in
 //! microseconds with the outcome in its top bit), about 500 bytes per service. A `Mutex` is enough: one writer (the
-//! service task, once per check) and an occasional reader (the admin thread).
+//! service's check, once per check) and an occasional reader (the admin thread).
 
 use std::sync::Mutex;
 

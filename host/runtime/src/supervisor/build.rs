@@ -87,7 +87,7 @@ pub(super) fn build_service(
         breaker.force(Instant::now(), Force::Auto);
     }
     // Transitions caused by restoring are not news: no recovery, no trip count.
-    while changes.try_recv().is_some() {}
+    changes.discard();
     let series = shared.metrics.register_service(&s.name);
     series.set_breaker_state(breaker.state(Instant::now()).metric_value());
     series.set_gave_up(saved.gave_up);

@@ -31,7 +31,7 @@ impl ClusterHost for Replica {
     fn follow(&self, service: &str, kind: Kind, json: &str, age: Duration) {
         let Some(h) = self.handle(service) else { return };
         // A follower's breaker mirrors the owner's: restored without transitions that mean anything here (the
-        // service task of a service it does not own ignores them, see `take_over`).
+        // supervisor only sets the state metric from the transitions of a service it does not own, see `take_over`).
         adopt(&self.shared, &h, kind, json, age);
     }
 
@@ -103,7 +103,7 @@ pub(super) async fn take_over(handle: &ServiceHandle, shared: &Shared, changes: 
             adopt(shared, handle, kind, &json, age);
         }
     }
-    while changes.try_recv().is_some() {}
+    changes.discard();
     // Its alerts move with it: the last owner dropped them (`hand_over`); this replica carries on what it shared
     // (same start, no second firing), then raises or clears the level alerts by the state it resumed from.
     carry_on_alerts(shared, cluster, name).await;

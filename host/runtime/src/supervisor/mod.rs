@@ -1,5 +1,5 @@
-//! The supervisor: one task per service that probes on the service's interval, feeds results into the service's
-//! breaker, and runs the recovery action (spaced by the backoff) when the breaker opens.
+//! The supervisor: probes each service on its interval (one scheduler for all of them, a task per check in flight),
+//! feeds results into the service's breaker, and runs the recovery action (spaced by the backoff) when the breaker opens.
 //!
 //! While a breaker is open the service is not probed; after `resetTimeout` the breaker lets one probe through
 //! (half-open), and `successThreshold` successes in a row close it again. A disabled breaker never opens: every
@@ -9,8 +9,8 @@
 //!
 //! Breaker states, restart counters and events go to the store as they happen and are restored at start.
 //!
-//! This file owns the [`Supervisor`]: building the shared state, starting and stopping the service tasks, the
-//! background tasks beside them, and reloads. A service's life reads, one file each, `probe_loop` → `transitions`
+//! This file owns the [`Supervisor`]: building the shared state, starting and stopping the services, the background
+//! tasks beside them, and reloads. A service's life reads, one file each, `schedule` → `probe_loop` → `transitions`
 //! → `recovery` (with `notify` for webhooks); `build` turns a service's config into its handle, `plugins`, `logs`
 //! and `anomaly_task` run the plugin-directory, log and detection tasks (the last two change in place on a reload),
 //! and `cluster` is what cluster mode means for the services (taking one over, following the owner, forwarded
@@ -28,9 +28,10 @@ use self::anomaly_task::AnomalyTask;
 use self::build::build_service;
 use self::logs::LogMonitoring;
 use self::plugins::{record_plugin_events, reload_plugins, watch_plugins};
-use self::probe_loop::run_service;
+use self::probe_loop::{Ownership, ServiceJob};
+use self::schedule::{Scheduler, Slot};
 use self::stop::StopSwitch;
-use self::transitions::Transitions;
+use self::transitions::{Transitions, Watcher};
 use crate::alerts::{AlertContext, Alerting};
 use crate::anomaly::AnomalyDetector;
 use crate::config::{Config, ServiceConfig};
@@ -52,6 +53,7 @@ mod notify;
 mod plugins;
 mod probe_loop;
 mod recovery;
+mod schedule;
 mod shadow;
 mod stop;
 mod transitions;
@@ -249,9 +251,10 @@ impl Supervisor {
             cluster.join(replica.as_ref(), CLUSTER_JOIN_WAIT).await;
             tasks.push(tokio::spawn(Arc::clone(cluster).run(replica, tasks_stop_rx.clone())));
         }
+        let scheduler = Scheduler::start();
         let mut running = BTreeMap::new();
         for (handle, changes) in std::mem::take(&mut self.services) {
-            running.insert(handle.config.name.clone(), start_service(&self.shared, handle, changes).await);
+            running.insert(handle.config.name.clone(), start_service(&self.shared, &scheduler, handle, changes).await);
         }
         publish(&registry, &running);
         // The SIGHUP handler is in place before READY=1: a reload sent right after it must not meet the default
@@ -270,14 +273,14 @@ impl Supervisor {
                 Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => None } } => {
                     tracing::info!(config = %self.config.source.display(), "SIGHUP: reloading the config");
                     notifier.reloading();
-                    let _ = self.reload(&mut running, &mut sections).await;
+                    let _ = self.reload(&mut running, &mut sections, &scheduler).await;
                     publish(&registry, &running);
                     notifier.ready();
                 }
                 Some(request) = async { match requests.as_mut() { Some(r) => r.recv().await, None => None } } => {
                     tracing::info!(config = %self.config.source.display(), "reload requested over the admin API");
                     notifier.reloading();
-                    let outcome = self.reload(&mut running, &mut sections).await;
+                    let outcome = self.reload(&mut running, &mut sections, &scheduler).await;
                     publish(&registry, &running);
                     notifier.ready();
                     let _ = request.reply.send(outcome);
@@ -291,6 +294,7 @@ impl Supervisor {
         tracing::info!("shutting down");
         notifier.stopping();
         stop_all(std::mem::take(&mut running).into_values(), self.config.stop_children_on_exit).await;
+        scheduler.close().await;
         sections.logs.stop().await;
         sections.anomaly.stop().await;
         // What the last second recorded, and the log counts of the running interval.
@@ -308,6 +312,7 @@ impl Supervisor {
         &mut self,
         running: &mut BTreeMap<String, RunningService>,
         sections: &mut Sections,
+        scheduler: &Scheduler<ServiceJob>,
     ) -> Result<ReloadSummary, String> {
         let new = match Config::load(&self.config.source) {
             Ok(c) => c,
@@ -365,11 +370,12 @@ impl Supervisor {
             }
             match build_service(&self.shared, s, keep_process) {
                 Ok((handle, changes)) => {
-                    running.insert(s.name.clone(), start_service(&self.shared, handle, changes).await);
+                    running.insert(s.name.clone(), start_service(&self.shared, scheduler, handle, changes).await);
                 }
                 Err(e) => tracing::error!(service = %s.name, "not started after reload: {e}"),
             }
         }
+        scheduler.forget_stopped();
         // The other sections after the services, so that anomaly detection binds the services running now. Alert
         // state, the outbox and the tailers' positions stay.
         if new.alerting != self.config.alerting {
@@ -419,28 +425,23 @@ fn publish(registry: &ServiceMap, running: &BTreeMap<String, RunningService>) {
     *registry.write().unwrap_or_else(|p| p.into_inner()) = map;
 }
 
-/// A service task and what stops it: the switch its recoveries listen to, and its transitions queue, whose closing
-/// ends the task's loop.
+/// A running service: its slot in the schedule, and the switch its recoveries listen to, whose flipping also takes
+/// it out of the schedule.
 struct RunningService {
     handle: Arc<ServiceHandle>,
     stop: StopSwitch,
-    changes: Arc<Transitions>,
-    task: tokio::task::JoinHandle<()>,
+    slot: Arc<Slot<ServiceJob>>,
 }
 
 impl RunningService {
-    fn signal_stop(&self) {
+    /// Stops the service's checks, waiting for one in flight.
+    async fn stop_task(self) -> Arc<ServiceHandle> {
         self.stop.stop();
-        self.changes.close();
-    }
-
-    async fn stop_task(mut self) -> Arc<ServiceHandle> {
-        self.signal_stop();
-        let _ = (&mut self.task).await;
+        self.slot.finished().await;
         Arc::clone(&self.handle)
     }
 
-    /// Stops the task and then the supervised process (or leaves it running).
+    /// Stops the checks and then the supervised process (or leaves it running).
     async fn stop(self, stop_process: bool) {
         let handle = self.stop_task().await;
         if let Some(process) = &handle.process {
@@ -454,28 +455,36 @@ impl RunningService {
     }
 }
 
-/// A service dropped without [`RunningService::stop_task`] (the supervisor's own end) stops too, as its switch alone
-/// did before.
-impl Drop for RunningService {
-    fn drop(&mut self) {
-        self.signal_stop();
-    }
-}
-
 /// Stops `services` all at once: a service's stop waits for its check in flight and for its process's grace, so one
 /// after another N processes that ignore SIGTERM held the host (at shutdown, or a reload removing them) N × 5 s.
 async fn stop_all(services: impl IntoIterator<Item = RunningService>, stop_processes: bool) {
     futures_util::future::join_all(services.into_iter().map(|s| s.stop(stop_processes))).await;
 }
 
-async fn start_service(shared: &Arc<Shared>, handle: Arc<ServiceHandle>, changes: Arc<Transitions>) -> RunningService {
+async fn start_service(
+    shared: &Arc<Shared>,
+    scheduler: &Scheduler<ServiceJob>,
+    handle: Arc<ServiceHandle>,
+    changes: Arc<Transitions>,
+) -> RunningService {
     if let Some(process) = &handle.process
         && let Err(e) = process.start().await
     {
         tracing::error!(service = %handle.config.name, "{e}");
     }
+    // Dropped without `stop_task` (the supervisor's own end), the switch still stops the service.
     let stop = StopSwitch::default();
-    let task =
-        tokio::spawn(run_service(Arc::clone(&handle), Arc::clone(shared), Arc::clone(&changes), stop.listener()));
-    RunningService { handle, stop, changes, task }
+    let job = ServiceJob {
+        handle: Arc::clone(&handle),
+        shared: Arc::clone(shared),
+        changes,
+        stop: stop.listener(),
+        owned: Ownership::default(),
+    };
+    job.started();
+    let slot = scheduler.add(job, stop.listener());
+    // Transitions from now on are handed over between checks too (the slot starts a task for them).
+    let watcher: Arc<dyn Watcher> = Arc::clone(&slot) as Arc<dyn Watcher>;
+    slot.job().changes.watch(Arc::downgrade(&watcher));
+    RunningService { handle, stop, slot }
 }

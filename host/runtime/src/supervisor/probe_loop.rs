@@ -1,20 +1,20 @@
-//! A service's task: the probe loop. Ticks on the service's interval (after a random phase), runs each check through
-//! the breaker in a check lane, records the result (last check, anomaly window, failure history) and hands the
-//! breaker's transitions to [`super::transitions`] in the order they happened. Owns nothing but the loop; must not
-//! decide recoveries itself beyond calling [`super::recovery`] when a disabled breaker's check fails.
+//! What a service's check and its breaker's transitions do ([`ServiceJob`]): at each check (when [`super::schedule`]
+//! says it is due),
+//! cluster ownership first, then the check through the breaker in a check lane, its result recorded (last check,
+//! anomaly window, failure history), and the breaker's transitions handed to [`super::transitions`] in the order
+//! they happened. Decides nothing about timing, and no recoveries beyond calling [`super::recovery`] when a disabled
+//! breaker's check fails.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use aegis_core::policy::Failure;
 use aegis_core::{CallError, State};
-use rand::SeedableRng;
-use rand::rngs::SmallRng;
-use tokio::time::MissedTickBehavior;
 use tracing::Instrument;
 
 use super::recovery::start_recovery;
+use super::schedule::Job;
 use super::stop::Stop;
 use super::transitions::{Transitions, on_transition};
 use crate::state::{ServiceHandle, Shared};
@@ -23,91 +23,106 @@ use crate::unix_ms;
 /// Failed checks kept for a recovery strategy.
 const FAILURE_HISTORY: usize = 32;
 
-/// The service's task, ending when `changes` is closed.
-///
-/// An `async move` block rather than an `async fn`: an `async fn` keeps its arguments twice in its state (as
-/// captured and as locals), and every service has this task.
-#[expect(clippy::manual_async_fn, reason = "an async fn's state would hold its arguments twice")]
-pub(super) fn run_service(
-    handle: Arc<ServiceHandle>,
-    shared: Arc<Shared>,
-    changes: Arc<Transitions>,
-    stop: Stop,
-) -> impl Future<Output = ()> + Send + 'static {
-    async move {
-        // The service's span lives only while something is done for it (a check, a transition, a hand-over), not
-        // for the task's whole life: held between ticks, the log layer's formatted fields and extensions cost
-        // ~0.5 KiB a service. Its name and field are the ones `#[instrument]` gave it, so log lines read as before.
-        let span = || tracing::info_span!("run_service", service = %handle.config.name);
-        let interval = handle.config.interval;
-        // A random phase spreads thousands of services over the interval instead of probing them all at once; after
-        // it the ticks keep a fixed period, however long each check takes (no drift).
-        let phase = {
-            use rand::Rng;
-            let nanos = u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX);
-            Duration::from_nanos(SmallRng::from_os_rng().random_range(0..=nanos))
-        };
-        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + phase, interval);
-        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        span().in_scope(|| {
+/// The span of everything done for one service. It lives only while something is done (a check, a transition, a
+/// hand-over), not for the service's whole life: held between checks, the log layer's formatted fields and
+/// extensions cost ~0.5 KiB a service. Its name and field are the ones `#[instrument]` gave the service's task
+/// before, so log lines read as they did.
+fn span(handle: &ServiceHandle) -> tracing::Span {
+    tracing::info_span!("run_service", service = %handle.config.name)
+}
+
+/// Cluster mode: whether this replica owned the service at its last check (not known before the first). Not owned,
+/// it is neither probed nor acted for; its breaker follows the owner's and its alerts are the owner's.
+#[derive(Debug, Default)]
+pub(super) struct Ownership(AtomicU8);
+
+impl Ownership {
+    const OWNED: u8 = 1;
+    const NOT_OWNED: u8 = 2;
+
+    fn get(&self) -> Option<bool> {
+        match self.0.load(Ordering::Acquire) {
+            Self::OWNED => Some(true),
+            Self::NOT_OWNED => Some(false),
+            _ => None,
+        }
+    }
+
+    fn set(&self, owned: bool) {
+        self.0.store(if owned { Self::OWNED } else { Self::NOT_OWNED }, Ordering::Release);
+    }
+}
+
+/// A running service as the scheduler runs it.
+pub(super) struct ServiceJob {
+    pub(super) handle: Arc<ServiceHandle>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) changes: Arc<Transitions>,
+    pub(super) stop: Stop,
+    pub(super) owned: Ownership,
+}
+
+impl ServiceJob {
+    /// Logs that the service is supervised from now on.
+    pub(super) fn started(&self) {
+        let handle = &self.handle;
+        span(handle).in_scope(|| {
             tracing::info!(
                 endpoint = %crate::redact::redact_url(&handle.config.endpoint),
-                every = %humantime::format_duration(interval),
+                every = %humantime::format_duration(handle.config.interval),
                 trip_policy = %handle.trip_policy,
                 on_failure = handle.config.on_failure.as_str(),
                 "supervising"
             );
         });
-        // Cluster mode: whether this replica owned the service at the last tick (`None` before the first). Not owned,
-        // it is neither probed nor acted for; its breaker follows the owner's and its alerts are the owner's.
-        let mut owned: Option<bool> = None;
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {
-                    let owns = shared.cluster.as_ref().is_none_or(|c| c.owns(&handle.config.name));
-                    if shared.cluster.is_some() && owned != Some(owns) {
-                        if owns {
-                            // Boxed, as the check below: a rare step whose future need not sit in every task.
-                            Box::pin(super::cluster::take_over(&handle, &shared, &changes).instrument(span())).await;
-                        } else {
-                            span().in_scope(|| {
-                                if owned == Some(true) {
-                                    let owner = shared.cluster.as_ref().and_then(|c| c.owner(&handle.config.name));
-                                    let owner = owner.as_deref().unwrap_or("unknown");
-                                    tracing::info!(owner, "the service moved to another replica");
-                                }
-                                shared.alerts.hand_over(&handle.config.name);
-                            });
-                        }
+    }
+}
+
+impl Job for ServiceJob {
+    fn interval(&self) -> Duration {
+        self.handle.config.interval
+    }
+
+    /// The service's check is due: takes it over or hands it over if it moved (cluster mode), then checks it if it
+    /// is this replica's.
+    async fn check(&self) {
+        let ServiceJob { handle, shared, changes, stop, owned } = self;
+        let owns = shared.cluster.as_ref().is_none_or(|c| c.owns(&handle.config.name));
+        if shared.cluster.is_some() && owned.get() != Some(owns) {
+            if owns {
+                super::cluster::take_over(handle, shared, changes).instrument(span(handle)).await;
+            } else {
+                span(handle).in_scope(|| {
+                    if owned.get() == Some(true) {
+                        let owner = shared.cluster.as_ref().and_then(|c| c.owner(&handle.config.name));
+                        let owner = owner.as_deref().unwrap_or("unknown");
+                        tracing::info!(owner, "the service moved to another replica");
                     }
-                    owned = Some(owns);
-                    if owns {
-                        // Boxed: a check's future (the breaker's admission and timing around the probe, an HTTP request
-                        // alone is several KiB) then takes memory only while the check is in flight, instead of being
-                        // part of every service task's state between checks (4 KiB a service before, most of its task).
-                        Box::pin(check_once(&handle, &shared, &changes, &stop).instrument(span())).await;
-                    }
-                }
-                t = changes.recv() => {
-                    // Closed: the service is stopping.
-                    let Some(t) = t else { break };
-                    if owned == Some(true) || shared.cluster.is_none() {
-                        span().in_scope(|| on_transition(&handle, &shared, t, &stop));
-                    } else {
-                        // The owner's transition, mirrored here: only the state metric follows.
-                        handle.series.set_breaker_state(t.to.metric_value());
-                    }
-                }
+                    shared.alerts.hand_over(&handle.config.name);
+                });
             }
+        }
+        owned.set(owns);
+        if owns {
+            check_once(handle, shared, changes, stop).instrument(span(handle)).await;
+        }
+    }
+
+    /// Hands over the transitions that came between checks (an operator's command, the owner's state mirrored).
+    fn between_checks(&self) {
+        let ServiceJob { handle, shared, changes, stop, owned } = self;
+        if shared.cluster.is_none() || owned.get() == Some(true) {
+            span(handle).in_scope(|| drain(handle, shared, changes, stop));
+        } else {
+            // The owner's transitions, mirrored here: only the state metric follows.
+            changes.handle(|t| handle.series.set_breaker_state(t.to.metric_value()));
         }
     }
 }
 
 /// Handles the transitions the breaker reported so far, so the log reads in the order things happened.
 fn drain(handle: &Arc<ServiceHandle>, shared: &Arc<Shared>, changes: &Transitions, stop: &Stop) {
-    while let Some(t) = changes.try_recv() {
-        on_transition(handle, shared, t, stop);
-    }
+    changes.handle(|t| on_transition(handle, shared, t, stop));
 }
 
 async fn check_once(handle: &Arc<ServiceHandle>, shared: &Arc<Shared>, changes: &Transitions, stop: &Stop) {

@@ -1,4 +1,4 @@
-//! A service task's stop switch: the supervisor flips it once (shutdown, reload, removal) and the service task and
+//! A service's stop switch: the supervisor flips it once (shutdown, reload, removal) and the service's checks and
 //! its pending recoveries see it. Owns the flag and its wake-up, nothing else.
 //!
 //! Every service has one, so its size counts at thousands of services: a `tokio::sync::watch` channel keeps a value

@@ -1,11 +1,11 @@
 //! Breaker transitions: the queue the breaker's listener fills (on whatever thread recorded the outcome) and the
-//! service task drains, and what a transition means — the state metric, the saved snapshot, the event, the
+//! service's checks and the scheduler's tasks empty, and what a transition means — the state metric, the saved snapshot, the event, the
 //! breaker-open alert, the trip counter, notifications, and the start of recovery when the breaker opens. Must not
 //! probe, and calls only downward (recovery, notify).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use aegis_core::State;
 use aegis_core::alerting::label_set;
@@ -16,7 +16,7 @@ use super::stop::Stop;
 use crate::alerts::{Source, service_label};
 use crate::state::{ServiceHandle, Shared};
 
-/// A breaker transition, as the service task sees it.
+/// A breaker transition, as the supervisor hands it over.
 #[derive(Debug, Clone)]
 pub(super) struct Transition {
     pub(super) from: State,
@@ -24,47 +24,68 @@ pub(super) struct Transition {
     pub(super) reason: String,
 }
 
-/// Breaker transitions waiting for the service task: filled by the breaker's listener (on whatever thread recorded
-/// the outcome), drained by the task. Lighter than a channel, which allocates a 32-slot block per service.
-///
-/// Closing it is how the supervisor ends the service task: the task then waits on this one wake-up instead of this
-/// and the stop switch's, and a waiting `Notified` is ~90 bytes of every service task (the task's allocation then
-/// fits a smaller size class).
+/// Breaker transitions waiting to be handled: filled by the breaker's listener (on whatever thread recorded the
+/// outcome), handled in order by the service's check (before and after probing) or, between checks, by a task the
+/// scheduler starts when told through [`Transitions::watch`]. Lighter than a channel, which allocates a 32-slot block
+/// per service.
 #[derive(Debug, Default)]
 pub(super) struct Transitions {
     queue: Mutex<VecDeque<Transition>>,
-    closed: AtomicBool,
-    wake: tokio::sync::Notify,
+    /// Held while transitions are taken and handled, so that a check and a task started between checks hand them
+    /// over in the order they happened, never two at once.
+    handling: Mutex<()>,
+    /// Told once per batch of pushes until the next [`Transitions::handle`]: the scheduler then starts a task.
+    told: AtomicBool,
+    watcher: OnceLock<Weak<dyn Watcher>>,
+}
+
+/// Who is told that transitions wait (the scheduler's slot of the service).
+pub(super) trait Watcher: Send + Sync + std::fmt::Debug {
+    fn transitions_waiting(self: Arc<Self>);
 }
 
 impl Transitions {
     pub(super) fn push(&self, t: Transition) {
         self.queue.lock().unwrap_or_else(|p| p.into_inner()).push_back(t);
-        self.wake.notify_one();
+        self.tell();
     }
 
-    pub(super) fn try_recv(&self) -> Option<Transition> {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
-    }
-
-    /// The next transition; `None` once closed (transitions still queued then are not handed out).
-    pub(super) async fn recv(&self) -> Option<Transition> {
-        loop {
-            if self.closed.load(Ordering::Acquire) {
-                return None;
-            }
-            if let Some(t) = self.try_recv() {
-                return Some(t);
-            }
-            // `notify_one` keeps a permit when nobody waits: a push or close between the checks and here is not lost.
-            self.wake.notified().await;
+    /// Tells `watcher` about transitions pushed from now on (and about any waiting already).
+    pub(super) fn watch(&self, watcher: Weak<dyn Watcher>) {
+        let _ = self.watcher.set(watcher);
+        self.told.store(false, Ordering::Release);
+        if !self.queue.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
+            self.tell();
         }
     }
 
-    /// Ends `recv`, now and for good (the service is stopping).
-    pub(super) fn close(&self) {
-        self.closed.store(true, Ordering::Release);
-        self.wake.notify_one();
+    /// Tells the watcher, unless it was told since the last [`Transitions::handle`].
+    fn tell(&self) {
+        if !self.told.swap(true, Ordering::AcqRel)
+            && let Some(watcher) = self.watcher.get().and_then(Weak::upgrade)
+        {
+            watcher.transitions_waiting();
+        }
+    }
+
+    /// Drops what waits (transitions caused by restoring a state, which are not news).
+    pub(super) fn discard(&self) {
+        let _handling = self.handling.lock().unwrap_or_else(|p| p.into_inner());
+        self.queue.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.told.store(false, Ordering::Release);
+    }
+
+    /// Hands every waiting transition to `each`, oldest first, one caller at a time.
+    pub(super) fn handle(&self, mut each: impl FnMut(Transition)) {
+        let _handling = self.handling.lock().unwrap_or_else(|p| p.into_inner());
+        // Cleared before taking: a push from here on tells the watcher again.
+        self.told.store(false, Ordering::Release);
+        loop {
+            // The queue's lock is not held while `each` runs: handling a transition may cause another.
+            let next = self.queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+            let Some(t) = next else { break };
+            each(t);
+        }
     }
 }
 
@@ -117,7 +138,7 @@ pub(super) fn on_transition(handle: &Arc<ServiceHandle>, shared: &Arc<Shared>, t
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use std::sync::atomic::AtomicUsize;
 
     use super::*;
 
@@ -125,29 +146,66 @@ mod tests {
         Transition { from: State::Closed, to: State::Open, reason: reason.to_owned() }
     }
 
-    #[tokio::test]
-    async fn recv_hands_out_transitions_in_order_and_ends_once_closed() {
-        let changes = Arc::new(Transitions::default());
+    #[derive(Debug, Default)]
+    struct Counting(AtomicUsize);
+
+    impl Watcher for Counting {
+        fn transitions_waiting(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn reasons(changes: &Transitions) -> Vec<String> {
+        let mut got = Vec::new();
+        changes.handle(|t| got.push(t.reason));
+        got
+    }
+
+    #[test]
+    fn hands_over_in_order_and_tells_the_watcher_once_per_batch() {
+        let changes = Transitions::default();
+        // Pushed before anyone watches (restoring a state): discarded, nobody told.
+        changes.push(transition("restored"));
+        changes.discard();
+        let watcher = Arc::new(Counting::default());
+        let weak: Weak<dyn Watcher> = Arc::downgrade(&(Arc::clone(&watcher) as Arc<dyn Watcher>));
+        changes.watch(weak);
+        assert_eq!(watcher.0.load(Ordering::Relaxed), 0, "nothing waits yet");
+
         changes.push(transition("a"));
         changes.push(transition("b"));
-        assert_eq!(changes.recv().await.map(|t| t.reason), Some("a".to_owned()));
-        assert_eq!(changes.recv().await.map(|t| t.reason), Some("b".to_owned()));
+        assert_eq!(watcher.0.load(Ordering::Relaxed), 1, "told once for the batch");
+        assert_eq!(reasons(&changes), ["a", "b"]);
+        assert!(reasons(&changes).is_empty());
 
-        // A waiting receiver is woken by a push, and then by the close.
-        let waiting = tokio::spawn({
-            let changes = Arc::clone(&changes);
-            async move { (changes.recv().await.map(|t| t.reason), changes.recv().await.map(|t| t.reason)) }
-        });
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!waiting.is_finished());
+        // Handled: the next push tells again; one caused while handling is handed over in the same call.
         changes.push(transition("c"));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        changes.close();
-        let got = tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("woken").expect("task");
-        assert_eq!(got, (Some("c".to_owned()), None));
+        assert_eq!(watcher.0.load(Ordering::Relaxed), 2);
+        let mut got = Vec::new();
+        changes.handle(|t| {
+            if t.reason == "c" {
+                changes.push(transition("caused by c"));
+            }
+            got.push(t.reason);
+        });
+        assert_eq!(got, ["c", "caused by c"]);
 
-        // Closed for good: later calls return at once, queued transitions are not handed out.
+        // A discard does not leave the watcher deaf.
         changes.push(transition("d"));
-        assert!(tokio::time::timeout(Duration::from_secs(5), changes.recv()).await.expect("at once").is_none());
+        changes.discard();
+        let told = watcher.0.load(Ordering::Relaxed);
+        changes.push(transition("e"));
+        assert_eq!(watcher.0.load(Ordering::Relaxed), told + 1);
+        assert_eq!(reasons(&changes), ["e"]);
+    }
+
+    #[test]
+    fn transitions_waiting_before_the_watch_are_told_at_once() {
+        let changes = Transitions::default();
+        changes.push(transition("early"));
+        let watcher = Arc::new(Counting::default());
+        changes.watch(Arc::downgrade(&(Arc::clone(&watcher) as Arc<dyn Watcher>)));
+        assert_eq!(watcher.0.load(Ordering::Relaxed), 1);
+        assert_eq!(reasons(&changes), ["early"]);
     }
 }
