@@ -283,7 +283,9 @@ fn start_check<J: Job>(inner: &Arc<Inner<J>>, slot: Arc<Slot<J>>, due: Instant, 
     let next = next_due(due, now, slot.job.interval());
     let inner = Arc::clone(inner);
     tokio::spawn(async move {
-        slot.job.check().await;
+        // Boxed here, where it starts, rather than moved into the task: a check's future is several KiB (an HTTP
+        // request), and a spawn copies its future once more than a box does.
+        Box::pin(slot.job.check()).await;
         slot.leave();
         if !slot.stop.is_stopped() {
             schedule(&inner, next, slot);
