@@ -18,7 +18,8 @@
 //!
 //! `AEGIS_BENCH_SECONDS` (default 15) sets the measured window, `AEGIS_BENCH_BLACKBOX_CLIENTS` (default 16) the
 //! concurrent probes asked of blackbox_exporter. `AEGIS_BENCH_BASELINE=/path/to/aegis-host` runs the built-in case
-//! with that binary too (a copy of an earlier build), before the current one, for a before/after in one run.
+//! with that binary too (a copy of an earlier build) for a before/after in one run: baseline, current, current,
+//! baseline, each build's figure the mean of its two runs (the later of two runs measures higher, see `main`).
 //! `AEGIS_BENCH_MAX_CHECKS` sets aegis-host's `maxConcurrentChecks` (default: the host's own).
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -56,6 +57,17 @@ impl Cost {
             cpu_us_per_probe: cpu.as_secs_f64() * 1e6 / probes.max(1.0),
             cores: cpu.as_secs_f64() / window.as_secs_f64(),
             rss_kib: status_kib(pid, "VmRSS:"),
+        }
+    }
+
+    /// The mean of two runs of the same prober, named `name`.
+    fn mean(name: &str, a: &Cost, b: &Cost) -> Cost {
+        Cost {
+            name: name.to_owned(),
+            probes_per_s: (a.probes_per_s + b.probes_per_s) / 2.0,
+            cpu_us_per_probe: (a.cpu_us_per_probe + b.cpu_us_per_probe) / 2.0,
+            cores: (a.cores + b.cores) / 2.0,
+            rss_kib: (a.rss_kib + b.rss_kib) / 2,
         }
     }
 }
@@ -273,10 +285,23 @@ fn main() {
     let setup = Setup { target: port, services, interval, window };
     let current = Path::new(env!("CARGO_BIN_EXE_aegis-host"));
     let mut runs = Vec::new();
-    if let Some(baseline) = std::env::var_os("AEGIS_BENCH_BASELINE").map(PathBuf::from) {
-        runs.push(aegis("baseline aegis-host, built-in trip policy", &baseline, &setup, None));
+    const BUILT_IN: &str = "aegis-host, built-in trip policy";
+    const BASELINE: &str = "baseline aegis-host, built-in trip policy";
+    match std::env::var_os("AEGIS_BENCH_BASELINE").map(PathBuf::from) {
+        // Baseline, current, current, baseline: of two runs one after the other against the same server, the later
+        // one measures several µs a probe more, even for the same binary twice; each build's figure is the mean of an
+        // early and a late run.
+        Some(baseline) => {
+            let early = aegis(&format!("{BASELINE} (1st)"), &baseline, &setup, None);
+            let current_early = aegis(&format!("{BUILT_IN} (2nd)"), current, &setup, None);
+            let current_late = aegis(&format!("{BUILT_IN} (3rd)"), current, &setup, None);
+            let late = aegis(&format!("{BASELINE} (4th)"), &baseline, &setup, None);
+            runs.push(Cost::mean(BASELINE, &early, &late));
+            runs.push(Cost::mean(BUILT_IN, &current_early, &current_late));
+            runs.extend([early, current_early, current_late, late]);
+        }
+        None => runs.push(aegis(BUILT_IN, current, &setup, None)),
     }
-    runs.push(aegis("aegis-host, built-in trip policy", current, &setup, None));
     match &window_trip {
         Some(dir) => runs.push(aegis("aegis-host, window-trip plugin", current, &setup, Some(dir))),
         None => println!("  (window-trip is not built: `make plugins`; the plugin run is skipped)"),
@@ -300,8 +325,9 @@ fn main() {
             r.rss_kib as f64 / 1024.0
         );
     }
-    let Some(built_in) = runs.iter().find(|r| r.name.starts_with("aegis-host, built-in")) else { return };
-    for r in runs.iter().filter(|r| !std::ptr::eq(*r, built_in)) {
+    let Some(built_in) = runs.iter().find(|r| r.name == BUILT_IN) else { return };
+    // The single runs of an A-B-B-A pair are listed above, and compared only through their means.
+    for r in runs.iter().filter(|r| !std::ptr::eq(*r, built_in) && !r.name.ends_with(')')) {
         println!(
             "{} / built-in aegis: {:.2}× the CPU per probe",
             r.name,
