@@ -60,7 +60,7 @@ fn probe_path(dir: &Path, services: usize) {
     const BATCHES: usize = 20;
     let dropped = counter();
     let rec = Recorder::start(&dir.join("probe.db"), &HistoryConfig::default(), dropped.clone(), counter());
-    let handles: Vec<ServiceRecorder> = (0..services).map(|i| rec.service(&format!("svc-{i:04}"))).collect();
+    let handles: Vec<ServiceRecorder> = (0..services).map(|i| rec.service(&format!("svc-{i:04}").into())).collect();
     let mut times = [Duration::ZERO; 2];
     let t0 = now_ms() - (BATCHES * ROUNDS * 1000) as i64;
     for batch in 0..BATCHES {
@@ -112,7 +112,7 @@ fn on_disk(dir: &Path, services: usize, outcomes: usize) {
     let empty = file_bytes(&path).0;
     let dropped = counter();
     let rec = Recorder::manual(&path, &HistoryConfig::default(), dropped.clone(), counter());
-    let handles: Vec<ServiceRecorder> = (0..services).map(|i| rec.service(&format!("svc-{i:04}"))).collect();
+    let handles: Vec<ServiceRecorder> = (0..services).map(|i| rec.service(&format!("svc-{i:04}").into())).collect();
     let mut rng = Rng(42);
     // Ending now: older outcomes would fall to the default retention (a week).
     let t0 = now_ms() - (outcomes as i64) * 1000;

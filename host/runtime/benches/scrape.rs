@@ -80,7 +80,7 @@ fn main() {
     let runs = usize::try_from(env_or("AEGIS_BENCH_RUNS", 50)).unwrap_or(50);
     let metrics = Metrics::new().expect("metrics");
     for i in 0..services {
-        let s = metrics.register_service(&format!("service-{i}"));
+        let s = metrics.register_service(format!("service-{i}").into());
         for _ in 0..3 {
             s.checked(true, Duration::from_millis(3));
         }

@@ -654,7 +654,7 @@ pub struct RestartLimit {
 /// (~280 bytes a service together).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ServiceConfig {
-    pub name: String,
+    pub name: std::sync::Arc<str>,
     pub endpoint: String,
     pub probe: ProbeConfig,
     pub interval: Duration,
@@ -781,7 +781,7 @@ impl Config {
     }
 
     pub fn service(&self, name: &str) -> Option<&ServiceConfig> {
-        self.services.iter().find(|s| s.name == name)
+        self.services.iter().find(|s| &*s.name == name)
     }
 
     /// Things that are allowed but probably not what the operator meant.
@@ -892,7 +892,7 @@ impl Validator<'_> {
             }
             services.push(service);
         }
-        let names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
+        let names: Vec<&str> = services.iter().map(|s| &*s.name).collect();
         let logs = self.logs(wire.logs, &names)?;
         let anomaly = self.anomaly(wire.anomaly_detection, &names)?;
         let alerting = self.alerting(wire.alerting, default_webhook.as_deref())?;
@@ -1126,7 +1126,7 @@ impl Validator<'_> {
             }
         };
         Ok(ServiceConfig {
-            name: s.name,
+            name: s.name.into(),
             endpoint: s.endpoint,
             probe,
             interval,
@@ -1604,7 +1604,7 @@ services:
         let breaker = Config::load(&dir.join("seed-000-circuit-breaker.yaml")).expect("parses");
         let s = &breaker.services[0];
         assert_eq!(
-            (s.name.as_str(), s.interval, s.timeout, s.retries),
+            (&*s.name, s.interval, s.timeout, s.retries),
             ("example-service", Duration::from_secs(5), Duration::from_secs(5), 3)
         );
         assert_eq!(s.on_failure, OnFailure::Restart);

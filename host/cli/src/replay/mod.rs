@@ -101,7 +101,7 @@ fn replay_command(args: ReplayArgs, outer: Option<PathBuf>) -> anyhow::Result<bo
     let file = config_file(args.config.clone(), outer)?;
     let config = load_config(&file)?;
     let service = config.service(&args.service).with_context(|| {
-        let names: Vec<&str> = config.services.iter().map(|s| s.name.as_str()).collect();
+        let names: Vec<&str> = config.services.iter().map(|s| &*s.name).collect();
         format!("{}: no service `{}` (services: {})", file.display(), args.service, names.join(", "))
     })?;
     let range = range::resolve(args.since.as_deref(), args.from.as_deref(), args.to.as_deref(), range::now_ms())?;

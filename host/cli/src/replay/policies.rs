@@ -48,7 +48,7 @@ pub fn plugin_host(config: &Config) -> anyhow::Result<PluginHost> {
 }
 
 fn service_info(s: &ServiceConfig) -> ServiceInfo {
-    ServiceInfo { name: s.name.clone(), kind: s.probe.kind().to_owned(), endpoint: s.endpoint.clone() }
+    ServiceInfo { name: s.name.to_string(), kind: s.probe.kind().to_owned(), endpoint: s.endpoint.clone() }
 }
 
 fn on_failure(s: &ServiceConfig) -> RecoveryAction {

@@ -74,7 +74,7 @@ pub fn compare(
     candidate_config: Vec<(String, String)>,
     samples: &[Recorded],
 ) -> anyhow::Result<ScorerReplay> {
-    let info = ServiceInfo { name: s.name.clone(), kind: s.probe.kind().to_owned(), endpoint: s.endpoint.clone() };
+    let info = ServiceInfo { name: s.name.to_string(), kind: s.probe.kind().to_owned(), endpoint: s.endpoint.clone() };
     let baseline_host = plugin_host(config)?;
     if config.plugins.dir.is_dir() {
         baseline_host
@@ -86,7 +86,7 @@ pub fn compare(
     let baseline_scorer = live.source(&s.name).unwrap_or("none").to_owned();
     // The candidate's fallback: the built-ins the service would have without a scorer plugin.
     let mut without_plugin = config.anomaly.clone();
-    without_plugin.scorers.remove(&s.name);
+    without_plugin.scorers.remove(&*s.name);
     let mut built_ins = AnomalyDetector::new(without_plugin);
     built_ins.bind(&info, &baseline_host);
     let metrics: Vec<&str> =
@@ -110,7 +110,7 @@ pub fn compare(
         replayed.extend(alerts(metric, &series, history, candidate.as_ref()));
     }
     Ok(ScorerReplay {
-        service: s.name.clone(),
+        service: s.name.to_string(),
         samples: samples.len(),
         baseline_scorer,
         candidate_scorer: file.display().to_string(),

@@ -124,7 +124,7 @@ type ApiResult = Result<Response, ApiError>;
 
 impl AppState {
     /// The services as of now (a reload may replace them).
-    fn all(&self) -> BTreeMap<String, Arc<ServiceHandle>> {
+    fn all(&self) -> BTreeMap<Arc<str>, Arc<ServiceHandle>> {
         self.services.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
@@ -234,7 +234,7 @@ fn view(shared: &Shared, h: &ServiceHandle, now: Instant) -> ServiceView {
     let totals = shared.breakers.metrics(&h.config.name, now);
     let (restarts, gave_up) = h.restart_status();
     ServiceView {
-        name: h.config.name.clone(),
+        name: h.config.name.to_string(),
         kind: h.config.probe.kind(),
         endpoint: crate::redact::redact_url(&h.config.endpoint).into_owned(),
         state: h.breaker.state(now),
@@ -343,15 +343,15 @@ async fn operate(state: &AppState, h: &ServiceHandle, action: OperatorAction) ->
     if let Some(cluster) = &state.shared.cluster
         && !cluster.owns(&service)
     {
-        let command = crate::cluster::Command { service: service.clone(), action: action.name().to_owned() };
+        let command = crate::cluster::Command { service: service.to_string(), action: action.name().to_owned() };
         let owner = cluster.send(&command).await.map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, e))?;
-        tracing::info!(service, owner, action = action.name(), "operator command sent to the owner");
-        let body = json!({ "service": service, "state": h.breaker.state(Instant::now()), "forwarded_to": owner });
+        tracing::info!(service = &*service, owner, action = action.name(), "operator command sent to the owner");
+        let body = json!({ "service": &*service, "state": h.breaker.state(Instant::now()), "forwarded_to": owner });
         return Ok((StatusCode::ACCEPTED, axum::Json(body)).into_response());
     }
     let new_state = action.apply(&state.shared, h, Instant::now());
     state.changed();
-    Ok(axum::Json(json!({ "service": service, "state": new_state })).into_response())
+    Ok(axum::Json(json!({ "service": &*service, "state": new_state })).into_response())
 }
 
 async fn reset(Extract(state): Extract<AppState>, Path(service): Path<String>, headers: HeaderMap) -> ApiResult {

@@ -82,16 +82,16 @@ pub(super) async fn plugins(Extract(state): Extract<AppState>) -> Response {
             let mut bound_by = Vec::new();
             for h in services.values() {
                 if h.trip_policy == info.name {
-                    bound_by.push(Binding { service: h.config.name.clone(), role: "trip-predicate" });
+                    bound_by.push(Binding { service: h.config.name.to_string(), role: "trip-predicate" });
                 }
                 if h.recovery.as_ref().is_some_and(|(_, name)| *name == info.name) {
-                    bound_by.push(Binding { service: h.config.name.clone(), role: "recovery-strategy" });
+                    bound_by.push(Binding { service: h.config.name.to_string(), role: "recovery-strategy" });
                 }
                 if h.config.breaker.trip_shadow.as_ref().is_some_and(|p| p.plugin == info.name) {
-                    bound_by.push(Binding { service: h.config.name.clone(), role: "shadow-trip-predicate" });
+                    bound_by.push(Binding { service: h.config.name.to_string(), role: "shadow-trip-predicate" });
                 }
                 if h.config.recovery_shadow.as_ref().is_some_and(|p| p.plugin == info.name) {
-                    bound_by.push(Binding { service: h.config.name.clone(), role: "shadow-recovery-strategy" });
+                    bound_by.push(Binding { service: h.config.name.to_string(), role: "shadow-recovery-strategy" });
                 }
             }
             PluginView {

@@ -40,9 +40,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Buffer {
-    fn new(service: &str) -> Buffer {
+    fn new(service: Arc<str>) -> Buffer {
         Buffer {
-            service: Arc::from(service),
+            service,
             outcomes: Mutex::new(Vec::new()),
             samples: Mutex::new(Vec::new()),
             counts: Mutex::new(Vec::new()),
@@ -166,26 +166,38 @@ impl Recorder {
         self.0.is_some()
     }
 
-    /// The handle a service's task records its checks with (the same buffer for the same name, across reloads).
-    pub fn service(&self, service: &str) -> ServiceRecorder {
+    /// The handle a service's checks are recorded with (the same buffer for the same name, across reloads). The
+    /// buffer keeps `service` itself, not a copy.
+    pub fn service(&self, service: &Arc<str>) -> ServiceRecorder {
+        self.recorder(service, || Arc::clone(service))
+    }
+
+    /// [`Recorder::service`] for a name that may not have a buffer yet; `name` makes the one kept.
+    fn recorder(&self, service: &str, name: impl FnOnce() -> Arc<str>) -> ServiceRecorder {
         let Some(running) = &self.0 else { return ServiceRecorder(None) };
         if let Some(b) = running.inner.buffer(service) {
             return ServiceRecorder(Some((b, Arc::clone(&running.inner))));
         }
         let mut buffers = running.inner.buffers.write().unwrap_or_else(|p| p.into_inner());
-        let b = buffers.entry(Arc::from(service)).or_insert_with(|| Arc::new(Buffer::new(service)));
+        let b = match buffers.get(service) {
+            Some(b) => b,
+            None => {
+                let name = name();
+                buffers.entry(Arc::clone(&name)).or_insert_with(|| Arc::new(Buffer::new(name)))
+            }
+        };
         ServiceRecorder(Some((Arc::clone(b), Arc::clone(&running.inner))))
     }
 
     /// Records the value of one anomaly metric of `service` at `at_ms`.
     pub fn sample(&self, service: &str, at_ms: i64, metric: &str, value: f64) {
-        let Some((buffer, inner)) = self.service(service).0 else { return };
+        let Some((buffer, inner)) = self.recorder(service, || Arc::from(service)).0 else { return };
         push(&inner, &buffer.samples, MetricSample { at_ms, metric: metric.to_owned(), value });
     }
 
     /// Counts one line of `service` (or [`crate::store::NO_SERVICE`]) that matched `rule` at `at_ms`.
     pub fn log_match(&self, service: &str, rule: &str, at_ms: i64) {
-        let Some((buffer, inner)) = self.service(service).0 else { return };
+        let Some((buffer, inner)) = self.recorder(service, || Arc::from(service)).0 else { return };
         let start = at_ms - at_ms.rem_euclid(LOG_INTERVAL_MS);
         let mut counts = lock(&buffer.counts);
         if let Some(c) = counts.iter_mut().rev().find(|c| c.at_ms == start && c.rule == rule) {

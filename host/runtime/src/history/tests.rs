@@ -25,7 +25,7 @@ fn what_the_probe_path_records_reads_back_in_order() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("aegis.db");
     let (rec, dropped, errors) = recorder(&path, &HistoryConfig::default());
-    let (a, b) = (rec.service("a"), rec.service("b"));
+    let (a, b) = (rec.service(&"a".into()), rec.service(&"b".into()));
     let start = now() - 10_000;
     // More than a chunk, over several flushes, with a repeated and a changed failure detail.
     for i in 0..(CHUNK as i64 * 2 + 7) {
@@ -37,7 +37,7 @@ fn what_the_probe_path_records_reads_back_in_order() {
             rec.flush();
         }
     }
-    rec.service("a").outcome(start + 9_999, false, false, 0, Some(&"x".repeat(500)));
+    rec.service(&"a".into()).outcome(start + 9_999, false, false, 0, Some(&"x".repeat(500)));
     rec.flush();
     let reader = HistoryReader::open(&path).expect("open while recording");
     let got = reader.outcomes("a", 0, i64::MAX).expect("read");
@@ -98,7 +98,8 @@ fn retention_drops_what_is_too_old_and_beyond_max_rows() {
     let path = dir.path().join("aegis.db");
     let config = HistoryConfig { enabled: true, max_age: Duration::from_secs(3600), max_rows: 1_000 };
     let (rec, _, _) = recorder(&path, &config);
-    let (stale, fresh, many) = (rec.service("stale"), rec.service("fresh"), rec.service("many"));
+    let (stale, fresh, many) =
+        (rec.service(&"stale".into()), rec.service(&"fresh".into()), rec.service(&"many".into()));
     let recent = now() - 60_000;
     for i in 0..10 {
         stale.outcome(recent - 2 * 3_600_000 + i, true, false, 1, None);
@@ -124,7 +125,7 @@ fn a_store_that_cannot_be_written_drops_and_counts_and_recording_resumes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("missing-dir/aegis.db");
     let (rec, dropped, errors) = recorder(&path, &HistoryConfig::default());
-    let a = rec.service("a");
+    let a = rec.service(&"a".into());
     let t = now();
     for i in 0..5 {
         a.outcome(t + i, true, false, 1, None);
@@ -152,7 +153,7 @@ fn a_full_buffer_drops_and_counts_without_waiting() {
     let (rec, dropped, _) = recorder(&path, &HistoryConfig::default());
     // Stopped: nothing drains the buffer any more.
     rec.stop();
-    let a = rec.service("a");
+    let a = rec.service(&"a".into());
     for i in 0..(BUFFER as i64 + 3) {
         a.outcome(i, true, false, 1, None);
     }
@@ -166,7 +167,7 @@ fn off_records_nothing() {
     let config = HistoryConfig { enabled: false, ..HistoryConfig::default() };
     let (rec, _, _) = recorder(&path, &config);
     assert!(!rec.enabled());
-    rec.service("a").outcome(1, true, false, 1, None);
+    rec.service(&"a".into()).outcome(1, true, false, 1, None);
     rec.flush();
     assert!(!path.exists());
 }
@@ -176,7 +177,7 @@ fn the_writer_thread_flushes_on_its_own_and_at_stop() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("aegis.db");
     let rec = Recorder::start(&path, &HistoryConfig::default(), counter(), counter());
-    let a = rec.service("a");
+    let a = rec.service(&"a".into());
     let t = now();
     a.outcome(t, true, false, 1, None);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);

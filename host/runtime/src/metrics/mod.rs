@@ -184,7 +184,7 @@ impl Metrics {
 
     /// The series of a service, created at zero so dashboards see it before the first event (a service that is
     /// already registered keeps its counts).
-    pub fn register_service(&self, service: &str) -> Arc<ServiceSeries> {
+    pub fn register_service(&self, service: Arc<str>) -> Arc<ServiceSeries> {
         self.services.register(service)
     }
 
@@ -251,10 +251,10 @@ mod tests {
     fn every_series_renders_and_promtool_accepts_it_when_installed() {
         let m = Metrics::new().expect("metrics");
         m.set_per_service_latency(true);
-        let svc = m.register_service("svc");
+        let svc = m.register_service("svc".into());
         svc.set_breaker_state(2);
         svc.checked(false, std::time::Duration::from_millis(20));
-        m.register_service("gone");
+        m.register_service("gone".into());
         m.restarts.with_label_values(&["gone", "failure"]).inc();
         m.breaker_trips.with_label_values(&["gone", "built-in"]).inc();
         m.anomaly_score.with_label_values(&["gone", "latency"]).set(3.0);

@@ -74,7 +74,7 @@ pub type ExportFilter = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 /// The families of [`ServiceSeries`], one series set per registered service.
 #[derive(Default)]
 pub struct ServiceFamilies {
-    services: RwLock<BTreeMap<String, Arc<ServiceSeries>>>,
+    services: RwLock<BTreeMap<Arc<str>, Arc<ServiceSeries>>>,
     /// `None`: every registered service.
     exported: RwLock<Option<ExportFilter>>,
     /// The latency histogram per service, or one of all exported services' checks.
@@ -106,9 +106,9 @@ const FAMILIES: [(&str, &str, &str, &str); 6] = [
 
 impl ServiceFamilies {
     /// The series of `service`, created at zero (kept, with their counts, if the service already has them).
-    pub fn register(&self, service: &str) -> Arc<ServiceSeries> {
+    pub fn register(&self, service: Arc<str>) -> Arc<ServiceSeries> {
         let mut services = self.services.write().unwrap_or_else(|p| p.into_inner());
-        Arc::clone(services.entry(service.to_owned()).or_default())
+        Arc::clone(services.entry(service).or_default())
     }
 
     /// See [`super::Metrics::set_per_service_latency`].
@@ -219,7 +219,7 @@ impl ServiceFamilies {
     pub fn write_text(&self, out: &mut String) {
         let services = self.services.read().unwrap_or_else(|p| p.into_inner());
         let filter = self.exported.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let shown: Vec<(&String, &Arc<ServiceSeries>)> =
+        let shown: Vec<(&Arc<str>, &Arc<ServiceSeries>)> =
             services.iter().filter(|(name, _)| filter.as_ref().is_none_or(|f| f(name))).collect();
         let per_service_latency = self.per_service_latency.load(Relaxed);
         for (family, (name, help, label, kind)) in FAMILIES.iter().enumerate() {
@@ -302,7 +302,7 @@ mod tests {
     fn latency_lands_in_the_first_bucket_that_holds_it_and_count_matches_inf() {
         let families = ServiceFamilies::default();
         families.set_per_service_latency(true);
-        let s = families.register("svc");
+        let s = families.register("svc".into());
         s.checked(true, Duration::from_millis(1));
         s.checked(false, Duration::from_millis(30));
         s.checked(true, Duration::from_secs(60));
@@ -327,9 +327,9 @@ mod tests {
     #[test]
     fn by_default_one_latency_histogram_sums_every_exported_service() {
         let families = ServiceFamilies::default();
-        families.register("a").checked(true, Duration::from_millis(1));
-        families.register("b").checked(false, Duration::from_millis(30));
-        families.register("hidden").checked(true, Duration::from_secs(60));
+        families.register("a".into()).checked(true, Duration::from_millis(1));
+        families.register("b".into()).checked(false, Duration::from_millis(30));
+        families.register("hidden".into()).checked(true, Duration::from_secs(60));
         families.set_exported(Arc::new(|s: &str| s != "hidden"));
         let mut text = String::new();
         families.write_text(&mut text);
@@ -345,8 +345,8 @@ mod tests {
     #[test]
     fn label_values_are_escaped_and_every_family_has_its_header_once() {
         let families = ServiceFamilies::default();
-        families.register("a\"b\\c\nd");
-        families.register("plain");
+        families.register("a\"b\\c\nd".into());
+        families.register("plain".into());
         let mut text = String::new();
         families.write_text(&mut text);
         assert!(text.contains("circuit_breaker_state{breaker=\"a\\\"b\\\\c\\nd\"} 0\n"), "{text}");

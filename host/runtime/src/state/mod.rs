@@ -115,4 +115,4 @@ impl Shared {
 }
 
 /// The services the admin API sees; replaced as a whole on reload.
-pub type ServiceMap = Arc<RwLock<BTreeMap<String, Arc<ServiceHandle>>>>;
+pub type ServiceMap = Arc<RwLock<BTreeMap<Arc<str>, Arc<ServiceHandle>>>>;

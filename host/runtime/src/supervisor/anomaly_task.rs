@@ -47,7 +47,7 @@ impl AnomalyTask {
         let services = Arc::clone(&self.registry);
         let windows: crate::anomaly::WindowSource = Arc::new(move || {
             let handles: Vec<_> = services.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
-            handles.iter().map(|h| (h.config.name.clone(), h.take_window())).collect()
+            handles.iter().map(|h| (h.config.name.to_string(), h.take_window())).collect()
         });
         let (stop, stop_rx) = watch::channel(false);
         let task = tokio::spawn(crate::anomaly::run(

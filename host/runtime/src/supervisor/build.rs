@@ -88,14 +88,14 @@ pub(super) fn build_service(
     }
     // Transitions caused by restoring are not news: no recovery, no trip count.
     changes.discard();
-    let series = shared.metrics.register_service(&s.name);
+    let series = shared.metrics.register_service(Arc::clone(&s.name));
     series.set_breaker_state(breaker.state(Instant::now()).metric_value());
     series.set_gave_up(saved.gave_up);
     let handle = ServiceHandle {
         config: s.clone(),
         breaker,
         trip_policy,
-        process: process.or_else(|| s.process.clone().map(|p| Arc::new(ManagedProcess::new(s.name.clone(), *p)))),
+        process: process.or_else(|| s.process.clone().map(|p| Arc::new(ManagedProcess::new(s.name.to_string(), *p)))),
         probe: Probe::new(&s.name, &s.probe, &shared.client),
         backoff: Mutex::new(None),
         recovering: AtomicBool::new(false),
@@ -141,5 +141,5 @@ pub fn breaker_settings(service: &str, b: &BreakerConfig, predicate: Arc<dyn Tri
 
 /// What plugins are told about a service.
 pub(super) fn service_info(s: &ServiceConfig) -> ServiceInfo {
-    ServiceInfo { name: s.name.clone(), kind: s.probe.kind().to_owned(), endpoint: s.endpoint.clone() }
+    ServiceInfo { name: s.name.to_string(), kind: s.probe.kind().to_owned(), endpoint: s.endpoint.clone() }
 }

@@ -25,7 +25,7 @@ impl Replica {
 
 impl ClusterHost for Replica {
     fn services(&self) -> Vec<String> {
-        self.registry.read().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect()
+        self.registry.read().unwrap_or_else(|p| p.into_inner()).keys().map(|k| k.to_string()).collect()
     }
 
     fn follow(&self, service: &str, kind: Kind, json: &str, age: Duration) {
@@ -97,7 +97,7 @@ fn adopt(shared: &Shared, h: &ServiceHandle, kind: Kind, json: &str, age: Durati
 /// them), so they are dropped.
 pub(super) async fn take_over(handle: &ServiceHandle, shared: &Shared, changes: &Transitions) {
     let Some(cluster) = &shared.cluster else { return };
-    let name = handle.config.name.as_str();
+    let name = &*handle.config.name;
     for kind in [Kind::Breaker, Kind::Restarts] {
         if let Some((json, age)) = cluster.read(name, kind).await {
             adopt(shared, handle, kind, &json, age);

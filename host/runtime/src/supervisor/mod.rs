@@ -243,7 +243,7 @@ impl Supervisor {
 
         // Cluster mode: join before the services start, so that each starts knowing whether it is this replica's.
         if let Some(cluster) = &self.shared.cluster {
-            let names: BTreeMap<String, Arc<ServiceHandle>> =
+            let names: BTreeMap<Arc<str>, Arc<ServiceHandle>> =
                 self.services.iter().map(|(h, _)| (h.config.name.clone(), Arc::clone(h))).collect();
             *registry.write().unwrap_or_else(|p| p.into_inner()) = names;
             let replica =
@@ -310,7 +310,7 @@ impl Supervisor {
     /// Applies the config file again; a file that does not load is refused as a whole with its located error.
     async fn reload(
         &mut self,
-        running: &mut BTreeMap<String, RunningService>,
+        running: &mut BTreeMap<Arc<str>, RunningService>,
         sections: &mut Sections,
         scheduler: &Scheduler<ServiceJob>,
     ) -> Result<ReloadSummary, String> {
@@ -333,8 +333,8 @@ impl Supervisor {
             notes.push(note.to_owned());
         }
         reload_plugins(&self.shared, new.plugins.dir.clone()).await;
-        let wanted: BTreeMap<&str, &ServiceConfig> = new.services.iter().map(|s| (s.name.as_str(), s)).collect();
-        let gone: Vec<String> = running.keys().filter(|n| !wanted.contains_key(n.as_str())).cloned().collect();
+        let wanted: BTreeMap<&str, &ServiceConfig> = new.services.iter().map(|s| (&*s.name, s)).collect();
+        let gone: Vec<Arc<str>> = running.keys().filter(|n| !wanted.contains_key(&***n)).cloned().collect();
         let removed = gone.len();
         let stopping: Vec<RunningService> = gone.iter().filter_map(|name| running.remove(name)).collect();
         for name in &gone {
@@ -348,9 +348,9 @@ impl Supervisor {
         }
         let (mut added, mut changed) = (0, 0);
         for s in &new.services {
-            let old = match running.get(&s.name) {
+            let old = match running.get(&*s.name) {
                 Some(r) if r.handle.config == *s => continue,
-                Some(_) => running.remove(&s.name),
+                Some(_) => running.remove(&*s.name),
                 None => None,
             };
             // A supervised process whose own settings did not change keeps running across the reload.
@@ -420,7 +420,7 @@ struct Sections {
     anomaly: AnomalyTask,
 }
 
-fn publish(registry: &ServiceMap, running: &BTreeMap<String, RunningService>) {
+fn publish(registry: &ServiceMap, running: &BTreeMap<Arc<str>, RunningService>) {
     let map = running.iter().map(|(name, r)| (name.clone(), Arc::clone(&r.handle))).collect();
     *registry.write().unwrap_or_else(|p| p.into_inner()) = map;
 }

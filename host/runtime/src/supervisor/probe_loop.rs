@@ -126,7 +126,7 @@ fn drain(handle: &Arc<ServiceHandle>, shared: &Arc<Shared>, changes: &Transition
 }
 
 async fn check_once(handle: &Arc<ServiceHandle>, shared: &Arc<Shared>, changes: &Transitions, stop: &Stop) {
-    let name = handle.config.name.as_str();
+    let name = &*handle.config.name;
     // The check runs through the manager's breaker: admission, the outcome and its duration, the lifetime counters.
     // The trip predicate runs inside the recording; a plugin call is bounded by its epoch deadline. The slot is taken
     // before the breaker times the check, so waiting for it is not counted as the check's latency.

@@ -161,7 +161,7 @@ fn restart_after_backoff(handle: &Arc<ServiceHandle>, shared: &Arc<Shared>, stop
             handle.recovering.store(false, Ordering::Release);
             return;
         }
-        let name = handle.config.name.as_str();
+        let name = &*handle.config.name;
         // Cluster mode: only a replica that proves in Redis, now, that it owns the service restarts it. A restart
         // that cannot be proven (Redis unreachable, or the service moved) is dropped, not postponed: by the time
         // Redis answers it may be stale (another replica may have restarted the service meanwhile); the breaker's

@@ -38,7 +38,7 @@ pub(super) fn with_trip_shadow(
     match bound.map(|p| p.into_shadow(&shared.plugins).off_worker(hand_off)) {
         Ok(shadow) => {
             log_binding(&shared.plugins, "shadow trip predicate", &s.name, &policy.plugin, shadow.is_loaded());
-            let report = Report { shared: Arc::downgrade(shared), service: s.name.clone(), policy: "trip" };
+            let report = Report { shared: Arc::downgrade(shared), service: s.name.to_string(), policy: "trip" };
             Arc::new(ShadowedTrip { live, shadow, report, run: Mutex::new(None) })
         }
         Err(e) => {

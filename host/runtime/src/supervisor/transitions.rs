@@ -90,7 +90,7 @@ impl Transitions {
 }
 
 pub(super) fn on_transition(handle: &Arc<ServiceHandle>, shared: &Arc<Shared>, t: Transition, stop: &Stop) {
-    let name = handle.config.name.as_str();
+    let name = &*handle.config.name;
     handle.series.set_breaker_state(t.to.metric_value());
     handle.persist_breaker(shared);
     let kind = match t.to {

@@ -52,7 +52,7 @@ struct Seen {
 
 /// Publishes a summary of what changed every [`SUMMARY_EVERY`] until the last listener leaves.
 async fn summarise(state: AppState) {
-    let mut seen: HashMap<String, Seen> = HashMap::new();
+    let mut seen: HashMap<std::sync::Arc<str>, Seen> = HashMap::new();
     let (mut alerts_seen, mut plugins_seen) = (0u64, 0u64);
     let mut ticker = tokio::time::interval(SUMMARY_EVERY);
     loop {
@@ -102,14 +102,14 @@ async fn summarise(state: AppState) {
     }
 }
 
-fn summarise_checks(state: &AppState, seen: &mut HashMap<String, Seen>) {
+fn summarise_checks(state: &AppState, seen: &mut HashMap<std::sync::Arc<str>, Seen>) {
     let now = Instant::now();
     let services = state.all();
     let mut changed = Vec::new();
     for (name, h) in &services {
         let owner = state.shared.cluster.as_ref().map(|c| c.owner(name).unwrap_or_else(|| "unknown".to_owned()));
         let current = Seen { checks: h.recent.total(), state: h.breaker.state(now), owner };
-        let previous = seen.get(name);
+        let previous = seen.get(&**name);
         if previous == Some(&current) {
             continue;
         }
@@ -120,7 +120,7 @@ fn summarise_checks(state: &AppState, seen: &mut HashMap<String, Seen>) {
         let recent = h.recent.list();
         let tail = &recent[recent.len() - recent.len().min(usize::try_from(new).unwrap_or(usize::MAX))..];
         let mut summary = json!({
-            "s": name,
+            "s": &**name,
             "st": current.state.as_str(),
             "f": tail.iter().filter(|c| !c.success).count(),
             "c": tail.iter().map(|c| [c.latency_us, u32::from(!c.success)]).collect::<Vec<_>>(),
@@ -133,7 +133,7 @@ fn summarise_checks(state: &AppState, seen: &mut HashMap<String, Seen>) {
         changed.push(summary);
         seen.insert(name.clone(), current);
     }
-    seen.retain(|name, _| services.contains_key(name));
+    seen.retain(|name, _| services.contains_key(&**name));
     if changed.is_empty() {
         return;
     }

@@ -281,7 +281,7 @@ pub(super) fn plugins(state: &AppState) -> Markup {
         div.scroll { table #plugins {
             thead { tr { th { "Plugin" } th { "Kind" } th { "Calls by result" } th { "Quarantined" } th { "Bound by" } } }
             tbody { @for p in &stats {
-                @let bound: Vec<&String> = services.iter()
+                @let bound: Vec<&std::sync::Arc<str>> = services.iter()
                     .filter(|(_, h)| h.trip_policy == p.plugin
                         || h.recovery.as_ref().is_some_and(|(_, n)| *n == p.plugin)
                         || h.shadows().any(|n| shadow_name(n) == p.plugin))

@@ -20,7 +20,7 @@ pub(super) fn section(shared: &Shared, h: &ServiceHandle, events: &[Event]) -> M
     html! {
         h2 { "Shadow policies" }
         table.config #shadows { tbody { @for (policy, p) in shadows { @if let Some(p) = p {
-            @let count = shared.metrics.shadow_disagreements.with_label_values(&[c.name.as_str(), policy]).get();
+            @let count = shared.metrics.shadow_disagreements.with_label_values(&[&*c.name, policy]).get();
             tr {
                 th { (policy) }
                 td { code { (p.plugin) } @for (k, v) in &p.config { " " code { (k) "=" (v) } } }
