@@ -38,7 +38,7 @@ fn record(n: usize) -> Vec<Outcome> {
                 success: !failed,
                 slow: false,
                 latency_us: 1_500 + (i as u32 * 7919) % 4_000,
-                detail: failed.then(|| "status 503".to_owned()),
+                detail: failed.then(|| "status 503".into()),
             }
         })
         .collect()

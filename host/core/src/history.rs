@@ -16,8 +16,9 @@ pub struct Outcome {
     pub slow: bool,
     /// Latency in microseconds.
     pub latency_us: u32,
-    /// A short reason for a failure (e.g. `status 503`, `connect refused`); `None` for a success.
-    pub detail: Option<String>,
+    /// A short reason for a failure (e.g. `status 503`, `connect refused`); `None` for a success. Boxed rather than
+    /// a `String`: a recorder holds thousands of these between flushes.
+    pub detail: Option<Box<str>>,
 }
 
 /// One value of one metric of one service, as fed to the anomaly detector.

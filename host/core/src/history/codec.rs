@@ -122,7 +122,7 @@ impl<'a> Reader<'a> {
 #[derive(Clone, Debug)]
 pub struct Encoder {
     last_ms: i64,
-    detail: Option<String>,
+    detail: Option<Box<str>>,
 }
 
 impl Encoder {
@@ -156,7 +156,7 @@ impl Encoder {
             None => None,
             Some(d) => {
                 flags |= HAS_DETAIL;
-                (self.detail.as_deref() != Some(d.as_str())).then_some(d)
+                (self.detail.as_deref() != Some(&**d)).then_some(d)
             }
         };
         if new_detail.is_some() {
@@ -198,7 +198,7 @@ impl Encoder {
 /// The outcomes of a chunk whose first entry is timed from `first_ms`, in recorded order.
 pub fn decode_outcomes(first_ms: i64, bytes: &[u8]) -> Result<Vec<Outcome>, DecodeError> {
     let mut r = Reader::new(first_ms, bytes)?;
-    let mut detail: Option<String> = None;
+    let mut detail: Option<Box<str>> = None;
     let mut outcomes = Vec::new();
     while !r.done() {
         let start = r.pos;
@@ -209,7 +209,7 @@ pub fn decode_outcomes(first_ms: i64, bytes: &[u8]) -> Result<Vec<Outcome>, Deco
             let len_pos = r.pos;
             let len = usize::try_from(r.varint()?).map_err(|_| DecodeError::Range(len_pos))?;
             let raw = r.take(len)?;
-            detail = Some(std::str::from_utf8(raw).map_err(|_| DecodeError::Utf8(len_pos))?.to_owned());
+            detail = Some(std::str::from_utf8(raw).map_err(|_| DecodeError::Utf8(len_pos))?.into());
         }
         let this_detail =
             if flags & HAS_DETAIL != 0 { Some(detail.clone().ok_or(DecodeError::NoDetail(start))?) } else { None };
@@ -262,7 +262,7 @@ mod tests {
     use super::*;
 
     fn outcome(at_ms: i64, success: bool, latency_us: u32, detail: Option<&str>) -> Outcome {
-        Outcome { at_ms, success, slow: latency_us > 500_000, latency_us, detail: detail.map(str::to_owned) }
+        Outcome { at_ms, success, slow: latency_us > 500_000, latency_us, detail: detail.map(Box::from) }
     }
 
     fn encode(first_ms: i64, outcomes: &[Outcome]) -> Vec<u8> {
@@ -365,7 +365,7 @@ mod tests {
             let mut at = first;
             let outcomes: Vec<Outcome> = steps.into_iter().map(|(gap, success, slow, latency_us, detail)| {
                 at += i64::from(gap);
-                Outcome { at_ms: at, success, slow, latency_us, detail: detail.map(|d| format!("reason {d} ✓")) }
+                Outcome { at_ms: at, success, slow, latency_us, detail: detail.map(|d| format!("reason {d} ✓").into()) }
             }).collect();
             let bytes = encode(first, &outcomes);
             prop_assert_eq!(decode_outcomes(first, &bytes), Ok(outcomes));

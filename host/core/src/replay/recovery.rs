@@ -178,7 +178,10 @@ impl<'a> Recovery<'a> {
             .iter()
             .map(|&i| {
                 let o = &self.outcomes[i];
-                Failure { at_ms: u64::try_from(o.at_ms).unwrap_or(0), detail: o.detail.clone().unwrap_or_default() }
+                Failure {
+                    at_ms: u64::try_from(o.at_ms).unwrap_or(0),
+                    detail: o.detail.as_deref().unwrap_or_default().to_owned(),
+                }
             })
             .collect();
         let action = strategy.decide(&history, attempt);

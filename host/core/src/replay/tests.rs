@@ -20,7 +20,7 @@ fn record(pattern: &str) -> Vec<Outcome> {
             success: c != 'x',
             slow: c == 's',
             latency_us: 2_000,
-            detail: (c == 'x').then(|| format!("status 503 #{i}")),
+            detail: (c == 'x').then(|| format!("status 503 #{i}").into()),
         })
         .collect()
 }

@@ -84,7 +84,7 @@ pub(super) async fn plugins(Extract(state): Extract<AppState>) -> Response {
                 if h.trip_policy == info.name {
                     bound_by.push(Binding { service: h.config.name.to_string(), role: "trip-predicate" });
                 }
-                if h.recovery.as_ref().is_some_and(|(_, name)| *name == info.name) {
+                if h.recovery.as_deref().is_some_and(|(_, name)| *name == info.name) {
                     bound_by.push(Binding { service: h.config.name.to_string(), role: "recovery-strategy" });
                 }
                 if h.config.breaker.trip_shadow.as_ref().is_some_and(|p| p.plugin == info.name) {

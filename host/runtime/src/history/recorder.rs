@@ -248,7 +248,7 @@ impl ServiceRecorder {
     /// Records a check that ended at `at_ms`. `detail` (a failure's reason) is cut to [`MAX_DETAIL`] bytes.
     pub fn outcome(&self, at_ms: i64, success: bool, slow: bool, latency_us: u32, detail: Option<&str>) {
         let Some((buffer, inner)) = &self.0 else { return };
-        let detail = detail.map(|d| d[..d.floor_char_boundary(MAX_DETAIL)].to_owned());
+        let detail = detail.map(|d| Box::from(&d[..d.floor_char_boundary(MAX_DETAIL)]));
         push(inner, &buffer.outcomes, Outcome { at_ms, success, slow, latency_us, detail });
     }
 }

@@ -48,7 +48,7 @@ fn what_the_probe_path_records_reads_back_in_order() {
     assert_eq!(got[110].detail.as_deref(), Some("status 503"));
     assert_eq!(got[130].detail.as_deref(), Some("connect refused"));
     assert_eq!((got[130].success, got[140].success, got[140].detail.as_deref()), (false, true, None));
-    assert_eq!(got.last().and_then(|o| o.detail.as_ref()).map(String::len), Some(MAX_DETAIL));
+    assert_eq!(got.last().and_then(|o| o.detail.as_deref()).map(str::len), Some(MAX_DETAIL));
     assert_eq!(reader.outcomes("b", start, start + 100).expect("read").len(), 10);
     assert_eq!((dropped.get(), errors.get()), (0, 0));
     rec.stop();

@@ -7,6 +7,7 @@
 //! entry that was rolled back. A failed write drops its batch and counts it: the buffers never wait for the store.
 
 use std::collections::HashMap;
+use std::num::NonZeroI64;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -27,22 +28,28 @@ pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// cheap and pages stay well filled, large enough that a row's own overhead (its key, times and B-tree cells, some
 /// 60 bytes) is a fraction of a byte per entry.
 pub const CHUNK: u32 = 200;
+/// The writer connection's page cache, in KiB (SQLite's default is 2 000).
+const WRITER_CACHE_KIB: u32 = 512;
 /// How often retention runs.
 const RETAIN_EVERY: Duration = Duration::from_secs(60);
 
 /// A series: one service's outcomes, one of its metrics, or one of its log rules.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+///
+/// The writer keeps one open chunk per series, so at thousands of services the size of a series and its chunk is the
+/// size of the writer's map entry: boxed names and a niche-packed row id keep it at 88 bytes (112 before).
 struct Series {
     kind: Kind,
     service: Arc<str>,
-    name: String,
+    /// Empty for outcomes: the metric or the log rule.
+    name: Box<str>,
 }
 
 /// A chunk being appended to.
 #[derive(Debug)]
 struct Open {
     /// `None` until the chunk's first flush inserts it.
-    id: Option<i64>,
+    id: Option<NonZeroI64>,
     first_ms: i64,
     enc: Encoder,
     n: u32,
@@ -74,6 +81,10 @@ fn connect(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(2))?;
     conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")?;
+    // The writer only appends to each series' newest chunk and deletes old ones: what it reads again is the tree's
+    // upper pages, not the chunks it wrote a second ago (at 10 000 series those no longer fit SQLite's default 2 MiB
+    // anyway, and the OS page cache holds them). A quarter of the default keeps ~1.5 MiB less resident at scale.
+    conn.execute_batch(&format!("PRAGMA cache_size = -{WRITER_CACHE_KIB};"))?;
     conn.execute_batch(CREATE)?;
     Ok(conn)
 }
@@ -113,7 +124,7 @@ impl Writer {
             for b in buffers {
                 std::mem::swap(&mut *lock(&b.outcomes), outcomes);
                 taken += outcomes.len() as u64;
-                let series = Series { kind: Kind::Outcome, service: Arc::clone(&b.service), name: String::new() };
+                let series = Series { kind: Kind::Outcome, service: Arc::clone(&b.service), name: Box::default() };
                 append(&tx, open, series, outcomes, |o| o.at_ms, Encoder::push_outcome, bytes)?;
                 outcomes.clear();
 
@@ -121,8 +132,11 @@ impl Writer {
                 taken += samples.len() as u64;
                 samples.sort_by(|a, b| a.metric.cmp(&b.metric));
                 for group in samples.chunk_by(|a, b| a.metric == b.metric) {
-                    let series =
-                        Series { kind: Kind::Sample, service: Arc::clone(&b.service), name: group[0].metric.clone() };
+                    let series = Series {
+                        kind: Kind::Sample,
+                        service: Arc::clone(&b.service),
+                        name: group[0].metric.as_str().into(),
+                    };
                     let push =
                         |e: &mut Encoder, s: &MetricSample, out: &mut Vec<u8>| e.push_sample(s.at_ms, s.value, out);
                     append(&tx, open, series, group, |s| s.at_ms, push, bytes)?;
@@ -133,8 +147,11 @@ impl Writer {
                 taken += counts.len() as u64;
                 counts.sort_by(|a, b| a.rule.cmp(&b.rule).then(a.at_ms.cmp(&b.at_ms)));
                 for group in counts.chunk_by(|a, b| a.rule == b.rule) {
-                    let series =
-                        Series { kind: Kind::LogCount, service: Arc::clone(&b.service), name: group[0].rule.clone() };
+                    let series = Series {
+                        kind: Kind::LogCount,
+                        service: Arc::clone(&b.service),
+                        name: group[0].rule.as_str().into(),
+                    };
                     let push = |e: &mut Encoder, c: &LogCount, out: &mut Vec<u8>| e.push_count(c.at_ms, c.count, out);
                     append(&tx, open, series, group, |c| c.at_ms, push, bytes)?;
                 }
@@ -187,7 +204,7 @@ impl Writer {
         let mut delete =
             conn.prepare_cached("DELETE FROM history WHERE service = ?1 AND kind = ?2 AND name = ?3 AND last_ms < ?4")?;
         for s in self.open.keys() {
-            let mut rows = newest.query(params![&*s.service, s.kind.code(), s.name])?;
+            let mut rows = newest.query(params![&*s.service, s.kind.code(), &*s.name])?;
             let mut kept = 0u64;
             let mut oldest_kept = None;
             while let Some(row) = rows.next()? {
@@ -202,7 +219,7 @@ impl Writer {
             if kept >= self.max_rows
                 && let Some(last_ms) = oldest_kept
             {
-                delete.execute(params![&*s.service, s.kind.code(), s.name, last_ms])?;
+                delete.execute(params![&*s.service, s.kind.code(), &*s.name, last_ms])?;
             }
         }
         Ok(())
@@ -267,7 +284,7 @@ fn save(tx: &Transaction<'_>, series: &Series, c: &mut Open, bytes: &[u8]) -> ru
             let mut stmt = tx.prepare_cached(
                 "UPDATE history SET data = CAST(data || ?1 AS BLOB), last_ms = ?2, n = ?3 WHERE id = ?4",
             )?;
-            stmt.execute(params![bytes, c.enc.last_ms(), n, id])?;
+            stmt.execute(params![bytes, c.enc.last_ms(), n, id.get()])?;
         }
         None => {
             let mut stmt = tx.prepare_cached(
@@ -277,13 +294,14 @@ fn save(tx: &Transaction<'_>, series: &Series, c: &mut Open, bytes: &[u8]) -> ru
             stmt.execute(params![
                 series.kind.code(),
                 &*series.service,
-                series.name,
+                &*series.name,
                 c.first_ms,
                 c.enc.last_ms(),
                 n,
                 bytes
             ])?;
-            c.id = Some(tx.last_insert_rowid());
+            // A row id of 0 (never assigned by SQLite itself) would start a new chunk at the next flush.
+            c.id = NonZeroI64::new(tx.last_insert_rowid());
         }
     }
     Ok(())
@@ -332,5 +350,24 @@ pub(super) fn run(inner: &Inner) {
             return;
         }
         std::thread::park_timeout(FLUSH_EVERY);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_series_and_its_open_chunk_stay_small() {
+        // One of each per series the writer appends to: at 10 000 services the map of them is megabytes.
+        assert!(size_of::<Series>() + size_of::<Open>() <= 88, "{} + {}", size_of::<Series>(), size_of::<Open>());
+    }
+
+    #[test]
+    fn the_writer_connection_keeps_a_smaller_page_cache() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conn = connect(&dir.path().join("h.db")).expect("connect");
+        let kib: i64 = conn.query_row("PRAGMA cache_size", [], |r| r.get(0)).expect("cache_size");
+        assert_eq!(kib, -i64::from(WRITER_CACHE_KIB));
     }
 }

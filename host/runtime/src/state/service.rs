@@ -50,8 +50,9 @@ pub struct ServiceHandle {
     /// The last checks, for the console.
     pub recent: super::RecentChecks,
     pub(crate) restarts: Mutex<RestartBook>,
-    /// A recovery-strategy plugin and its name; `None`: the fixed `onFailure`.
-    pub(crate) recovery: Option<(Arc<dyn RecoveryStrategy>, String)>,
+    /// A recovery-strategy plugin and its name; `None`: the fixed `onFailure` (most services: boxed, 32 bytes less
+    /// for them).
+    pub(crate) recovery: Option<Box<(Arc<dyn RecoveryStrategy>, String)>>,
     /// The recovery shadow (`recoveryPolicy.shadow`): asked after each recovery decision, never acted on.
     pub(crate) recovery_shadow: Option<Arc<aegis_plugin::WasmRecoveryStrategy>>,
     /// A strategy decision is under way (or waiting out its `wait`).

@@ -60,7 +60,7 @@ pub(super) fn build_service(
         match shared.plugins.recovery_strategy(&policy.plugin, service_info(s), policy.config.clone(), fixed) {
             Ok(p) => {
                 log_binding(&shared.plugins, "recovery strategy", &s.name, &policy.plugin, p.is_loaded());
-                Some((Arc::new(p) as Arc<dyn RecoveryStrategy>, policy.plugin.clone()))
+                Some(Box::new((Arc::new(p) as Arc<dyn RecoveryStrategy>, policy.plugin.clone())))
             }
             Err(e) => {
                 tracing::error!(service = %s.name, "{e}; using onFailure `{}`", s.on_failure.as_str());

@@ -30,7 +30,7 @@ pub(super) fn fixed_action(on_failure: OnFailure) -> RecoveryAction {
 
 /// Recovers a failing service: by its recovery-strategy plugin's decision when it has one, else by `onFailure`.
 pub(super) fn start_recovery(handle: &Arc<ServiceHandle>, shared: &Arc<Shared>, reason: &str, stop: &Stop) {
-    match &handle.recovery {
+    match handle.recovery.as_deref() {
         None => {
             shadow_the_fixed_action(handle, shared);
             match handle.config.on_failure {

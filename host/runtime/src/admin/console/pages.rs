@@ -218,7 +218,7 @@ pub(super) fn service(state: &AppState, h: &ServiceHandle, events: &[Event], day
         ("retries", c.retries.to_string()),
         ("on failure", c.on_failure.as_str().to_owned()),
         ("trip policy", h.trip_policy.to_string()),
-        ("recovery policy", h.recovery.as_ref().map_or_else(|| "built-in".to_owned(), |(_, n)| n.clone())),
+        ("recovery policy", h.recovery.as_deref().map_or_else(|| "built-in".to_owned(), |(_, n)| n.clone())),
         ("circuit breaker", format!("{:?}", c.breaker)),
         ("backoff", c.backoff.as_ref().map_or_else(|| "disabled".to_owned(), |b| format!("{b:?}"))),
         ("restart limit", c.restart_limit.as_ref().map_or_else(|| "none".to_owned(), |l| format!("{l:?}"))),
@@ -283,7 +283,7 @@ pub(super) fn plugins(state: &AppState) -> Markup {
             tbody { @for p in &stats {
                 @let bound: Vec<&std::sync::Arc<str>> = services.iter()
                     .filter(|(_, h)| h.trip_policy == p.plugin
-                        || h.recovery.as_ref().is_some_and(|(_, n)| *n == p.plugin)
+                        || h.recovery.as_deref().is_some_and(|(_, n)| *n == p.plugin)
                         || h.shadows().any(|n| shadow_name(n) == p.plugin))
                     .map(|(n, _)| n).collect();
                 tr {
