@@ -1,6 +1,6 @@
 //! When each service is checked: one scheduler task keeps every running service's next check time in a heap and, as
 //! each comes due, starts a task for that one check (and, between checks, one to hand over breaker transitions). A
-//! service costs a heap entry and a small slot between checks, instead of a task and a ticker of its own (~0.6 KiB a
+//! service costs a heap entry and a small slot between checks, instead of a task and a ticker of its own (~0.5 KiB a
 //! service before, most of a service's memory after its handle).
 //!
 //! The timing is a tokio interval's with [`tokio::time::MissedTickBehavior::Delay`]: the first check comes after a
