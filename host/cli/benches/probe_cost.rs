@@ -285,6 +285,8 @@ fn main() {
     let setup = Setup { target: port, services, interval, window };
     let current = Path::new(env!("CARGO_BIN_EXE_aegis-host"));
     let mut runs = Vec::new();
+    // The single runs of an A-B-B-A pair: listed, and compared only through their means.
+    let mut singles = Vec::new();
     const BUILT_IN: &str = "aegis-host, built-in trip policy";
     const BASELINE: &str = "baseline aegis-host, built-in trip policy";
     match std::env::var_os("AEGIS_BENCH_BASELINE").map(PathBuf::from) {
@@ -298,7 +300,7 @@ fn main() {
             let late = aegis(&format!("{BASELINE} (4th)"), &baseline, &setup, None);
             runs.push(Cost::mean(BASELINE, &early, &late));
             runs.push(Cost::mean(BUILT_IN, &current_early, &current_late));
-            runs.extend([early, current_early, current_late, late]);
+            singles.extend([early, current_early, current_late, late]);
         }
         None => runs.push(aegis(BUILT_IN, current, &setup, None)),
     }
@@ -312,7 +314,7 @@ fn main() {
         "{:<42} {:>10} {:>8} {:>14} {:>7} {:>9}",
         "prober", "probes/s", "% ideal", "CPU-µs/probe", "cores", "RSS MiB"
     );
-    for r in &runs {
+    for r in runs.iter().chain(&singles) {
         let of_ideal =
             if r.name.starts_with("blackbox") { "-".into() } else { format!("{:.1}", 100.0 * r.probes_per_s / ideal) };
         println!(
@@ -326,8 +328,7 @@ fn main() {
         );
     }
     let Some(built_in) = runs.iter().find(|r| r.name == BUILT_IN) else { return };
-    // The single runs of an A-B-B-A pair are listed above, and compared only through their means.
-    for r in runs.iter().filter(|r| !std::ptr::eq(*r, built_in) && !r.name.ends_with(')')) {
+    for r in runs.iter().filter(|r| !std::ptr::eq(*r, built_in)) {
         println!(
             "{} / built-in aegis: {:.2}× the CPU per probe",
             r.name,

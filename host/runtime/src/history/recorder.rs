@@ -179,14 +179,16 @@ impl Recorder {
             return ServiceRecorder(Some((b, Arc::clone(&running.inner))));
         }
         let mut buffers = running.inner.buffers.write().unwrap_or_else(|p| p.into_inner());
+        // Looked up again under the write lock: another thread may have made it meanwhile.
         let b = match buffers.get(service) {
-            Some(b) => b,
+            Some(b) => Arc::clone(b),
             None => {
-                let name = name();
-                buffers.entry(Arc::clone(&name)).or_insert_with(|| Arc::new(Buffer::new(name)))
+                let b = Arc::new(Buffer::new(name()));
+                buffers.insert(Arc::clone(&b.service), Arc::clone(&b));
+                b
             }
         };
-        ServiceRecorder(Some((Arc::clone(b), Arc::clone(&running.inner))))
+        ServiceRecorder(Some((b, Arc::clone(&running.inner))))
     }
 
     /// Records the value of one anomaly metric of `service` at `at_ms`.

@@ -1,8 +1,7 @@
 //! What a service's check and its breaker's transitions do ([`ServiceJob`]): at each check (when [`super::schedule`]
-//! says it is due),
-//! cluster ownership first, then the check through the breaker in a check lane, its result recorded (last check,
-//! anomaly window, failure history), and the breaker's transitions handed to [`super::transitions`] in the order
-//! they happened. Decides nothing about timing, and no recoveries beyond calling [`super::recovery`] when a disabled
+//! says it is due), cluster ownership first, then the check through the breaker in a check lane, its result recorded
+//! (last check, anomaly window, failure history), and the breaker's transitions handed to [`super::transitions`] in
+//! the order they happened. Decides nothing about timing, and no recoveries beyond calling [`super::recovery`] when a disabled
 //! breaker's check fails.
 
 use std::sync::Arc;

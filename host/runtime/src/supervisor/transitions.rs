@@ -1,7 +1,7 @@
 //! Breaker transitions: the queue the breaker's listener fills (on whatever thread recorded the outcome) and the
-//! service's checks and the scheduler's tasks empty, and what a transition means — the state metric, the saved snapshot, the event, the
-//! breaker-open alert, the trip counter, notifications, and the start of recovery when the breaker opens. Must not
-//! probe, and calls only downward (recovery, notify).
+//! service's checks and the scheduler's tasks empty, and what a transition means — the state metric, the saved
+//! snapshot, the event, the breaker-open alert, the trip counter, notifications, and the start of recovery when the
+//! breaker opens. Must not probe, and calls only downward (recovery, notify).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
