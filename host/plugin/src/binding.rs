@@ -1,8 +1,10 @@
 //! What every policy adapter shares: one plugin instance per binding (a service's trip predicate, a log source's
-//! rule, …), `init` with the binding's config, an epoch deadline per call, a fresh `Store` after any trap, and the
-//! plugin's quarantine bookkeeping. The adapters only convert types and pick the built-in fallback.
+//! rule, …) with `init` and the binding's config, or a seat in an instance that bindings share (a trip predicate
+//! that exports `trip-predicates`, see [`crate::shared`]); an epoch deadline per call, a fresh `Store` after any
+//! trap, and the plugin's quarantine bookkeeping. The adapters only convert types and pick the built-in fallback.
 //!
-//! Must never panic or block on anything but the binding's own instance: a plugin call is bounded by the deadline.
+//! Must never panic or block on anything but the binding's own instance or its shard's: a plugin call is bounded by
+//! the deadline.
 
 use std::fmt;
 use std::panic::AssertUnwindSafe;
@@ -10,14 +12,16 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
+use wasmtime::component::ResourceAny;
 use wasmtime::{Engine, Store, Trap};
 
-use crate::bindings::{alert, anomaly, log_rule, recovery, trip, types};
+use crate::bindings::{alert, anomaly, log_rule, recovery, trip, trip_shared, types};
 use crate::epoch::Epoch;
 use crate::error::PluginError;
 use crate::host::{Loaded, PluginHost, PluginKind, PluginSlot, Pre};
 use crate::quarantine::{Admission, CallResult, PluginHealth};
 use crate::sandbox::{SandboxLimits, StoreData, new_store};
+use crate::shared::{Seat, ShardState, SharedInstance, SharedPool};
 
 /// Epoch ticks a call made through [`Binding::call_off_worker`] runs in place before it is cut off and handed off:
 /// 1 to 2 ms (the epoch may advance right after the deadline is set), against the microsecond a policy takes.
@@ -29,6 +33,15 @@ pub type HandOff = fn(&mut dyn FnMut());
 
 /// A call cut off at the end of its first slice.
 struct Overran;
+
+/// A call's way through its instance, before it is counted.
+enum Prepared<R> {
+    Ran(Answer<R>),
+    /// Cut off to run again off the async worker: a WASI function that blocks, or a shared instance that is busy.
+    Overran,
+    /// No instance to call: it could not be made, or the plugin refused the binding's config.
+    Unavailable(PluginError),
+}
 
 /// Longest text (reason, message) a plugin may hand back; longer text is cut, not refused.
 pub(crate) const MAX_TEXT: usize = 1024;
@@ -88,12 +101,23 @@ struct Instance<W> {
     world: W,
 }
 
+/// What a call runs against: the binding's own instance, or its predicate in an instance that bindings share (a
+/// trip-predicate plugin that exports `trip-predicates`, see [`crate::shared`]).
+pub(crate) enum Target<'a, W> {
+    Own(&'a W),
+    Shared(&'a trip_shared::TripPredicatesPlugin, ResourceAny),
+}
+
+/// A call's answer before it is counted: a trap (`Err`), an invalid result (`Ok(Err)`) or a value.
+type Answer<R> = wasmtime::Result<Result<R, String>>;
+
 /// The plugin version a binding runs (none while the plugin is not loaded), the slot's number for it, and the
-/// binding's instance of it.
+/// binding's instance of it, or its seat in a shared instance when the plugin offers one.
 struct Current<W> {
     version: u64,
     plugin: Option<Arc<Loaded>>,
     instance: Option<Instance<W>>,
+    seat: Option<Seat>,
 }
 
 /// A slot version no slot has: the binding looks the plugin up at its next call.
@@ -155,19 +179,41 @@ impl<W: World> Binding<W> {
             service,
             config,
             shadow: None,
-            current: Mutex::new(Current { version, plugin: plugin.clone(), instance: None }),
+            current: Mutex::new(Current { version, plugin: plugin.clone(), instance: None, seat: None }),
         };
         if let Some(plugin) = plugin {
-            let instance = binding.instantiate(&plugin)?;
-            binding.lock().instance = Some(instance);
+            match &plugin.shared {
+                None => {
+                    let instance = binding.instantiate(&plugin)?;
+                    binding.lock().instance = Some(instance);
+                }
+                Some(pool) => {
+                    let mut seat = pool.take_seat(binding.shadow.is_some());
+                    binding.open_seat(&plugin, pool, &mut seat)?;
+                    binding.lock().seat = Some(seat);
+                }
+            }
         }
         Ok(binding)
     }
 
     /// The same binding as a shadow: its calls, strikes and quarantine are counted on the plugin's shadow record,
-    /// never on the record its live bindings share, so a failing shadow cannot quarantine a live policy.
+    /// never on the record its live bindings share, so a failing shadow cannot quarantine a live policy. A shared
+    /// binding moves to a shadow shard, so that a failing shadow never resets live predicates either.
     pub(crate) fn into_shadow(mut self, host: &PluginHost) -> Self {
         self.shadow = Some(host.shadow_health(&self.name, W::KIND));
+        let current = self.current.get_mut().unwrap_or_else(|p| p.into_inner());
+        if current.seat.take().is_some()
+            && let Some(plugin) = current.plugin.clone()
+            && let Some(pool) = &plugin.shared
+        {
+            let mut seat = pool.take_seat(true);
+            // Opened at the first call if this fails now (it did not, a moment ago, in the live shard).
+            if self.open_seat(&plugin, pool, &mut seat).is_err() {
+                tracing::debug!(plugin = %self.name, subject = %self.subject, "shadow predicate not opened yet");
+            }
+            self.current.get_mut().unwrap_or_else(|p| p.into_inner()).seat = Some(seat);
+        }
         self
     }
 
@@ -188,10 +234,7 @@ impl<W: World> Binding<W> {
         let name = &self.name;
         let instantiate_err =
             |e: wasmtime::Error| PluginError::Instantiate { name: name.clone(), reason: describe(&e, &self.limits) };
-        let ticking = self.epoch.ticking();
-        let mut store =
-            new_store(&self.engine, ticking, Arc::from(name.as_str()), &self.limits, &plugin.info.capabilities)
-                .map_err(instantiate_err)?;
+        let mut store = self.store(plugin).map_err(instantiate_err)?;
         let world = W::instantiate(&plugin.pre, &mut store)
             .ok_or_else(|| PluginError::WrongKind {
                 name: name.clone(),
@@ -208,36 +251,120 @@ impl<W: World> Binding<W> {
         Ok(Instance { store, world })
     }
 
+    /// A fresh store for this binding's plugin, with the deadline armed for what runs first in it.
+    fn store(&self, plugin: &Loaded) -> wasmtime::Result<Store<StoreData>> {
+        let mut store = new_store(
+            &self.engine,
+            self.epoch.ticking(),
+            Arc::from(self.name.as_str()),
+            &self.limits,
+            &plugin.info.capabilities,
+        )?;
+        store.set_epoch_deadline(self.limits.deadline_ticks());
+        Ok(store)
+    }
+
+    /// The shared instance of a shard: the one it has, or a new one (no `lifecycle.init`: each predicate gets its
+    /// service and config from `open`).
+    fn shared_instance<'s>(
+        &self,
+        pool: &SharedPool,
+        plugin: &Loaded,
+        state: &'s mut ShardState,
+    ) -> Result<&'s mut SharedInstance, PluginError> {
+        if state.instance.is_none() {
+            let instantiate_err = |e: wasmtime::Error| PluginError::Instantiate {
+                name: self.name.clone(),
+                reason: describe(&e, &self.limits),
+            };
+            let mut store = self.store(plugin).map_err(instantiate_err)?;
+            let world = pool.pre.instantiate(&mut store).map_err(instantiate_err)?;
+            state.instance = Some(SharedInstance { store, world });
+        }
+        state
+            .instance
+            .as_mut()
+            .ok_or_else(|| PluginError::Instantiate { name: self.name.clone(), reason: "no instance".to_owned() })
+    }
+
+    /// Opens the binding's predicate in its shard under the whole deadline, so that a refused config is an error at
+    /// bind time, as a refusing `init` is for a binding with an instance of its own.
+    fn open_seat(&self, plugin: &Loaded, pool: &SharedPool, seat: &mut Seat) -> Result<(), PluginError> {
+        let mut state = seat.lock();
+        seat.drop_orphans(&mut state);
+        let live = self.shared_instance(pool, plugin, &mut state)?;
+        live.store.set_epoch_deadline(self.limits.deadline_ticks());
+        match self.open_predicate(plugin, &live.world, &mut live.store) {
+            Ok(Ok(predicate)) => {
+                seat.set_predicate(&state, predicate);
+                Ok(())
+            }
+            Ok(Err(reason)) => Err(PluginError::InitRefused { name: self.name.clone(), reason: clamp_text(reason) }),
+            Err(e) => {
+                let reason = describe(&e, &self.limits);
+                state.discard();
+                Err(PluginError::Instantiate { name: self.name.clone(), reason })
+            }
+        }
+    }
+
+    /// `predicate.open` with this binding's service and config (the manifest's defaults under it).
+    fn open_predicate(
+        &self,
+        plugin: &Loaded,
+        world: &trip_shared::TripPredicatesPlugin,
+        store: &mut Store<StoreData>,
+    ) -> Answer<ResourceAny> {
+        let config: Vec<(String, String)> = plugin.default_config.iter().chain(&self.config).cloned().collect();
+        let service = self.service.clone().unwrap_or_else(|| types::ServiceInfo {
+            name: String::new(),
+            kind: String::new(),
+            endpoint: String::new(),
+        });
+        world.aegis_policy_trip_predicates().predicate().call_open(store, &service, &config)
+    }
+
     /// Runs `f` against the plugin under the deadline. `None` means "use the built-in": the plugin is quarantined,
     /// unloaded, could not be instantiated, trapped, missed its deadline, or `f` refused its output
     /// (`Ok(Err(why))`).
     ///
     /// The hot path takes the binding's own lock and reads the slot's version number: no shared lock, no reference
     /// count touched.
-    pub(crate) fn call<R>(
+    pub(crate) fn call<R>(&self, mut f: impl FnMut(&W, &mut Store<StoreData>) -> Answer<R>) -> Option<R> {
+        self.call_target(|target, store| match target {
+            Target::Own(world) => f(world, store),
+            // Only trip-predicate plugins are shared, and their adapter calls `call_target`.
+            Target::Shared(..) => Ok(Err("a shared instance for a kind that has none".to_owned())),
+        })
+    }
+
+    /// [`Self::call`] for an adapter whose plugin may serve it from a shared instance (a trip predicate).
+    pub(crate) fn call_target<R>(
         &self,
-        mut f: impl FnMut(&W, &mut Store<StoreData>) -> wasmtime::Result<Result<R, String>>,
+        mut f: impl FnMut(Target<'_, W>, &mut Store<StoreData>) -> Answer<R>,
     ) -> Option<R> {
         self.call_for(self.limits.deadline_ticks(), &mut f).unwrap_or(None)
     }
 
-    /// [`Self::call`] for a caller on an async worker, whose other tasks must not wait for a plugin that runs long:
-    /// the call runs in place for at most [`FIRST_SLICE_TICKS`] (a policy answers in about a microsecond, so nothing
-    /// is handed anywhere), and only a call still running then is cut off and run again from the start through
-    /// `hand_off` (which moves the worker's other tasks to another thread), with a fresh instance and the whole
-    /// deadline. The cut-off call counts for nothing: no strike, no call. A plugin that logs while it overruns logs
-    /// those lines twice.
+    /// [`Self::call_target`] for a caller on an async worker, whose other tasks must not wait for a plugin that runs
+    /// long: the call runs in place for at most [`FIRST_SLICE_TICKS`] (a policy answers in about a microsecond, so
+    /// nothing is handed anywhere), and only a call still running then is cut off and run again from the start
+    /// through `hand_off` (which moves the worker's other tasks to another thread), with a fresh instance and the
+    /// whole deadline. A shared instance that another binding's call holds for more than a short spin sends the call
+    /// there too, rather than have the worker wait. The cut-off call counts for nothing: no strike, no call. A
+    /// plugin that logs while it overruns logs those lines twice.
     pub(crate) fn call_off_worker<R>(
         &self,
         hand_off: HandOff,
-        mut f: impl FnMut(&W, &mut Store<StoreData>) -> wasmtime::Result<Result<R, String>>,
+        mut f: impl FnMut(Target<'_, W>, &mut Store<StoreData>) -> Answer<R>,
     ) -> Option<R> {
         let whole = self.limits.deadline_ticks();
         if whole > FIRST_SLICE_TICKS {
             match self.call_for(FIRST_SLICE_TICKS, &mut f) {
                 Ok(answer) => return answer,
                 Err(Overran) => tracing::debug!(plugin = %self.name, subject = %self.subject,
-                    "plugin call overran its first slice; running it again off the async worker"),
+                    "plugin call overran its first slice or found its shared instance busy; running it again off \
+                     the async worker"),
             }
         }
         let mut answer = None;
@@ -246,64 +373,47 @@ impl<W: World> Binding<W> {
     }
 
     /// Runs `f` with `ticks` epoch ticks to go. `Err(Overran)`: `ticks` is less than the deadline and the plugin
-    /// ran into it (the instance is dropped; nothing is counted).
+    /// ran into it (the instance is dropped; nothing is counted), or its shared instance was busy.
     fn call_for<R>(
         &self,
         ticks: u64,
-        f: &mut impl FnMut(&W, &mut Store<StoreData>) -> wasmtime::Result<Result<R, String>>,
+        f: &mut impl FnMut(Target<'_, W>, &mut Store<StoreData>) -> Answer<R>,
     ) -> Result<Option<R>, Overran> {
         let mut current = self.lock();
         if current.version != self.slot.version() {
             self.refresh(&mut current);
         }
-        let Current { plugin, instance, .. } = &mut *current;
+        let Current { plugin, instance, seat, .. } = &mut *current;
         let Some(plugin) = plugin.as_ref().filter(|p| p.info.kind == W::KIND) else { return Ok(None) };
         let health = self.shadow.as_ref().unwrap_or(&plugin.health);
         if health.admit() == Admission::Skip {
             return Ok(None);
         }
-        if instance.is_none() {
-            match self.instantiate(plugin) {
-                Ok(fresh) => *instance = Some(fresh),
-                Err(e) => {
-                    let health = Arc::clone(health);
-                    drop(current);
-                    self.strike(&health, CallResult::Unavailable, &e.to_string());
-                    return Ok(None);
-                }
-            }
-        }
         let cut_short = ticks < self.limits.deadline_ticks();
         if cut_short && plugin.blocks_on_wasi.load(Ordering::Relaxed) {
             return Err(Overran);
         }
-        let Some(live) = instance.as_mut() else { return Ok(None) };
-        live.store.set_epoch_deadline(ticks);
-        live.store.data_mut().reset_log_budget();
-        let outcome = if cut_short {
-            // In place on an async worker, a WASI function that blocks on the runtime (wasmtime-wasi's sync
-            // bindings) panics ("Cannot start a runtime from within a runtime"). Caught here, before the binding's
-            // lock is released, so nothing is poisoned; the instance is dropped and the call run again off the worker.
-            match std::panic::catch_unwind(AssertUnwindSafe(|| f(&live.world, &mut live.store))) {
-                Ok(outcome) => outcome,
-                Err(_) => {
-                    *instance = None;
-                    plugin.blocks_on_wasi.store(true, Ordering::Relaxed);
-                    tracing::warn!(plugin = %self.name, subject = %self.subject,
-                        "plugin called a blocking WASI function (a print, a panic message, a sleep) while deciding; \
-                         its decisions now run off the async worker, at a cost of tens of microseconds each");
-                    return Err(Overran);
-                }
+        let prepared = match &plugin.shared {
+            None => self.call_own(plugin, instance, ticks, f),
+            Some(pool) => {
+                let seat = seat.get_or_insert_with(|| pool.take_seat(self.shadow.is_some()));
+                self.call_shared(plugin, pool, seat, ticks, f)
             }
-        } else {
-            f(&live.world, &mut live.store)
         };
-        match outcome {
+        let outcome = match prepared {
+            Prepared::Ran(outcome) => outcome,
+            Prepared::Overran => return Err(Overran),
+            Prepared::Unavailable(e) => {
+                let health = Arc::clone(health);
+                drop(current);
+                self.strike(&health, CallResult::Unavailable, &e.to_string());
+                return Ok(None);
+            }
+        };
+        let outcome = match outcome {
             Ok(Ok(value)) if health.count_ok_in_good_standing() => return Ok(Some(value)),
-            Ok(Ok(_)) => {}
-            // A trap leaves the instance unusable; a plugin that returned garbage once may hold bad state.
-            _ => *instance = None,
-        }
+            other => other,
+        };
         if cut_short && outcome.as_ref().is_err_and(|e| matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt))) {
             return Err(Overran);
         }
@@ -330,6 +440,108 @@ impl<W: World> Binding<W> {
         })
     }
 
+    /// A call against the binding's own instance (made first if it has none). Anything but a value drops the
+    /// instance: a trap leaves it unusable, and a plugin that returned garbage once may hold bad state.
+    fn call_own<R>(
+        &self,
+        plugin: &Loaded,
+        instance: &mut Option<Instance<W>>,
+        ticks: u64,
+        f: &mut impl FnMut(Target<'_, W>, &mut Store<StoreData>) -> Answer<R>,
+    ) -> Prepared<R> {
+        let live = match instance {
+            Some(live) => live,
+            None => match self.instantiate(plugin) {
+                Ok(fresh) => instance.insert(fresh),
+                Err(e) => return Prepared::Unavailable(e),
+            },
+        };
+        let world = &live.world;
+        let ran = self.run(plugin, &mut live.store, ticks, |store| f(Target::Own(world), store));
+        if !matches!(ran, Prepared::Ran(Ok(Ok(_)))) {
+            *instance = None;
+        }
+        ran
+    }
+
+    /// A call against the binding's predicate in its shard's shared instance: the instance is made and the
+    /// predicate opened first if need be, within the call's deadline. Anything but a value drops the instance and
+    /// every predicate in it, except a refused `open` (a reloaded plugin that no longer takes the binding's config),
+    /// which is the binding's own failure, as a refusing `init` is.
+    fn call_shared<R>(
+        &self,
+        plugin: &Loaded,
+        pool: &SharedPool,
+        seat: &Seat,
+        ticks: u64,
+        f: &mut impl FnMut(Target<'_, W>, &mut Store<StoreData>) -> Answer<R>,
+    ) -> Prepared<R> {
+        // In place on an async worker (cut short), a busy shard sends the call to its hand-off rather than have the
+        // worker wait.
+        let state = if ticks < self.limits.deadline_ticks() { seat.try_lock() } else { Some(seat.lock()) };
+        let Some(mut state) = state else { return Prepared::Overran };
+        seat.drop_orphans(&mut state);
+        let known = seat.predicate(&state);
+        let (mut opened, mut refused) = (None, None);
+        let ran = match self.shared_instance(pool, plugin, &mut state) {
+            Err(e) => return Prepared::Unavailable(e),
+            Ok(SharedInstance { store, world }) => self.run(plugin, store, ticks, |store| {
+                let predicate = match known {
+                    Some(predicate) => predicate,
+                    None => match self.open_predicate(plugin, world, store)? {
+                        Ok(predicate) => *opened.insert(predicate),
+                        Err(reason) => {
+                            refused = Some(reason);
+                            return Ok(Err(String::new()));
+                        }
+                    },
+                };
+                f(Target::Shared(world, predicate), store)
+            }),
+        };
+        if let Some(predicate) = opened {
+            seat.set_predicate(&state, predicate);
+        }
+        if let Some(reason) = refused {
+            return Prepared::Unavailable(PluginError::InitRefused {
+                name: self.name.clone(),
+                reason: clamp_text(reason),
+            });
+        }
+        if !matches!(ran, Prepared::Ran(Ok(Ok(_)))) {
+            state.discard();
+        }
+        ran
+    }
+
+    /// Runs `call` in `store` with `ticks` epoch ticks to go and a fresh log budget.
+    fn run<R>(
+        &self,
+        plugin: &Loaded,
+        store: &mut Store<StoreData>,
+        ticks: u64,
+        call: impl FnOnce(&mut Store<StoreData>) -> Answer<R>,
+    ) -> Prepared<R> {
+        store.set_epoch_deadline(ticks);
+        store.data_mut().reset_log_budget();
+        if ticks >= self.limits.deadline_ticks() {
+            return Prepared::Ran(call(store));
+        }
+        // In place on an async worker, a WASI function that blocks on the runtime (wasmtime-wasi's sync bindings)
+        // panics ("Cannot start a runtime from within a runtime"). Caught here, before the binding's lock is
+        // released, so nothing is poisoned; the caller drops the instance and the call runs again off the worker.
+        match std::panic::catch_unwind(AssertUnwindSafe(|| call(store))) {
+            Ok(outcome) => Prepared::Ran(outcome),
+            Err(_) => {
+                plugin.blocks_on_wasi.store(true, Ordering::Relaxed);
+                tracing::warn!(plugin = %self.name, subject = %self.subject,
+                    "plugin called a blocking WASI function (a print, a panic message, a sleep) while deciding; \
+                     its decisions now run off the async worker, at a cost of tens of microseconds each");
+                Prepared::Overran
+            }
+        }
+    }
+
     /// Takes up the slot's current version after a reload or removal (the instance is re-created at the next call).
     fn refresh(&self, current: &mut Current<W>) {
         let (version, plugin) = self.slot.versioned();
@@ -343,7 +555,7 @@ impl<W: World> Binding<W> {
             Some(p) => tracing::error!(plugin = %self.name, subject = %self.subject,
                 "plugin is a {}, not a {}; using the built-in policy", p.info.kind, W::KIND),
         }
-        *current = Current { version, plugin, instance: None };
+        *current = Current { version, plugin, instance: None, seat: None };
     }
 
     /// Counts a failed call. `error` may hold the plugin's text (its answer, its frame names in a backtrace): it is

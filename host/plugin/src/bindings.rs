@@ -10,6 +10,18 @@ pub mod trip {
     });
 }
 
+/// A trip predicate that can also serve many services from one instance (the `trip-predicates` resource).
+pub mod trip_shared {
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "trip-predicates-plugin",
+        with: {
+            "aegis:policy/types": super::trip::aegis::policy::types,
+            "aegis:policy/host": super::trip::aegis::policy::host,
+        },
+    });
+}
+
 pub mod recovery {
     wasmtime::component::bindgen!({
         path: "../../wit",

@@ -13,13 +13,14 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine};
 
 use crate::binding::error_chain;
-use crate::bindings::{alert, anomaly, log_rule, recovery, trip};
+use crate::bindings::{alert, anomaly, log_rule, recovery, trip, trip_shared};
 use crate::cache::{Cache, CacheOutcome};
 use crate::epoch::{Epoch, EpochTicker};
 use crate::error::PluginError;
 use crate::manifest::{self, Capabilities};
 use crate::quarantine::{EventListener, Listeners, PluginHealth, PluginStats, QuarantinePolicy};
 use crate::sandbox::{SandboxLimits, StoreData, new_store};
+use crate::shared::SharedPool;
 use crate::{WIT_PACKAGE, WIT_VERSION};
 
 /// The five decisions a plugin can take over.
@@ -87,6 +88,8 @@ pub(crate) enum Pre {
 pub(crate) struct Compiled {
     pub(crate) info: PluginInfo,
     pub(crate) pre: Pre,
+    /// The `trip-predicates` form of a trip predicate that exports it.
+    shared: Option<trip_shared::TripPredicatesPluginPre<StoreData>>,
     default_config: Vec<(String, String)>,
     digest: [u8; 32],
 }
@@ -95,6 +98,9 @@ pub(crate) struct Compiled {
 pub(crate) struct Loaded {
     pub(crate) info: PluginInfo,
     pub(crate) pre: Pre,
+    /// The shards of a trip predicate that serves many bindings per instance (see [`crate::shared`]); its bindings
+    /// then never instantiate `pre`.
+    pub(crate) shared: Option<SharedPool>,
     pub(crate) health: Arc<PluginHealth>,
     /// The manifest's config defaults, under each binding's config.
     pub(crate) default_config: Vec<(String, String)>,
@@ -181,8 +187,9 @@ impl fmt::Debug for PluginHost {
     }
 }
 
-/// Plugin instances alive at once: one per bound policy (a service's trip predicate, recovery strategy, scorer; a
-/// log source's rule; the alert formatter), plus the instance a reload or trap is replacing.
+/// Plugin instances alive at once: one per bound policy (a service's recovery strategy, scorer; a log source's rule;
+/// the alert formatter; a service's trip predicate unless the plugin shares instances, one per
+/// [`crate::shared::SEATS`] services), plus the instance a reload or trap is replacing.
 pub const POOLED_INSTANCES: u32 = 2048;
 
 /// Bytes of a freed memory or table slot that are reset in place rather than handed back to the kernel, so the next
@@ -419,7 +426,7 @@ impl PluginHost {
 
     /// Registers a compiled plugin as the current version of its name.
     fn install(&self, compiled: Compiled) -> PluginInfo {
-        let Compiled { info, pre, default_config, digest } = compiled;
+        let Compiled { info, pre, shared, default_config, digest } = compiled;
         let health = {
             let mut all = self.health.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(shadow) = all.get(&shadow_name(&info.name)) {
@@ -434,6 +441,7 @@ impl PluginHost {
         let loaded = Arc::new(Loaded {
             info: info.clone(),
             pre,
+            shared: shared.map(SharedPool::new),
             health,
             default_config,
             digest,
@@ -497,20 +505,38 @@ impl PluginHost {
         Ok((slot, version, loaded))
     }
 
+    /// The bindings in each shard of plugin `name`'s shared instances, live or `shadow` (see
+    /// [`SHARED_SEATS`](crate::SHARED_SEATS)); `None` if the plugin is not loaded or gives each binding an instance of
+    /// its own (it does not export `trip-predicates`).
+    pub fn shared_shards(&self, name: &str, shadow: bool) -> Option<Vec<usize>> {
+        let plugin = self.slot(name)?.current()?;
+        plugin.shared.as_ref().map(|pool| pool.occupancy(shadow))
+    }
+
     /// Instantiates the current version of plugin `name` in a fresh sandbox, without calling into it, and drops the
     /// instance. Loading does this once per plugin; the benchmarks time it.
     pub fn instantiate(&self, name: &str) -> Result<(), PluginError> {
         let slot = self.slot(name).and_then(|s| s.current());
         let plugin =
             slot.ok_or_else(|| PluginError::NotFound { name: name.to_owned(), loaded: self.loaded_names() })?;
-        self.instantiate_pre(&plugin.pre, name)
+        let shared = plugin.shared.as_ref().map(|s| &s.pre);
+        self.instantiate_pre(&plugin.pre, shared, name)
             .map_err(|e| PluginError::Instantiate { name: name.to_owned(), reason: error_chain(&e) })
     }
 
-    fn instantiate_pre(&self, pre: &Pre, name: &str) -> wasmtime::Result<()> {
+    /// One throwaway instance of `pre`, or of `shared` if the plugin has that form (its world holds `pre`'s too).
+    fn instantiate_pre(
+        &self,
+        pre: &Pre,
+        shared: Option<&trip_shared::TripPredicatesPluginPre<StoreData>>,
+        name: &str,
+    ) -> wasmtime::Result<()> {
         // Capabilities change what the WASI context holds, not what links, so none are needed here.
         let ticking = self.epoch().ticking();
         let mut store = new_store(&self.engine, ticking, Arc::from(name), &self.limits, &Capabilities::default())?;
+        if let Some(shared) = shared {
+            return shared.instantiate(&mut store).map(drop);
+        }
         match pre {
             Pre::Trip(pre) => pre.instantiate(&mut store).map(drop),
             Pre::Recovery(pre) => pre.instantiate(&mut store).map(drop),
@@ -561,6 +587,11 @@ impl PluginHost {
             reason: format!("{e:#}"),
         };
         let instance_pre = self.linker.instantiate_pre(&component).map_err(mismatch)?;
+        let shared = match kind == PluginKind::TripPredicate && exports_interface(&self.engine, &component, SHARED_TRIP)
+        {
+            true => Some(trip_shared::TripPredicatesPluginPre::new(instance_pre.clone()).map_err(mismatch)?),
+            false => None,
+        };
         let pre = match kind {
             PluginKind::TripPredicate => Pre::Trip(trip::TripPredicatePluginPre::new(instance_pre).map_err(mismatch)?),
             PluginKind::RecoveryStrategy => {
@@ -577,7 +608,7 @@ impl PluginHost {
         let name = plugin_name(path);
         // Linking checks names, not signatures: a component built against another contract (an older SDK) would
         // only fail at its first binding. One throwaway instance finds that now.
-        self.instantiate_pre(&pre, &name).map_err(|e| PluginError::WorldMismatch {
+        self.instantiate_pre(&pre, shared.as_ref(), &name).map_err(|e| PluginError::WorldMismatch {
             path: path.to_owned(),
             kind: kind.as_str(),
             reason: format!("{} (built against another version of the aegis:policy contract or SDK?)", error_chain(&e)),
@@ -597,7 +628,7 @@ impl PluginHost {
             version: manifest.version,
             capabilities: manifest.capabilities,
         };
-        Ok(Compiled { info, pre, default_config: manifest.config, digest: digest(path, &wasm_sha256) })
+        Ok(Compiled { info, pre, shared, default_config: manifest.config, digest: digest(path, &wasm_sha256) })
     }
 }
 
@@ -658,6 +689,15 @@ fn wasm_files(dir: &Path) -> Result<(Vec<PathBuf>, Vec<PluginError>), PluginErro
     paths.sort();
     broken.sort_by_key(|e| e.to_string());
     Ok((paths, broken))
+}
+
+/// The interface of trip predicates that many bindings share an instance of (see [`crate::shared`]).
+const SHARED_TRIP: &str = "trip-predicates";
+
+/// Whether a component exports `aegis:policy/<interface>` of this host's contract version.
+fn exports_interface(engine: &Engine, component: &Component, interface: &str) -> bool {
+    let wanted = format!("{WIT_PACKAGE}/{interface}@{WIT_VERSION}");
+    component.component_type().exports(engine).any(|(name, _)| name == wanted)
 }
 
 /// The policy kind a component implements, from the `aegis:policy/<kind>@<version>` interfaces it exports.

@@ -22,6 +22,7 @@ mod manifest;
 mod quarantine;
 mod recovery;
 mod sandbox;
+mod shared;
 mod trip;
 
 pub use alert::{MAX_BODY, WasmAlertFormatter};
@@ -36,6 +37,7 @@ pub use manifest::Capabilities;
 pub use quarantine::{CallResult, EventListener, PluginEvent, PluginStats, QuarantinePolicy};
 pub use recovery::{MAX_WAIT, MIN_WAIT, WasmRecoveryStrategy};
 pub use sandbox::SandboxLimits;
+pub use shared::SEATS as SHARED_SEATS;
 pub use trip::WasmTripPredicate;
 
 /// The WIT package version this host implements.

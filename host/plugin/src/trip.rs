@@ -10,16 +10,18 @@ use aegis_core::{TripContext, TripPredicate};
 use wasmtime::Store;
 
 use crate::ServiceInfo;
-use crate::binding::{Binding, HandOff, clamp_text};
+use crate::binding::{Binding, HandOff, Target, clamp_text};
 use crate::bindings::trip::TripPredicatePlugin;
 use crate::bindings::trip::exports::aegis::policy::trip_predicate::Verdict;
+use crate::bindings::trip_shared::exports::aegis::policy::trip_predicate::Verdict as SharedVerdict;
 use crate::bindings::types;
 use crate::error::PluginError;
 use crate::host::PluginHost;
 use crate::sandbox::StoreData;
 
-/// A trip predicate implemented by a plugin. Calls are serialised per binding (one instance, one store); a trap,
-/// timeout or quarantine falls back to the built-in predicate for that decision.
+/// A trip predicate implemented by a plugin. Calls are serialised per binding (one instance, one store), or per
+/// shard when the plugin shares instances (see [`crate::shared`]); a trap, timeout or quarantine falls back to the
+/// built-in predicate for that decision.
 pub struct WasmTripPredicate {
     binding: Binding<TripPredicatePlugin>,
     fallback: Arc<dyn TripPredicate>,
@@ -122,8 +124,8 @@ impl WasmTripPredicate {
             slow_calls: c.slow_calls,
         };
         let window = window_summary(ctx);
-        let decide = |plugin: &TripPredicatePlugin, store: &mut Store<StoreData>| {
-            let trip = plugin.aegis_policy_trip_predicate();
+        let decide = |target: Target<'_, TripPredicatePlugin>, store: &mut Store<StoreData>| {
+            let trip = Calls(target);
             // A context from outside a breaker is not linked to the one before it, and neither is the first one from a
             // breaker after it (the flag changes only when the plugin is called: a skipped call does not count).
             let untracked = ctx.generation().is_none();
@@ -133,7 +135,7 @@ impl WasmTripPredicate {
             }
             let send_window = was_untracked || untracked;
             let mut verdict =
-                if send_window { Verdict::NeedWindow } else { trip.call_should_trip(&mut *store, counts, window)? };
+                if send_window { Verdict::NeedWindow } else { trip.should_trip(&mut *store, counts, window)? };
             if verdict == Verdict::NeedWindow {
                 // The plugin's copy is out of step (a fresh instance, a skipped call) or cannot be: send it all.
                 self.windows_sent.fetch_add(1, Ordering::Relaxed);
@@ -143,15 +145,71 @@ impl WasmTripPredicate {
                     let mut buffer = outcomes.try_borrow_mut();
                     let outcomes = buffer.as_deref_mut().unwrap_or(&mut fresh);
                     pack_window(ctx, outcomes);
-                    trip.call_should_trip_with_window(&mut *store, counts, window, outcomes)
+                    trip.should_trip_with_window(&mut *store, counts, window, outcomes)
                 })?;
             }
-            settle(verdict, || trip.call_trip_reason(store))
+            settle(verdict, || trip.trip_reason(store))
         };
         match self.hand_off {
             Some(hand_off) => self.binding.call_off_worker(hand_off, decide),
-            None => self.binding.call(decide),
+            None => self.binding.call_target(decide),
         }
+    }
+}
+
+/// The trip predicate's three calls, against the binding's own instance or its predicate in a shared one.
+struct Calls<'a>(Target<'a, TripPredicatePlugin>);
+
+impl Calls<'_> {
+    fn should_trip(
+        &self,
+        store: &mut Store<StoreData>,
+        counts: types::Counts,
+        window: types::WindowSummary,
+    ) -> wasmtime::Result<Verdict> {
+        match self.0 {
+            Target::Own(p) => p.aegis_policy_trip_predicate().call_should_trip(store, counts, window),
+            Target::Shared(w, predicate) => {
+                w.aegis_policy_trip_predicates().predicate().call_should_trip(store, predicate, counts, window).map(own)
+            }
+        }
+    }
+
+    fn should_trip_with_window(
+        &self,
+        store: &mut Store<StoreData>,
+        counts: types::Counts,
+        window: types::WindowSummary,
+        outcomes: &[u64],
+    ) -> wasmtime::Result<Verdict> {
+        match self.0 {
+            Target::Own(p) => {
+                p.aegis_policy_trip_predicate().call_should_trip_with_window(store, counts, window, outcomes)
+            }
+            Target::Shared(w, predicate) => w
+                .aegis_policy_trip_predicates()
+                .predicate()
+                .call_should_trip_with_window(store, predicate, counts, window, outcomes)
+                .map(own),
+        }
+    }
+
+    fn trip_reason(&self, store: &mut Store<StoreData>) -> wasmtime::Result<String> {
+        match self.0 {
+            Target::Own(p) => p.aegis_policy_trip_predicate().call_trip_reason(store),
+            Target::Shared(w, predicate) => {
+                w.aegis_policy_trip_predicates().predicate().call_trip_reason(store, predicate)
+            }
+        }
+    }
+}
+
+/// A shared instance's verdict as the one-instance world's (the same WIT enum, generated in both worlds).
+fn own(verdict: SharedVerdict) -> Verdict {
+    match verdict {
+        SharedVerdict::StayClosed => Verdict::StayClosed,
+        SharedVerdict::Trip => Verdict::Trip,
+        SharedVerdict::NeedWindow => Verdict::NeedWindow,
     }
 }
 

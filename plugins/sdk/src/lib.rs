@@ -37,7 +37,10 @@ pub use wit_bindgen as __wit_bindgen;
 
 include!(concat!(env!("OUT_DIR"), "/export.rs"));
 
+mod trip;
 mod window;
+#[doc(hidden)]
+pub use trip::{TripState as __TripState, Verdict as __Verdict};
 #[doc(hidden)]
 pub use window::{WindowCopy as __WindowCopy, WindowSummary as __WindowSummary};
 

@@ -20,11 +20,13 @@ pub struct WindowSummary {
     pub newest: ProbeOutcome,
 }
 
-/// Dropped outcomes are compacted away once they are at least this many and outnumber the live ones, which keeps
-/// appending amortised O(1) without a ring buffer (a policy gets its window as one slice).
-const COMPACT_AT: usize = 64;
+/// Dropped outcomes are compacted away once they are at least this many and at least as many as the live ones, which
+/// keeps appending amortised O(1) without a ring buffer (a policy gets its window as one slice), and a copy of a
+/// window of n outcomes within 2·max(n, this) slots: half a KiB for a small window, which counts when an instance
+/// holds the copies of many services.
+const COMPACT_AT: usize = 16;
 
-/// The copy of one binding's window (a plugin instance decides for exactly one breaker).
+/// The copy of one binding's window (one breaker's: an instance's own, or one service's in a shared instance).
 #[doc(hidden)]
 #[derive(Debug, Default)]
 pub struct WindowCopy {
@@ -118,7 +120,7 @@ impl WindowCopy {
             self.slow_calls -= u32::from(dropped.slow);
         }
         self.start = end;
-        if self.start >= COMPACT_AT && self.start * 2 >= self.outcomes.len() {
+        if self.start >= COMPACT_AT && self.start >= self.outcomes.len() - self.start {
             self.outcomes.drain(..self.start);
             self.start = 0;
         }
@@ -192,6 +194,7 @@ mod tests {
             assert_eq!(copy.outcomes(), host.window.as_slice(), "step {i}");
         }
         assert!(copy.outcomes.len() <= 2 * COMPACT_AT, "dropped outcomes are compacted away");
+        assert!(copy.outcomes.capacity() <= 2 * COMPACT_AT, "{}", copy.outcomes.capacity());
     }
 
     #[test]

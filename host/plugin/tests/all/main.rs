@@ -12,4 +12,5 @@ mod hostile;
 mod hostile_formatter;
 mod quarantine;
 mod reload;
+mod shared;
 mod support;
