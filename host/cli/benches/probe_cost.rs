@@ -18,8 +18,10 @@
 //!
 //! `AEGIS_BENCH_SECONDS` (default 15) sets the measured window, `AEGIS_BENCH_BLACKBOX_CLIENTS` (default 16) the
 //! concurrent probes asked of blackbox_exporter. `AEGIS_BENCH_BASELINE=/path/to/aegis-host` runs the built-in case
-//! with that binary too (a copy of an earlier build) for a before/after in one run: baseline, current, current,
-//! baseline, each build's figure the mean of its two runs (the later of two runs measures higher, see `main`).
+//! with that binary too (a copy of an earlier build) for a before/after in one run, and the plugin case once with it
+//! at the end. Every case of the current build (and the baseline's built-in case) runs twice, in nested pairs, and
+//! its figure is the mean of its two runs (the later of two runs measures higher, see `main`). Each plugin case's cost
+//! is also given over its own build's built-in case: CPU per probe, and resident memory per bound service.
 //! `AEGIS_BENCH_MAX_CHECKS` sets aegis-host's `maxConcurrentChecks` (default: the host's own).
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -284,29 +286,41 @@ fn main() {
     );
     let setup = Setup { target: port, services, interval, window };
     let current = Path::new(env!("CARGO_BIN_EXE_aegis-host"));
-    let mut runs = Vec::new();
-    // The single runs of an A-B-B-A pair: listed, and compared only through their means.
-    let mut singles = Vec::new();
+    let baseline = std::env::var_os("AEGIS_BENCH_BASELINE").map(PathBuf::from);
     const BUILT_IN: &str = "aegis-host, built-in trip policy";
     const BASELINE: &str = "baseline aegis-host, built-in trip policy";
-    match std::env::var_os("AEGIS_BENCH_BASELINE").map(PathBuf::from) {
-        // Baseline, current, current, baseline: of two runs one after the other against the same server, the later
-        // one measures several µs a probe more, even for the same binary twice; each build's figure is the mean of an
-        // early and a late run.
-        Some(baseline) => {
-            let early = aegis(&format!("{BASELINE} (1st)"), &baseline, &setup, None);
-            let current_early = aegis(&format!("{BUILT_IN} (2nd)"), current, &setup, None);
-            let current_late = aegis(&format!("{BUILT_IN} (3rd)"), current, &setup, None);
-            let late = aegis(&format!("{BASELINE} (4th)"), &baseline, &setup, None);
-            runs.push(Cost::mean(BASELINE, &early, &late));
-            runs.push(Cost::mean(BUILT_IN, &current_early, &current_late));
-            singles.extend([early, current_early, current_late, late]);
-        }
-        None => runs.push(aegis(BUILT_IN, current, &setup, None)),
+    const PLUGIN: &str = "aegis-host, window-trip plugin";
+    const BASELINE_PLUGIN: &str = "baseline aegis-host, window-trip plugin";
+    // Of two runs one after the other against the same server, the later one measures several µs a probe more, even
+    // for the same binary twice. So the cases run in nested pairs, [baseline,] built-in, [plugin, plugin,] built-in[,
+    // baseline], and each case's figure is the mean of its two runs, which sit symmetrically around the middle: the
+    // drift cancels out of every comparison. The baseline build with the plugin runs once, last (its memory is what
+    // it is there for; its CPU carries the drift).
+    let mut plan: Vec<(&str, &Path, Option<&Path>)> = Vec::new();
+    let outer: Vec<_> = baseline.iter().map(|b| (BASELINE, b.as_path(), None)).collect();
+    let inner: Vec<_> = window_trip.iter().map(|dir| (PLUGIN, current, Some(dir.as_path()))).collect();
+    plan.extend(&outer);
+    plan.push((BUILT_IN, current, None));
+    plan.extend(inner.iter().chain(&inner));
+    plan.push((BUILT_IN, current, None));
+    plan.extend(&outer);
+    if window_trip.is_none() {
+        println!("  (window-trip is not built: `make plugins`; the plugin runs are skipped)");
     }
-    match &window_trip {
-        Some(dir) => runs.push(aegis("aegis-host, window-trip plugin", current, &setup, Some(dir))),
-        None => println!("  (window-trip is not built: `make plugins`; the plugin run is skipped)"),
+    // The single runs: listed, and compared only through their means.
+    let mut singles: Vec<Cost> = Vec::new();
+    for (i, (name, binary, plugins)) in plan.iter().enumerate() {
+        singles.push(aegis(&format!("{name} (run {})", i + 1), binary, &setup, *plugins));
+    }
+    let mut runs: Vec<Cost> = Vec::new();
+    for name in [BASELINE, BUILT_IN, PLUGIN] {
+        let of: Vec<&Cost> = singles.iter().filter(|c| c.name.starts_with(&format!("{name} (run "))).collect();
+        if let [early, late] = of[..] {
+            runs.push(Cost::mean(name, early, late));
+        }
+    }
+    if let (Some(baseline), Some(dir)) = (&baseline, &window_trip) {
+        runs.push(aegis(BASELINE_PLUGIN, baseline, &setup, Some(dir)));
     }
     runs.extend(floor::KINDS.iter().filter_map(|kind| client_floor(kind, &setup)));
     runs.extend(blackbox(port, clients, window));
@@ -326,6 +340,18 @@ fn main() {
             r.cores,
             r.rss_kib as f64 / 1024.0
         );
+    }
+    // What binding the plugin adds, over the same build's built-in run.
+    for (plugin, built_in) in [(PLUGIN, BUILT_IN), (BASELINE_PLUGIN, BASELINE)] {
+        let run = |name: &str| runs.iter().find(|r| r.name == name);
+        if let (Some(plugin), Some(built_in)) = (run(plugin), run(built_in)) {
+            println!(
+                "{}: {:+.1} CPU-µs per probe and {:+.1} KiB RSS per bound service over its built-in run",
+                plugin.name,
+                plugin.cpu_us_per_probe - built_in.cpu_us_per_probe,
+                (plugin.rss_kib as f64 - built_in.rss_kib as f64) / services as f64
+            );
+        }
     }
     let Some(built_in) = runs.iter().find(|r| r.name == BUILT_IN) else { return };
     for r in runs.iter().filter(|r| !std::ptr::eq(*r, built_in)) {
