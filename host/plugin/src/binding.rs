@@ -20,12 +20,8 @@ use crate::epoch::Epoch;
 use crate::error::PluginError;
 use crate::host::{Loaded, PluginHost, PluginKind, PluginSlot, Pre};
 use crate::quarantine::{Admission, CallResult, PluginHealth};
-use crate::sandbox::{SandboxLimits, StoreData, new_store};
+use crate::sandbox::{FIRST_SLICE_TICKS, SLICE_FUEL, SandboxLimits, StoreData, UNMETERED, new_store};
 use crate::shared::{Seat, ShardState, SharedInstance, SharedPool};
-
-/// Epoch ticks a call made through [`Binding::call_off_worker`] runs in place before it is cut off and handed off:
-/// 1 to 2 ms (the epoch may advance right after the deadline is set), against the microsecond a policy takes.
-pub(crate) const FIRST_SLICE_TICKS: u64 = 2;
 
 /// Runs a call that overran its first slice (see [`Binding::call_off_worker`]): the async runtime's way of letting
 /// a worker block without holding up its other tasks (tokio's `block_in_place`). It must call its argument once.
@@ -231,6 +227,8 @@ impl<W: World> Binding<W> {
     }
 
     fn instantiate(&self, plugin: &Loaded) -> Result<Instance<W>, PluginError> {
+        // Instantiation and `init` run plugin code under the whole deadline.
+        let _claim = self.epoch.ticking();
         let name = &self.name;
         let instantiate_err =
             |e: wasmtime::Error| PluginError::Instantiate { name: name.clone(), reason: describe(&e, &self.limits) };
@@ -253,13 +251,8 @@ impl<W: World> Binding<W> {
 
     /// A fresh store for this binding's plugin, with the deadline armed for what runs first in it.
     fn store(&self, plugin: &Loaded) -> wasmtime::Result<Store<StoreData>> {
-        let mut store = new_store(
-            &self.engine,
-            self.epoch.ticking(),
-            Arc::from(self.name.as_str()),
-            &self.limits,
-            &plugin.info.capabilities,
-        )?;
+        let mut store =
+            new_store(&self.engine, Arc::from(self.name.as_str()), &self.limits, &plugin.info.capabilities)?;
         store.set_epoch_deadline(self.limits.deadline_ticks());
         Ok(store)
     }
@@ -273,6 +266,7 @@ impl<W: World> Binding<W> {
         state: &'s mut ShardState,
     ) -> Result<&'s mut SharedInstance, PluginError> {
         if state.instance.is_none() {
+            let _claim = self.epoch.ticking();
             let instantiate_err = |e: wasmtime::Error| PluginError::Instantiate {
                 name: self.name.clone(),
                 reason: describe(&e, &self.limits),
@@ -290,6 +284,7 @@ impl<W: World> Binding<W> {
     /// Opens the binding's predicate in its shard under the whole deadline, so that a refused config is an error at
     /// bind time, as a refusing `init` is for a binding with an instance of its own.
     fn open_seat(&self, plugin: &Loaded, pool: &SharedPool, seat: &mut Seat) -> Result<(), PluginError> {
+        let _claim = self.epoch.ticking();
         let mut state = seat.lock();
         seat.drop_orphans(&mut state);
         let live = self.shared_instance(pool, plugin, &mut state)?;
@@ -347,12 +342,12 @@ impl<W: World> Binding<W> {
     }
 
     /// [`Self::call_target`] for a caller on an async worker, whose other tasks must not wait for a plugin that runs
-    /// long: the call runs in place for at most [`FIRST_SLICE_TICKS`] (a policy answers in about a microsecond, so
-    /// nothing is handed anywhere), and only a call still running then is cut off and run again from the start
-    /// through `hand_off` (which moves the worker's other tasks to another thread), with a fresh instance and the
-    /// whole deadline. A shared instance that another binding's call holds for more than a short spin sends the call
-    /// there too, rather than have the worker wait. The cut-off call counts for nothing: no strike, no call. A
-    /// plugin that logs while it overruns logs those lines twice.
+    /// long: the call runs in place for at most [`SLICE_FUEL`] (about a millisecond of a loop; a policy answers in
+    /// about a microsecond, so nothing is handed anywhere), and only a call still running then is cut off and run
+    /// again from the start through `hand_off` (which moves the worker's other tasks to another thread), with a fresh
+    /// instance and the whole deadline. A shared instance that another binding's call holds for more than a short
+    /// spin sends the call there too, rather than have the worker wait. The cut-off call counts for nothing: no
+    /// strike, no call. A plugin that logs while it overruns logs those lines twice.
     pub(crate) fn call_off_worker<R>(
         &self,
         hand_off: HandOff,
@@ -414,7 +409,11 @@ impl<W: World> Binding<W> {
             Ok(Ok(value)) if health.count_ok_in_good_standing() => return Ok(Some(value)),
             other => other,
         };
-        if cut_short && outcome.as_ref().is_err_and(|e| matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt))) {
+        if cut_short
+            && outcome
+                .as_ref()
+                .is_err_and(|e| matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt | Trap::OutOfFuel)))
+        {
             return Err(Overran);
         }
         // Quarantine bookkeeping may log and notify listeners: not under the binding's lock.
@@ -525,7 +524,15 @@ impl<W: World> Binding<W> {
         store.set_epoch_deadline(ticks);
         store.data_mut().reset_log_budget();
         if ticks >= self.limits.deadline_ticks() {
+            // A left-over meter from a call in place must not end this one: only its deadline does.
+            if let Err(e) = store.set_fuel(UNMETERED) {
+                return Prepared::Ran(Err(e));
+            }
+            let _claim = self.epoch.ticking();
             return Prepared::Ran(call(store));
+        }
+        if let Err(e) = store.set_fuel(SLICE_FUEL) {
+            return Prepared::Ran(Err(e));
         }
         // In place on an async worker, a WASI function that blocks on the runtime (wasmtime-wasi's sync bindings)
         // panics ("Cannot start a runtime from within a runtime"). Caught here, before the binding's lock is

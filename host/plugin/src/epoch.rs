@@ -1,9 +1,9 @@
-//! The epoch ticker: advances the engine's epoch every [`EPOCH_TICK`] on a thread of its own, so that every store's
-//! deadline counts real time, but only while a store exists. A host with no plugin bound (every service on a
-//! built-in policy) has no store, and its ticker sleeps instead of waking a thousand times a second.
-//!
-//! Every store holds a [`Ticking`] for as long as it lives (it is part of the store's data), so no plugin code can
-//! run, from instantiation on, without the ticker running.
+//! The epoch ticker: advances the engine's epoch every [`EPOCH_TICK`] on a thread of its own, so that a call's
+//! deadline counts real time, but only while some plugin code runs under a deadline: an instantiation, an `init`, a
+//! call made off the async runtime or handed off by it. Each holds a [`Ticking`] claim for as long as it runs. The
+//! trip decisions of the probe loop run in place, bounded by fuel instead (see `crate::sandbox::SLICE_FUEL`), and
+//! claim nothing: a host whose plugins only decide in place, or that has no plugin bound, has a ticker that sleeps
+//! instead of waking a thousand times a second.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -18,10 +18,12 @@ pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// What the ticker and the stores share.
 #[derive(Debug, Default)]
 struct Shared {
-    /// Stores alive now.
-    stores: AtomicUsize,
+    /// Claims held now.
+    claims: AtomicUsize,
+    /// The ticker is parked, or about to: the claim that ends a time without claims wakes it.
+    parked: AtomicBool,
     stop: AtomicBool,
-    /// The ticker's thread, to wake when the first store appears; set before any store can exist.
+    /// The ticker's thread, to wake for a claim; set before any claim can be made.
     thread: OnceLock<Thread>,
 }
 
@@ -35,9 +37,9 @@ pub(crate) struct EpochTicker {
 #[derive(Clone, Debug)]
 pub(crate) struct Epoch(Arc<Shared>);
 
-/// Keeps the ticker running while it lives: one per store.
+/// Keeps the ticker running while it lives: one per call (or instantiation) under a deadline.
 #[derive(Debug)]
-pub(crate) struct Ticking(Arc<Shared>);
+pub(crate) struct Ticking<'a>(&'a Shared);
 
 impl EpochTicker {
     /// Starts the thread. Without it no deadline would ever end a plugin call, so failing to start it is an error.
@@ -46,9 +48,14 @@ impl EpochTicker {
         let state = Arc::clone(&shared);
         let thread = std::thread::Builder::new().name("aegis-epoch".into()).spawn(move || {
             while !state.stop.load(Ordering::Relaxed) {
-                if state.stores.load(Ordering::Relaxed) == 0 {
-                    // Woken by the first store (or `drop`); a wake-up that came first returns at once.
-                    std::thread::park();
+                if state.claims.load(Ordering::SeqCst) == 0 {
+                    // Said before the claims are looked at again, so a claim made meanwhile either is seen here or
+                    // sees `parked` and wakes the thread (a wake-up that came first makes `park` return at once).
+                    state.parked.store(true, Ordering::SeqCst);
+                    if state.claims.load(Ordering::SeqCst) == 0 && !state.stop.load(Ordering::Relaxed) {
+                        std::thread::park();
+                    }
+                    state.parked.store(false, Ordering::SeqCst);
                     continue;
                 }
                 std::thread::sleep(EPOCH_TICK);
@@ -65,20 +72,22 @@ impl EpochTicker {
 }
 
 impl Epoch {
-    /// A claim on the ticker for a new store: it runs (and wakes now if it slept) until every claim is dropped.
-    pub(crate) fn ticking(&self) -> Ticking {
-        if self.0.stores.fetch_add(1, Ordering::Relaxed) == 0
+    /// A claim on the ticker for plugin code about to run under a deadline: the ticker runs (and wakes now if it
+    /// slept) until every claim is dropped. A claim costs two atomic operations while the ticker is awake.
+    pub(crate) fn ticking(&self) -> Ticking<'_> {
+        if self.0.claims.fetch_add(1, Ordering::SeqCst) == 0
+            && self.0.parked.load(Ordering::SeqCst)
             && let Some(t) = self.0.thread.get()
         {
             t.unpark();
         }
-        Ticking(Arc::clone(&self.0))
+        Ticking(&self.0)
     }
 }
 
-impl Drop for Ticking {
+impl Drop for Ticking<'_> {
     fn drop(&mut self) {
-        self.0.stores.fetch_sub(1, Ordering::Relaxed);
+        self.0.claims.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -128,14 +137,15 @@ mod tests {
         let (quick, long) = (Duration::from_millis(50), Duration::from_secs(5));
         let spinning = spin(&engine);
         assert!(spinning.recv_timeout(quick).is_err(), "no claim, no tick: the spin runs on");
-        let claim = ticker.epoch().ticking();
+        let epoch = ticker.epoch();
+        let claim = epoch.ticking();
         assert_eq!(spinning.recv_timeout(long), Ok(true), "a claim wakes the ticker and the deadline stops the spin");
         drop(claim);
         // The ticker sees the last claim gone at its next tick and sleeps.
         std::thread::sleep(Duration::from_millis(20));
         let spinning = spin(&engine);
         assert!(spinning.recv_timeout(quick).is_err(), "asleep again once the last claim is gone");
-        let _claim = ticker.epoch().ticking();
+        let _claim = epoch.ticking();
         assert_eq!(spinning.recv_timeout(long), Ok(true), "and woken again by the next");
     }
 }

@@ -225,6 +225,9 @@ impl PluginHost {
     pub fn new(limits: SandboxLimits) -> Result<Self, PluginError> {
         let mut config = Config::new();
         config.epoch_interruption(true);
+        // A call in place on an async worker is bounded by fuel (`sandbox::SLICE_FUEL`), so that deciding in place
+        // needs no epoch ticker; its cost is a counter update per basic block of plugin code.
+        config.consume_fuel(true);
         // Component-model async bookkeeping costs ~0.7 µs a call and no policy needs it.
         config.concurrency_support(false);
         // A linear memory never grows past the sandbox cap, so reserve just that (and a small guard) instead of
@@ -532,8 +535,9 @@ impl PluginHost {
         name: &str,
     ) -> wasmtime::Result<()> {
         // Capabilities change what the WASI context holds, not what links, so none are needed here.
-        let ticking = self.epoch().ticking();
-        let mut store = new_store(&self.engine, ticking, Arc::from(name), &self.limits, &Capabilities::default())?;
+        let epoch = self.epoch();
+        let _claim = epoch.ticking();
+        let mut store = new_store(&self.engine, Arc::from(name), &self.limits, &Capabilities::default())?;
         if let Some(shared) = shared {
             return shared.instantiate(&mut store).map(drop);
         }

@@ -19,7 +19,7 @@ use wasmtime::component::ResourceAny;
 
 use crate::bindings::trip_shared;
 use crate::bindings::trip_shared::TripPredicatesPluginPre;
-use crate::sandbox::StoreData;
+use crate::sandbox::{FIRST_SLICE_TICKS, SLICE_FUEL, StoreData};
 
 /// Services that share one instance. The sandbox's memory cap (16 MiB by default) holds for the whole shard, so this
 /// leaves each service a quarter of a MiB of plugin state; a trap resets at most this many services' predicates;
@@ -132,13 +132,18 @@ impl Seat {
         self.predicate.set(Some((state.generation, predicate)));
     }
 
-    /// Drops in the guest the predicates of bindings that went away, if they are still in `state`'s instance. A
-    /// destructor that traps takes the instance with it.
+    /// Drops in the guest the predicates of bindings that went away, if they are still in `state`'s instance, each
+    /// destructor bounded like a decision in place. A destructor that traps or runs on takes the instance with it.
     pub(crate) fn drop_orphans(&self, state: &mut ShardState) {
         let orphans = std::mem::take(&mut *self.shard.orphans.lock().unwrap_or_else(|p| p.into_inner()));
         let generation = state.generation;
         let Some(instance) = state.instance.as_mut() else { return };
         for (_, predicate) in orphans.into_iter().filter(|(g, _)| *g == generation) {
+            instance.store.set_epoch_deadline(FIRST_SLICE_TICKS);
+            if instance.store.set_fuel(SLICE_FUEL).is_err() {
+                state.discard();
+                return;
+            }
             if predicate.resource_drop(&mut instance.store).is_err() {
                 state.discard();
                 return;
