@@ -255,7 +255,7 @@ fn view(shared: &Shared, h: &ServiceHandle, now: Instant) -> ServiceView {
         last_check: h.last_check().map(|c| LastCheck {
             success: c.success,
             latency_ms: c.latency.as_secs_f64() * 1000.0,
-            detail: c.detail,
+            detail: c.detail.into_owned(),
         }),
         owner: shared.cluster.as_ref().map(|c| c.owner(&h.config.name).unwrap_or_else(|| "unknown".to_owned())),
     }

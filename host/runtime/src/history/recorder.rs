@@ -234,6 +234,12 @@ fn push<T>(inner: &Inner, buffer: &Mutex<Vec<T>>, entry: T) {
         inner.dropped.inc();
         return;
     }
+    // A first entry gets room for one, not the four `Vec` starts with: most services are checked about once between
+    // two flushes, and the writer hands each buffer back with the room it had, so this is the memory a service keeps
+    // for its waiting outcomes (32 bytes instead of 128). A buffer that needs more grows once and keeps it.
+    if entries.capacity() == 0 {
+        entries.reserve_exact(1);
+    }
     entries.push(entry);
     let len = entries.len();
     drop(entries);
@@ -252,5 +258,36 @@ impl ServiceRecorder {
         let Some((buffer, inner)) = &self.0 else { return };
         let detail = detail.map(|d| Box::from(&d[..d.floor_char_boundary(MAX_DETAIL)]));
         push(inner, &buffer.outcomes, Outcome { at_ms, success, slow, latency_us, detail });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::HistoryConfig;
+
+    /// A service checked once between flushes keeps room for one waiting outcome, not `Vec`'s first four; one checked
+    /// more often grows its buffer and then keeps that room. The writer hands buffers back in turn, so rooms move
+    /// between services, but none grows past what the busiest one needed.
+    #[test]
+    fn a_buffer_keeps_room_for_what_it_needs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let counter = || IntCounter::new("c", "c").expect("counter");
+        let rec = Recorder::manual(&dir.path().join("aegis.db"), &HistoryConfig::default(), counter(), counter());
+        let (slow, fast) = (rec.service(&"slow".into()), rec.service(&"fast".into()));
+        let room = |r: &ServiceRecorder| r.0.as_ref().map_or(0, |(b, _)| lock(&b.outcomes).capacity());
+        slow.outcome(0, true, false, 1, None);
+        for i in 0..5 {
+            fast.outcome(i, true, false, 1, None);
+        }
+        assert_eq!((room(&slow), room(&fast)), (1, 8));
+        for round in 1..4 {
+            rec.flush();
+            slow.outcome(round, true, false, 1, None);
+            for i in 0..5 {
+                fast.outcome(round * 10 + i, true, false, 1, None);
+            }
+            assert!(room(&slow) <= 8 && room(&fast) <= 8, "round {round}: {} and {}", room(&slow), room(&fast));
+        }
     }
 }

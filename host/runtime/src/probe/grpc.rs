@@ -6,7 +6,7 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use super::error_chain;
+use super::{Detail, error_chain};
 
 #[derive(Debug, Clone)]
 pub struct GrpcProbe {
@@ -20,22 +20,26 @@ impl GrpcProbe {
         GrpcProbe { uri, service }
     }
 
-    pub async fn check(&self) -> (bool, String) {
+    pub async fn check(&self) -> (bool, Detail) {
         let endpoint = match Endpoint::from_shared(self.uri.clone()) {
             Ok(e) => e,
-            Err(e) => return (false, format!("invalid gRPC endpoint {}: {}", self.uri, error_chain(&e))),
+            Err(e) => return (false, format!("invalid gRPC endpoint {}: {}", self.uri, error_chain(&e)).into()),
         };
         let channel = match endpoint.connect().await {
             Ok(c) => c,
-            Err(e) => return (false, error_chain(&e)),
+            Err(e) => return (false, error_chain(&e).into()),
         };
         let request = HealthCheckRequest { service: self.service.clone() };
         match HealthClient::new(channel).check(request).await {
             Ok(response) => {
                 let status = response.into_inner().status();
-                (status == ServingStatus::Serving, format!("gRPC {}", status.as_str_name()))
+                let detail = match status {
+                    ServingStatus::Serving => Detail::Borrowed("gRPC SERVING"),
+                    other => format!("gRPC {}", other.as_str_name()).into(),
+                };
+                (status == ServingStatus::Serving, detail)
             }
-            Err(status) => (false, format!("gRPC error {:?}: {}", status.code(), status.message())),
+            Err(status) => (false, format!("gRPC error {:?}: {}", status.code(), status.message()).into()),
         }
     }
 }

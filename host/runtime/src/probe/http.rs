@@ -7,8 +7,8 @@ use regex::Regex;
 use reqwest::Method;
 use reqwest::header::{HeaderName, HeaderValue};
 
-use super::error_chain;
 use super::plain::Answer;
+use super::{Detail, error_chain};
 
 /// Largest body read for the regex check; the rest is ignored.
 const MAX_BODY: usize = 1 << 20;
@@ -101,10 +101,10 @@ impl HttpProbe {
         HttpProbe { client, url, plain, request: request.map(Box::new) }
     }
 
-    pub async fn check(&self) -> (bool, String) {
+    pub async fn check(&self) -> (bool, Detail) {
         let client = match &self.client {
             Ok(c) => c,
-            Err(e) => return (false, e.clone()),
+            Err(e) => return (false, e.clone().into()),
         };
         let (method, headers, expected_status, pattern) = match self.request.as_deref() {
             Some(r) => (r.method.clone(), &r.headers[..], &r.expected_status[..], r.body.as_ref()),
@@ -121,7 +121,7 @@ impl HttpProbe {
                 }
                 // reqwest follows it.
                 Ok(Answer::Redirect) => {}
-                Err(e) => return (false, e),
+                Err(e) => return (false, e.into()),
             }
         }
         let mut request = match &self.url {
@@ -133,7 +133,7 @@ impl HttpProbe {
         }
         let response = match request.send().await {
             Ok(r) => r,
-            Err(e) => return (false, error_chain(&e.without_url())),
+            Err(e) => return (false, error_chain(&e.without_url()).into()),
         };
         let status = response.status().as_u16();
         verdict(status, expected_status, pattern, read_body(response)).await
@@ -147,20 +147,34 @@ async fn verdict(
     expected_status: &[u16],
     pattern: Option<&Regex>,
     body: impl Future<Output = Result<String, String>>,
-) -> (bool, String) {
+) -> (bool, Detail) {
     let status_ok =
         if expected_status.is_empty() { (200..300).contains(&status) } else { expected_status.contains(&status) };
     if !status_ok {
-        return (false, format!("HTTP {status} (expected {})", expected(expected_status)));
+        return (false, format!("HTTP {status} (expected {})", expected(expected_status)).into());
     }
     let Some(pattern) = pattern else {
-        return (true, format!("HTTP {status}"));
+        return (true, status_detail(status));
     };
     match body.await {
-        Ok(body) if pattern.is_match(&body) => (true, format!("HTTP {status}, body matches")),
-        Ok(_) => (false, format!("HTTP {status}, body does not match /{}/", pattern.as_str())),
-        Err(e) => (false, format!("HTTP {status}, body unreadable: {e}")),
+        Ok(body) if pattern.is_match(&body) => (true, format!("HTTP {status}, body matches").into()),
+        Ok(_) => (false, format!("HTTP {status}, body does not match /{}/", pattern.as_str()).into()),
+        Err(e) => (false, format!("HTTP {status}, body unreadable: {e}").into()),
     }
+}
+
+/// `HTTP <status>`: static text for the statuses a health endpoint usually answers, formatted for the others.
+fn status_detail(status: u16) -> Detail {
+    Detail::Borrowed(match status {
+        200 => "HTTP 200",
+        201 => "HTTP 201",
+        202 => "HTTP 202",
+        204 => "HTTP 204",
+        301 => "HTTP 301",
+        302 => "HTTP 302",
+        304 => "HTTP 304",
+        _ => return format!("HTTP {status}").into(),
+    })
 }
 
 /// The statuses a check accepts, for its detail.
@@ -193,4 +207,16 @@ async fn read_body(mut response: reqwest::Response) -> Result<String, String> {
         }
     }
     Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usual_statuses_need_no_allocation_and_others_read_the_same() {
+        assert!(matches!(status_detail(200), Detail::Borrowed("HTTP 200")));
+        assert!(matches!(status_detail(204), Detail::Borrowed("HTTP 204")));
+        assert_eq!(status_detail(418), "HTTP 418");
+    }
 }

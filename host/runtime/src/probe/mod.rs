@@ -25,11 +25,15 @@ pub struct ProbeResult {
     pub success: bool,
     /// Latency of the last attempt.
     pub latency: Duration,
-    /// What happened, for logs and events: `HTTP 200`, `connection refused`, `timed out after 2s`.
-    pub detail: String,
+    /// What happened, for logs and events: `HTTP 200`, `connection refused`, `timed out after 2s`. Static text for
+    /// the usual successes, so that a healthy check allocates none and a service's last check keeps none.
+    pub detail: Detail,
     /// Attempts made, 1 + retries used.
     pub attempts: u32,
 }
+
+/// A check's detail.
+pub type Detail = std::borrow::Cow<'static, str>;
 
 /// A configured probe for one service.
 #[derive(Debug, Clone)]
@@ -58,7 +62,7 @@ impl Probe {
     }
 
     /// One attempt, bounded by `timeout`.
-    async fn attempt(&self, timeout: Duration) -> (bool, String) {
+    async fn attempt(&self, timeout: Duration) -> (bool, Detail) {
         use tokio::time::timeout as bounded;
         let result = match self {
             Probe::Http(p) => bounded(timeout, p.check()).await,
@@ -69,7 +73,7 @@ impl Probe {
         };
         match result {
             Ok(result) => result,
-            Err(_) => (false, format!("timed out after {}", humantime::format_duration(timeout))),
+            Err(_) => (false, format!("timed out after {}", humantime::format_duration(timeout)).into()),
         }
     }
 
@@ -97,7 +101,7 @@ impl Probe {
             }
             if let (Some(p), Some(b)) = (policy, backoff.as_mut()) {
                 if !p.budget().try_retry(Instant::now()) {
-                    detail.push_str(" (retry budget exhausted)");
+                    detail.to_mut().push_str(" (retry budget exhausted)");
                     return ProbeResult { success, latency, detail, attempts };
                 }
                 let mut rng = <rand::rngs::SmallRng as rand::SeedableRng>::from_os_rng();

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use super::Detail;
 use crate::process::run_command;
 
 #[derive(Debug, Clone)]
@@ -17,11 +18,11 @@ impl ScriptProbe {
     }
 
     /// Unlike the other probes this one enforces its own timeout, so the process group is killed, not abandoned.
-    pub async fn check(&self, timeout: Duration) -> (bool, String) {
+    pub async fn check(&self, timeout: Duration) -> (bool, Detail) {
         match run_command(&self.service, &self.command, timeout).await {
-            Ok(output) if output.is_empty() => (true, "exit 0".to_owned()),
-            Ok(output) => (true, format!("exit 0: {}", first_line(&output))),
-            Err(e) => (false, e),
+            Ok(output) if output.is_empty() => (true, Detail::Borrowed("exit 0")),
+            Ok(output) => (true, format!("exit 0: {}", first_line(&output)).into()),
+            Err(e) => (false, e.into()),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! TCP probe: a successful connect is healthy.
 
-use super::error_chain;
+use super::{Detail, error_chain};
 
 #[derive(Debug, Clone)]
 pub struct TcpProbe {
@@ -12,10 +12,10 @@ impl TcpProbe {
         TcpProbe { address }
     }
 
-    pub async fn check(&self) -> (bool, String) {
+    pub async fn check(&self) -> (bool, Detail) {
         match tokio::net::TcpStream::connect(&self.address).await {
-            Ok(_) => (true, "connected".to_owned()),
-            Err(e) => (false, error_chain(&e)),
+            Ok(_) => (true, Detail::Borrowed("connected")),
+            Err(e) => (false, error_chain(&e).into()),
         }
     }
 }

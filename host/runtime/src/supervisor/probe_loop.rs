@@ -175,7 +175,7 @@ async fn check_once(handle: &Arc<ServiceHandle>, shared: &Arc<Shared>, changes: 
     let now_ms = unix_ms();
     handle.recent.record(now_ms, result.success, latency_us);
     let slow = handle.breaker.settings().is_slow(result.latency);
-    let detail = (!result.success).then_some(result.detail.as_str());
+    let detail = (!result.success).then_some(&*result.detail);
     handle.history.outcome(
         i64::try_from(now_ms).unwrap_or(i64::MAX),
         result.success,
@@ -189,7 +189,7 @@ async fn check_once(handle: &Arc<ServiceHandle>, shared: &Arc<Shared>, changes: 
         if failures.len() == FAILURE_HISTORY {
             failures.pop_front();
         }
-        failures.push_back(Failure { at_ms: unix_ms(), detail: result.detail.clone() });
+        failures.push_back(Failure { at_ms: unix_ms(), detail: result.detail.to_string() });
     }
     if disabled && !result.success {
         start_recovery(handle, shared, &result.detail, stop);
