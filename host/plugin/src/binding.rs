@@ -289,7 +289,13 @@ impl<W: World> Binding<W> {
         seat.drop_orphans(&mut state);
         let live = self.shared_instance(pool, plugin, &mut state)?;
         live.store.set_epoch_deadline(self.limits.deadline_ticks());
-        match self.open_predicate(plugin, &live.world, &mut live.store) {
+        // The shard's store may still carry the meter of a call in place: `open` is bounded by the deadline alone, as
+        // `init` is.
+        let opened = match live.store.set_fuel(UNMETERED) {
+            Ok(()) => self.open_predicate(plugin, &live.world, &mut live.store),
+            Err(e) => Err(e),
+        };
+        match opened {
             Ok(Ok(predicate)) => {
                 seat.set_predicate(&state, predicate);
                 Ok(())

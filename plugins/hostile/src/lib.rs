@@ -6,11 +6,12 @@
 //! - `mode` — `loop` (spin forever), `alloc` (grow memory until refused), `panic`, `recurse` (unbounded recursion),
 //!   `big` (return a `size`-byte reason), `file` (read `path`), `env` (read every environment variable), `socket`
 //!   (connect to `addr`), `clock` (read the wall and monotonic clocks), `log-flood` (log 10 000 long lines), `forge`
-//!   (log and trip with text that would start a forged log line and clear the terminal), `ok` (behave: never trip)
+//!   (log and trip with text that would start a forged log line and clear the terminal), `work` (spin `size`
+//!   times, then behave: long but finite), `ok` (behave: never trip)
 //! - `when` — `always` (default) or `failures`: misbehave only when the counts show a failure, otherwise behave,
 //!   so a test can make the plugin healthy again
 //! - `at`   — `call` (default) or `init`: misbehave inside `init` instead of the decision
-//! - `size`, `path`, `addr` — parameters of `big`, `file` and `socket`
+//! - `size`, `path`, `addr` — parameters of `big` and `work`, `file`, and `socket`
 
 use std::hint::black_box;
 
@@ -26,7 +27,7 @@ pub struct Hostile {
 }
 
 const MODES: &[&str] =
-    &["loop", "alloc", "panic", "recurse", "big", "file", "env", "socket", "clock", "log-flood", "forge", "ok"];
+    &["loop", "alloc", "panic", "recurse", "big", "file", "env", "socket", "clock", "log-flood", "forge", "work", "ok"];
 
 impl Policy for Hostile {
     fn init(config: &Config) -> Result<Self, String> {
@@ -74,6 +75,14 @@ impl Hostile {
                 loop {
                     i = black_box(i.wrapping_add(1));
                 }
+            }
+            "work" => {
+                let mut sum: u64 = 0;
+                for i in 0..self.size as u64 {
+                    sum = black_box(sum.wrapping_add(i));
+                }
+                black_box(sum);
+                None
             }
             "alloc" => {
                 // Reserve without touching, so the memory cap (not the deadline) is what stops it.

@@ -176,3 +176,20 @@ fn a_busy_shard_sends_an_async_caller_to_its_hand_off() {
     assert_eq!(ask(&neighbour, &[true]), None);
     assert_eq!(NEIGHBOUR_HANDED_OFF.load(Ordering::Relaxed), 1);
 }
+
+/// Opening a predicate is bounded by the deadline alone, as `init` is, even in a shard whose store last ran a call in
+/// place under its fuel meter: a long but finite `open` (ten million iterations) binds.
+#[test]
+fn a_long_open_is_not_cut_by_the_meter_of_a_decision_in_place() {
+    let limits = SandboxLimits { deadline: Duration::from_secs(2), ..SandboxLimits::default() };
+    let (host, _dir) = host_with(&["hostile"], limits, QuarantinePolicy::default());
+    let quick = host
+        .trip_predicate("hostile", service(0), config(&[("mode", "ok")]), Arc::new(BuiltIn))
+        .unwrap()
+        .off_worker(plain_hand_off);
+    assert_eq!(ask(&quick, &[true]), None, "decided in place, under the meter");
+    let slow_init = [("mode", "work"), ("at", "init"), ("size", "10000000")];
+    let bound = host.trip_predicate("hostile", service(1), config(&slow_init), Arc::new(BuiltIn));
+    assert!(bound.is_ok(), "{:?}", bound.err());
+    assert_eq!(host.shared_shards("hostile", false), Some(vec![2]));
+}
