@@ -49,7 +49,8 @@ pub struct ServiceHandle {
     pub(crate) last_check: Mutex<Option<ProbeResult>>,
     /// The last checks, for the console.
     pub recent: super::RecentChecks,
-    pub(crate) restarts: Mutex<RestartBook>,
+    /// Made at the first restart (or when a saved book is restored): most services never restart.
+    pub(crate) restarts: Mutex<Option<Box<RestartBook>>>,
     /// A recovery-strategy plugin and its name; `None`: the fixed `onFailure` (most services: boxed, 32 bytes less
     /// for them).
     pub(crate) recovery: Option<Box<(Arc<dyn RecoveryStrategy>, String)>>,
@@ -59,14 +60,35 @@ pub struct ServiceHandle {
     pub(crate) deciding: AtomicBool,
     /// Decisions since the service last recovered (the strategy's `attempt`).
     pub(crate) decisions: AtomicU32,
-    /// Recent failed checks, oldest first, for the strategy.
-    pub(crate) failures: Mutex<VecDeque<Failure>>,
+    /// Recent failed checks, oldest first, for the strategy; made at the first failure.
+    #[allow(clippy::box_collection, reason = "a pointer until the first failure instead of an empty deque's 32 bytes")]
+    pub(crate) failures: Mutex<Option<Box<VecDeque<Failure>>>>,
     /// Checks since the last anomaly evaluation.
     pub(crate) window: Mutex<CheckWindow>,
     /// The service's Prometheus series.
     pub(crate) series: Arc<ServiceSeries>,
     /// Where its check outcomes are recorded (`storage.history`).
     pub(crate) history: crate::history::ServiceRecorder,
+}
+
+/// A service's restart book, locked: an empty one until the first restart makes it.
+pub(crate) struct Restarts<'a>(std::sync::MutexGuard<'a, Option<Box<RestartBook>>>);
+
+/// What a service that never restarted reads.
+static NO_RESTARTS: RestartBook = RestartBook { total: 0, recent_ms: VecDeque::new(), gave_up: false };
+
+impl std::ops::Deref for Restarts<'_> {
+    type Target = RestartBook;
+
+    fn deref(&self) -> &RestartBook {
+        self.0.as_deref().unwrap_or(&NO_RESTARTS)
+    }
+}
+
+impl std::ops::DerefMut for Restarts<'_> {
+    fn deref_mut(&mut self) -> &mut RestartBook {
+        self.0.get_or_insert_with(Box::default)
+    }
 }
 
 /// Restart bookkeeping for the restart limit; persisted (and shared in cluster mode).
@@ -83,8 +105,14 @@ impl ServiceHandle {
         self.last_check.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    pub(crate) fn restarts(&self) -> std::sync::MutexGuard<'_, RestartBook> {
-        self.restarts.lock().unwrap_or_else(|p| p.into_inner())
+    pub(crate) fn restarts(&self) -> Restarts<'_> {
+        Restarts(self.restarts.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The recent failed checks, oldest first.
+    pub(crate) fn failures(&self) -> Vec<Failure> {
+        let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        failures.iter().flat_map(|f| f.iter()).cloned().collect()
     }
 
     /// Total restarts, and whether Aegis gave up on the service.
@@ -161,5 +189,24 @@ impl ServiceHandle {
             &mut **guard.get_or_insert_with(|| Box::new((Backoff::new(settings), SmallRng::from_os_rng())));
         let delay = backoff.next_delay(Instant::now(), rng);
         (delay, backoff.attempt())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A service that never restarted keeps no book: reading gives the empty one, and the first write makes it.
+    #[test]
+    fn a_restart_book_is_made_at_the_first_write() {
+        let lock = Mutex::new(None);
+        let read = Restarts(lock.lock().unwrap_or_else(|p| p.into_inner()));
+        assert_eq!((read.total, read.gave_up, read.recent_ms.len()), (0, false, 0));
+        drop(read);
+        assert!(lock.lock().unwrap_or_else(|p| p.into_inner()).is_none(), "reading made nothing");
+        let mut write = Restarts(lock.lock().unwrap_or_else(|p| p.into_inner()));
+        write.total += 1;
+        drop(write);
+        assert_eq!(lock.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|b| b.total), Some(1));
     }
 }

@@ -27,6 +27,11 @@ use crate::state::{RestartBook, ServiceHandle, Shared};
 /// The policy name reported when the built-in trip predicate decides.
 const BUILT_IN: &str = "built-in";
 
+/// The restart book restored from the store, or none for a service that never restarted (most of them).
+fn restored_restarts(total: u64, recent_ms: VecDeque<i64>, gave_up: bool) -> Option<Box<RestartBook>> {
+    (total > 0 || gave_up || !recent_ms.is_empty()).then(|| Box::new(RestartBook { total, recent_ms, gave_up }))
+}
+
 pub(super) fn build_service(
     shared: &Arc<Shared>,
     s: &ServiceConfig,
@@ -102,16 +107,16 @@ pub(super) fn build_service(
         slow: AtomicBool::new(false),
         last_check: Mutex::new(None),
         recent: crate::state::RecentChecks::default(),
-        restarts: Mutex::new(RestartBook {
-            total: saved.restarts_total,
-            recent_ms: saved.recent_restarts_ms.into_iter().collect(),
-            gave_up: saved.gave_up,
-        }),
+        restarts: Mutex::new(restored_restarts(
+            saved.restarts_total,
+            saved.recent_restarts_ms.into_iter().collect(),
+            saved.gave_up,
+        )),
         recovery,
         recovery_shadow: shadow::recovery_shadow(shared, s),
         deciding: AtomicBool::new(false),
         decisions: AtomicU32::new(0),
-        failures: Mutex::new(VecDeque::new()),
+        failures: Mutex::new(None),
         window: Mutex::new(CheckWindow::default()),
         series,
         history: shared.history.service(&s.name),

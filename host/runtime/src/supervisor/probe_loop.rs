@@ -186,6 +186,7 @@ async fn check_once(handle: &Arc<ServiceHandle>, shared: &Arc<Shared>, changes: 
     handle.window.lock().unwrap_or_else(|p| p.into_inner()).record(result.success, latency_ms);
     if !result.success {
         let mut failures = handle.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let failures = failures.get_or_insert_with(Box::default);
         if failures.len() == FAILURE_HISTORY {
             failures.pop_front();
         }

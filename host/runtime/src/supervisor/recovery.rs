@@ -48,7 +48,7 @@ pub(super) fn start_recovery(handle: &Arc<ServiceHandle>, shared: &Arc<Shared>, 
 fn shadow_the_fixed_action(handle: &ServiceHandle, shared: &Arc<Shared>) {
     let Some(shadow) = &handle.recovery_shadow else { return };
     let attempt = handle.decisions.fetch_add(1, Ordering::AcqRel);
-    let history: Vec<Failure> = handle.failures.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
+    let history: Vec<Failure> = handle.failures();
     let live = fixed_action(handle.config.on_failure);
     shadow::compare_recovery(shared, &handle.config.name, shadow, history, attempt, live);
 }
@@ -70,7 +70,7 @@ fn decide_recovery(
     tokio::spawn(async move {
         let name = handle.config.name.clone();
         let attempt = handle.decisions.fetch_add(1, Ordering::AcqRel);
-        let history: Vec<Failure> = handle.failures.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
+        let history: Vec<Failure> = handle.failures();
         let asked = handle.recovery_shadow.as_ref().map(|_| history.clone());
         let decided = tokio::task::spawn_blocking(move || strategy.decide(&history, attempt)).await;
         let action = decided.unwrap_or_else(|e| {
