@@ -241,12 +241,17 @@ impl<W: World> Binding<W> {
             })?
             .map_err(instantiate_err)?;
         store.set_epoch_deadline(self.limits.deadline_ticks());
-        let config: Vec<(String, String)> = plugin.default_config.iter().chain(&self.config).cloned().collect();
+        let config = self.config_with_defaults(plugin);
         world
             .init(&mut store, self.service.as_ref(), &config)
             .map_err(instantiate_err)?
             .map_err(|reason| PluginError::InitRefused { name: name.clone(), reason: clamp_text(reason) })?;
         Ok(Instance { store, world })
+    }
+
+    /// The binding's config with the plugin manifest's defaults under it, as `init` and `open` take it.
+    fn config_with_defaults(&self, plugin: &Loaded) -> Vec<(String, String)> {
+        plugin.default_config.iter().chain(&self.config).cloned().collect()
     }
 
     /// A fresh store for this binding's plugin, with the deadline armed for what runs first in it.
@@ -265,20 +270,20 @@ impl<W: World> Binding<W> {
         plugin: &Loaded,
         state: &'s mut ShardState,
     ) -> Result<&'s mut SharedInstance, PluginError> {
-        if state.instance.is_none() {
-            let _claim = self.epoch.ticking();
-            let instantiate_err = |e: wasmtime::Error| PluginError::Instantiate {
-                name: self.name.clone(),
-                reason: describe(&e, &self.limits),
-            };
-            let mut store = self.store(plugin).map_err(instantiate_err)?;
-            let world = pool.pre.instantiate(&mut store).map_err(instantiate_err)?;
-            state.instance = Some(SharedInstance { store, world });
-        }
-        state
-            .instance
-            .as_mut()
-            .ok_or_else(|| PluginError::Instantiate { name: self.name.clone(), reason: "no instance".to_owned() })
+        let live = match state.instance.take() {
+            Some(live) => live,
+            None => {
+                let _claim = self.epoch.ticking();
+                let instantiate_err = |e: wasmtime::Error| PluginError::Instantiate {
+                    name: self.name.clone(),
+                    reason: describe(&e, &self.limits),
+                };
+                let mut store = self.store(plugin).map_err(instantiate_err)?;
+                let world = pool.pre.instantiate(&mut store).map_err(instantiate_err)?;
+                SharedInstance { store, world }
+            }
+        };
+        Ok(state.instance.insert(live))
     }
 
     /// Opens the binding's predicate in its shard under the whole deadline, so that a refused config is an error at
@@ -316,12 +321,8 @@ impl<W: World> Binding<W> {
         world: &trip_shared::TripPredicatesPlugin,
         store: &mut Store<StoreData>,
     ) -> Answer<ResourceAny> {
-        let config: Vec<(String, String)> = plugin.default_config.iter().chain(&self.config).cloned().collect();
-        let service = self.service.clone().unwrap_or_else(|| types::ServiceInfo {
-            name: String::new(),
-            kind: String::new(),
-            endpoint: String::new(),
-        });
+        let config = self.config_with_defaults(plugin);
+        let service = self.service.clone().unwrap_or_else(|| crate::ServiceInfo::default().into());
         world.aegis_policy_trip_predicates().predicate().call_open(store, &service, &config)
     }
 
